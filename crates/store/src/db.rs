@@ -1,0 +1,180 @@
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor};
+
+use crate::StoreError;
+
+/// Which SQL database is behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The handle every part of Mailroom uses to reach the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Reads go here. On PostgreSQL this is the same pool as `write`.
+    pub(crate) read: AnyPool,
+    /// Writes go here. On SQLite this pool has exactly one connection.
+    pub(crate) write: AnyPool,
+    backend: Backend,
+}
+
+/// How long a connection waits for a lock held by another process (an operator's
+/// `mailroom admin` command while the server runs) before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite
+    /// file if it does not exist, and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let store = if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Self::open_sqlite_path(path).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Store {
+                read: pool.clone(),
+                write: pool,
+                backend: Backend::Postgres,
+            }
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens (or creates) the SQLite database file at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        Self::open(&url).await
+    }
+
+    async fn open_sqlite_path(path: &str) -> Result<Store, StoreError> {
+        // Query parameters of the URL are kept; `mode=rwc` creates the file.
+        let (file, params) = path.split_once('?').unwrap_or((path, ""));
+        let mut url = format!("sqlite://{file}?mode=rwc");
+        if !params.is_empty() {
+            url.push('&');
+            url.push_str(params);
+        }
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(sqlite_pragmas)
+            .connect(&url)
+            .await?;
+        let read = AnyPoolOptions::new()
+            .max_connections(8)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(sqlite_pragmas)
+            .connect(&url)
+            .await?;
+        Ok(Store {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the migrations this build knows and the database lacks. Safe to run from
+    /// several processes at once (sqlx takes an advisory lock on PostgreSQL; SQLite has one
+    /// writer).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        let migrator = Migrator {
+            migrations: Cow::Owned(
+                migrations
+                    .iter()
+                    .map(|(version, description, sql)| {
+                        Migration::new(
+                            *version,
+                            Cow::Borrowed(*description),
+                            MigrationType::Simple,
+                            sqlx::SqlSafeStr::into_sql_str(*sql),
+                            false,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&self.write).await?;
+        Ok(())
+    }
+
+    /// A cheap round trip to the database, for `/healthz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; pending writes finish first.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Settings every SQLite connection needs, applied when the pool opens it.
+fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL at every
+        // commit, which is what "durable before acknowledged" needs.
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.execute("PRAGMA synchronous = FULL").await?;
+        conn.execute("PRAGMA foreign_keys = ON").await?;
+        let busy = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
+        conn.execute(sqlx::AssertSqlSafe(busy)).await?;
+        Ok(())
+    })
+}
+
+type MigrationSource = (i64, &'static str, &'static str);
+
+const SQLITE_MIGRATIONS: &[MigrationSource] = &[(
+    1,
+    "tenancy",
+    include_str!("../migrations/sqlite/0001_tenancy.sql"),
+)];
+
+const POSTGRES_MIGRATIONS: &[MigrationSource] = &[(
+    1,
+    "tenancy",
+    include_str!("../migrations/postgres/0001_tenancy.sql"),
+)];

@@ -1,0 +1,78 @@
+//! The event outbox.
+
+use mailroom_core::ids::{IdKind, new_id};
+use mailroom_events::NewEvent;
+use sqlx::{Any, Row, Transaction};
+
+use crate::{Store, StoreError};
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Position in the outbox; streams resume after it.
+    pub seq: i64,
+    /// Stable id (`evt_…`), the same on every delivery attempt.
+    pub id: String,
+    pub account_id: String,
+    pub inbox_id: Option<String>,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// Appends an event inside the caller's transaction, so it commits (or not) with the
+/// change it describes.
+pub(crate) async fn append_event(
+    tx: &mut Transaction<'_, Any>,
+    event: &NewEvent,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, account_id, inbox_id, type, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new_id(IdKind::Event))
+    .bind(&event.account_id)
+    .bind(event.inbox_id.as_deref())
+    .bind(event.event_type.as_str())
+    .bind(event.data.to_string())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The account's events after `after_seq`, oldest first.
+    pub async fn list_events(
+        &self,
+        account_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, account_id, inbox_id, type, data, created_at FROM events \
+             WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(account_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let data: String = r.try_get(5)?;
+                Ok(EventRow {
+                    seq: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    account_id: r.try_get(2)?,
+                    inbox_id: r.try_get(3)?,
+                    event_type: r.try_get(4)?,
+                    data: serde_json::from_str(&data)
+                        .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
+                    created_at: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+}

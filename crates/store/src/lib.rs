@@ -1,0 +1,23 @@
+//! Storage for Mailroom: one [`Store`] over SQLite (the embedded default) or PostgreSQL.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver: `$1` placeholders, integer
+//! milliseconds for time, text ids. Where the dialects differ (the migrations, row locks
+//! for queue work later), the [`Backend`] says which one is in use. SQLite gets one writer
+//! connection and a pool of readers, which is how SQLite wants to be used (one writer at a
+//! time in WAL mode) and keeps writers from failing with `SQLITE_BUSY`.
+//!
+//! Every method that changes state and that someone may want to hear about also writes its
+//! event row in the same transaction (see `mailroom-events`).
+
+mod db;
+mod error;
+mod events;
+mod tenancy;
+pub mod testing;
+
+pub use db::{Backend, Store};
+pub use error::StoreError;
+pub use events::EventRow;
+pub use tenancy::{
+    AccountRow, CreateInboxOutcome, InboxRow, KeyRecord, NewInbox, NewKeyRow, TierChange,
+};

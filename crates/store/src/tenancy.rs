@@ -1,0 +1,529 @@
+//! Accounts, inboxes and their keys.
+
+use mailroom_core::Tier;
+use mailroom_events::NewEvent;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::error::is_unique_violation;
+use crate::events::append_event;
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: String,
+    pub tier: Tier,
+    pub smtp_password_generation: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxRow {
+    pub id: String,
+    pub account_id: String,
+    pub username: String,
+    pub domain: String,
+    pub email: String,
+    pub status: String,
+    pub client_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// An inbox about to be created.
+#[derive(Debug, Clone)]
+pub struct NewInbox {
+    pub id: String,
+    pub username: String,
+    pub domain: String,
+    pub client_id: Option<String>,
+    pub created_at: i64,
+}
+
+impl NewInbox {
+    pub fn email(&self) -> String {
+        format!("{}@{}", self.username, self.domain)
+    }
+}
+
+/// A key about to be stored: only its hash and display prefix.
+#[derive(Debug, Clone)]
+pub struct NewKeyRow {
+    pub id: String,
+    pub hash: String,
+    pub display_prefix: String,
+}
+
+/// What a presented key resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub account_id: String,
+    pub inbox_id: Option<String>,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateInboxOutcome {
+    Created(InboxRow),
+    /// The account already has an inbox with this `client_id`: nothing was created.
+    Existing(InboxRow),
+    /// The address is taken (by this or another account).
+    EmailTaken,
+    /// The account holds `current` inboxes, its tier's limit.
+    LimitReached {
+        current: u64,
+    },
+    /// The account does not exist (deleted while the request ran).
+    NoAccount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierChange {
+    pub previous: Tier,
+    pub tier: Tier,
+}
+
+const INBOX_COLUMNS: &str =
+    "id, account_id, username, domain, email, status, client_id, created_at";
+
+fn inbox_from_row(row: &AnyRow) -> Result<InboxRow, StoreError> {
+    Ok(InboxRow {
+        id: row.try_get(0)?,
+        account_id: row.try_get(1)?,
+        username: row.try_get(2)?,
+        domain: row.try_get(3)?,
+        email: row.try_get(4)?,
+        status: row.try_get(5)?,
+        client_id: row.try_get(6)?,
+        created_at: row.try_get(7)?,
+    })
+}
+
+fn account_from_row(row: &AnyRow) -> Result<AccountRow, StoreError> {
+    let tier: String = row.try_get(1)?;
+    Ok(AccountRow {
+        id: row.try_get(0)?,
+        tier: Tier::parse(&tier)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown tier {tier:?} in accounts")))?,
+        smtp_password_generation: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+    })
+}
+
+impl Store {
+    /// Creates an account with its first inbox, the account key and the inbox key, in one
+    /// transaction. Returns `EmailTaken` (and creates nothing) if the address is taken.
+    pub async fn create_account_with_inbox(
+        &self,
+        account_id: &str,
+        tier: Tier,
+        inbox: &NewInbox,
+        account_key: &NewKeyRow,
+        inbox_key: &NewKeyRow,
+    ) -> Result<CreateInboxOutcome, StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, tier, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(account_id)
+        .bind(tier.as_str())
+        .bind(inbox.created_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_key(
+            &mut tx,
+            account_id,
+            None,
+            "account",
+            account_key,
+            inbox.created_at,
+        )
+        .await?;
+        match insert_inbox(&mut tx, account_id, inbox, inbox_key).await? {
+            Some(row) => {
+                tx.commit().await?;
+                Ok(CreateInboxOutcome::Created(row))
+            }
+            None => Ok(CreateInboxOutcome::EmailTaken),
+        }
+    }
+
+    /// Creates another inbox in an existing account, unless the account already has one
+    /// with the same `client_id` (then that one is returned) or is at `max_inboxes`.
+    /// The account row is locked for the check so that concurrent creates cannot both pass
+    /// the limit.
+    pub async fn create_inbox(
+        &self,
+        account_id: &str,
+        inbox: &NewInbox,
+        inbox_key: &NewKeyRow,
+        max_inboxes: Option<u64>,
+    ) -> Result<CreateInboxOutcome, StoreError> {
+        let mut tx = self.write.begin().await?;
+        // Touching the row takes its lock on PostgreSQL (SQLite has one writer anyway).
+        let locked = sqlx::query("UPDATE accounts SET updated_at = $1 WHERE id = $2")
+            .bind(inbox.created_at)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Ok(CreateInboxOutcome::NoAccount);
+        }
+        if let Some(client_id) = &inbox.client_id
+            && let Some(existing) = inbox_by_client_id(&mut tx, account_id, client_id).await?
+        {
+            return Ok(CreateInboxOutcome::Existing(existing));
+        }
+        if let Some(max) = max_inboxes {
+            let current: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM inboxes WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let current = u64::try_from(current).unwrap_or(0);
+            if current >= max {
+                return Ok(CreateInboxOutcome::LimitReached { current });
+            }
+        }
+        match insert_inbox(&mut tx, account_id, inbox, inbox_key).await? {
+            Some(row) => {
+                tx.commit().await?;
+                Ok(CreateInboxOutcome::Created(row))
+            }
+            None => Ok(CreateInboxOutcome::EmailTaken),
+        }
+    }
+
+    pub async fn get_account(&self, account_id: &str) -> Result<Option<AccountRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tier, smtp_password_generation, created_at FROM accounts WHERE id = $1",
+        )
+        .bind(account_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    /// The inbox `inbox_id` if it belongs to `account_id`. Another account's inbox is
+    /// simply not found: callers answer 404 and reveal nothing.
+    pub async fn get_inbox(
+        &self,
+        account_id: &str,
+        inbox_id: &str,
+    ) -> Result<Option<InboxRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE id = $1 AND account_id = $2"
+        )))
+        .bind(inbox_id)
+        .bind(account_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(inbox_from_row).transpose()
+    }
+
+    /// A page of the account's inboxes, oldest first, and the total count.
+    pub async fn list_inboxes(
+        &self,
+        account_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(Vec<InboxRow>, u64), StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE account_id = $1 \
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        )))
+        .bind(account_id)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await?;
+        let total = self.count_inboxes(account_id).await?;
+        let inboxes = rows.iter().map(inbox_from_row).collect::<Result<_, _>>()?;
+        Ok((inboxes, total))
+    }
+
+    pub async fn count_inboxes(&self, account_id: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inboxes WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes an inbox of the account and every key scoped to it. Returns the deleted
+    /// inbox, or `None` if the account has no such inbox.
+    pub async fn delete_inbox(
+        &self,
+        account_id: &str,
+        inbox_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<InboxRow>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE id = $1 AND account_id = $2"
+        )))
+        .bind(inbox_id)
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(inbox) = row.as_ref().map(inbox_from_row).transpose()? else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM api_keys WHERE inbox_id = $1")
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM inboxes WHERE id = $1")
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?;
+        append_event(
+            &mut tx,
+            &NewEvent::inbox_deleted(account_id, inbox_id, &inbox.email),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(inbox))
+    }
+
+    /// Replaces the inbox key of an inbox: the old one stops working when this commits.
+    /// Returns false if the account has no such inbox.
+    pub async fn rotate_inbox_key(
+        &self,
+        account_id: &str,
+        inbox_id: &str,
+        key: &NewKeyRow,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM inboxes WHERE id = $1 AND account_id = $2")
+                .bind(inbox_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_keys WHERE inbox_id = $1 AND kind = 'inbox'")
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_key(&mut tx, account_id, Some(inbox_id), "inbox", key, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Resolves a key by its hash.
+    pub async fn find_key(&self, hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, account_id, inbox_id, kind FROM api_keys WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?;
+        row.map(|r| {
+            Ok(KeyRecord {
+                key_id: r.try_get(0)?,
+                account_id: r.try_get(1)?,
+                inbox_id: r.try_get(2)?,
+                kind: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Sets an account's tier and records `account.upgraded` / `account.downgraded` in the
+    /// same transaction. Returns `None` if there is no such account; no event is written
+    /// when the tier does not change.
+    pub async fn set_tier(
+        &self,
+        account_id: &str,
+        tier: Tier,
+        now_ms: i64,
+    ) -> Result<Option<TierChange>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let change = set_tier_in(&mut tx, account_id, tier, now_ms).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    /// Redeems a single-use upgrade link: records its nonce and sets the tier, atomically.
+    /// Returns `Ok(None)` if the nonce was redeemed before (nothing changes).
+    pub async fn redeem_upgrade(
+        &self,
+        nonce: &str,
+        account_id: &str,
+        tier: Tier,
+        now_ms: i64,
+    ) -> Result<Option<Option<TierChange>>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO redeemed_upgrade_links (nonce, account_id, target_tier, redeemed_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(nonce)
+        .bind(account_id)
+        .bind(tier.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let change = set_tier_in(&mut tx, account_id, tier, now_ms).await?;
+        tx.commit().await?;
+        Ok(Some(change))
+    }
+
+    /// Whether an upgrade link's nonce has been redeemed.
+    pub async fn upgrade_redeemed(&self, nonce: &str) -> Result<bool, StoreError> {
+        let n: Option<String> =
+            sqlx::query_scalar("SELECT nonce FROM redeemed_upgrade_links WHERE nonce = $1")
+                .bind(nonce)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(n.is_some())
+    }
+
+    /// Sends counted for the account in a period key (`d:YYYY-MM-DD` or `m:YYYY-MM`).
+    pub async fn send_count(&self, account_id: &str, period: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT count FROM send_counts WHERE account_id = $1 AND period = $2",
+        )
+        .bind(account_id)
+        .bind(period)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+}
+
+async fn set_tier_in(
+    tx: &mut Transaction<'_, Any>,
+    account_id: &str,
+    tier: Tier,
+    now_ms: i64,
+) -> Result<Option<TierChange>, StoreError> {
+    let current: Option<String> = sqlx::query_scalar("SELECT tier FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let previous = Tier::parse(&current)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown tier {current:?} in accounts")))?;
+    if previous != tier {
+        sqlx::query("UPDATE accounts SET tier = $1, updated_at = $2 WHERE id = $3")
+            .bind(tier.as_str())
+            .bind(now_ms)
+            .bind(account_id)
+            .execute(&mut **tx)
+            .await?;
+        let event = NewEvent::tier_changed(
+            account_id,
+            previous.as_str(),
+            tier.as_str(),
+            tier > previous,
+        );
+        append_event(tx, &event, now_ms).await?;
+    }
+    Ok(Some(TierChange { previous, tier }))
+}
+
+async fn insert_key(
+    tx: &mut Transaction<'_, Any>,
+    account_id: &str,
+    inbox_id: Option<&str>,
+    kind: &str,
+    key: &NewKeyRow,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, inbox_id, kind, hash, display_prefix, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&key.id)
+    .bind(account_id)
+    .bind(inbox_id)
+    .bind(kind)
+    .bind(&key.hash)
+    .bind(&key.display_prefix)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts the inbox, its key and its `inbox.created` event. `None` if the address is taken.
+async fn insert_inbox(
+    tx: &mut Transaction<'_, Any>,
+    account_id: &str,
+    inbox: &NewInbox,
+    key: &NewKeyRow,
+) -> Result<Option<InboxRow>, StoreError> {
+    let email = inbox.email();
+    let inserted = sqlx::query(
+        "INSERT INTO inboxes (id, account_id, username, domain, email, status, client_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7)",
+    )
+    .bind(&inbox.id)
+    .bind(account_id)
+    .bind(&inbox.username)
+    .bind(&inbox.domain)
+    .bind(&email)
+    .bind(inbox.client_id.as_deref())
+    .bind(inbox.created_at)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // The (account_id, client_id) pair cannot collide here: the caller checked it
+        // under the account lock. So a unique violation is the address.
+        Err(e) if is_unique_violation(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    insert_key(
+        tx,
+        account_id,
+        Some(&inbox.id),
+        "inbox",
+        key,
+        inbox.created_at,
+    )
+    .await?;
+    append_event(
+        tx,
+        &NewEvent::inbox_created(account_id, &inbox.id, &email),
+        inbox.created_at,
+    )
+    .await?;
+    Ok(Some(InboxRow {
+        id: inbox.id.clone(),
+        account_id: account_id.to_owned(),
+        username: inbox.username.clone(),
+        domain: inbox.domain.clone(),
+        email,
+        status: "active".into(),
+        client_id: inbox.client_id.clone(),
+        created_at: inbox.created_at,
+    }))
+}
+
+async fn inbox_by_client_id(
+    tx: &mut Transaction<'_, Any>,
+    account_id: &str,
+    client_id: &str,
+) -> Result<Option<InboxRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INBOX_COLUMNS} FROM inboxes WHERE account_id = $1 AND client_id = $2"
+    )))
+    .bind(account_id)
+    .bind(client_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(inbox_from_row).transpose()
+}

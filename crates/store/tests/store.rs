@@ -1,0 +1,407 @@
+//! The store's behaviour, on SQLite always and on PostgreSQL when
+//! `MAILROOM_TEST_DATABASE_URL` is set (each test in a schema of its own).
+
+use mailroom_core::Tier;
+use mailroom_core::ids::{IdKind, new_id};
+use mailroom_core::secret::{KeyKind, generate_key};
+use mailroom_store::testing::TestDatabase;
+use mailroom_store::{CreateInboxOutcome, NewInbox, NewKeyRow, Store};
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn sqlite() {
+                let db = mailroom_store::testing::TestDatabase::sqlite().unwrap();
+                let store = mailroom_store::Store::open(&db.url).await.unwrap();
+                super::$case(store, &db).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                match mailroom_store::testing::TestDatabase::postgres().await.unwrap() {
+                    Some(db) => {
+                        let store = mailroom_store::Store::open(&db.url).await.unwrap();
+                        super::$case(store, &db).await;
+                    }
+                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    account_and_inbox_round_trip,
+    taken_address_creates_nothing,
+    client_id_returns_the_existing_inbox,
+    inbox_limit_is_enforced,
+    tenants_do_not_see_each_other,
+    delete_removes_inbox_and_its_keys,
+    rotate_replaces_only_that_inbox_key,
+    tier_change_writes_one_event,
+    upgrade_redeems_once,
+    reopening_keeps_data,
+    list_pages,
+);
+
+fn key(kind: KeyKind) -> (String, NewKeyRow) {
+    let k = generate_key(kind);
+    (
+        k.secret,
+        NewKeyRow {
+            id: new_id(IdKind::Key),
+            hash: k.hash,
+            display_prefix: k.display_prefix,
+        },
+    )
+}
+
+fn inbox(username: &str, client_id: Option<&str>) -> NewInbox {
+    NewInbox {
+        id: new_id(IdKind::Inbox),
+        username: username.into(),
+        domain: "mailroom.test".into(),
+        client_id: client_id.map(Into::into),
+        created_at: mailroom_core::time::now_ms(),
+    }
+}
+
+/// A unique username, so that tests sharing nothing still never collide.
+fn uname(base: &str) -> String {
+    format!("{base}-{}", &new_id(IdKind::Event)[4..12])
+}
+
+async fn new_account(store: &Store, username: &str) -> (String, String, String) {
+    let account_id = new_id(IdKind::Account);
+    let (_, acc_key) = key(KeyKind::Account);
+    let (_, inb_key) = key(KeyKind::Inbox);
+    let ib = inbox(username, None);
+    let out = store
+        .create_account_with_inbox(&account_id, Tier::Free, &ib, &acc_key, &inb_key)
+        .await
+        .unwrap();
+    assert!(matches!(out, CreateInboxOutcome::Created(_)), "{out:?}");
+    (account_id, ib.id, acc_key.hash)
+}
+
+async fn account_and_inbox_round_trip(store: Store, _db: &TestDatabase) {
+    let name = uname("platform-admin");
+    let (account_id, inbox_id, acc_hash) = new_account(&store, &name).await;
+    let acc = store.get_account(&account_id).await.unwrap().unwrap();
+    assert_eq!(acc.tier, Tier::Free);
+    let ib = store
+        .get_inbox(&account_id, &inbox_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ib.email, format!("{name}@mailroom.test"));
+    assert_eq!(ib.status, "active");
+    let k = store.find_key(&acc_hash).await.unwrap().unwrap();
+    assert_eq!(k.account_id, account_id);
+    assert_eq!(k.kind, "account");
+    assert_eq!(k.inbox_id, None);
+    assert_eq!(store.count_inboxes(&account_id).await.unwrap(), 1);
+    assert!(
+        store
+            .find_key("0".repeat(64).as_str())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let events = store.list_events(&account_id, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "inbox.created");
+    assert_eq!(events[0].data["inbox_id"], inbox_id.as_str());
+}
+
+async fn taken_address_creates_nothing(store: Store, _db: &TestDatabase) {
+    let name = uname("taken");
+    let (first_account, _, _) = new_account(&store, &name).await;
+    // A second account wanting the same address: no account, no keys are left behind.
+    let account_id = new_id(IdKind::Account);
+    let (_, acc_key) = key(KeyKind::Account);
+    let (_, inb_key) = key(KeyKind::Inbox);
+    let out = store
+        .create_account_with_inbox(
+            &account_id,
+            Tier::Free,
+            &inbox(&name, None),
+            &acc_key,
+            &inb_key,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, CreateInboxOutcome::EmailTaken);
+    assert!(store.get_account(&account_id).await.unwrap().is_none());
+    assert!(store.find_key(&acc_key.hash).await.unwrap().is_none());
+    // The same account asking again for its own address: also taken.
+    let (_, k) = key(KeyKind::Inbox);
+    let out = store
+        .create_inbox(&first_account, &inbox(&name, None), &k, None)
+        .await
+        .unwrap();
+    assert_eq!(out, CreateInboxOutcome::EmailTaken);
+    assert!(store.find_key(&k.hash).await.unwrap().is_none());
+    assert_eq!(store.count_inboxes(&first_account).await.unwrap(), 1);
+}
+
+async fn client_id_returns_the_existing_inbox(store: Store, _db: &TestDatabase) {
+    let (account_id, _, _) = new_account(&store, &uname("owner")).await;
+    let (_, k1) = key(KeyKind::Inbox);
+    let first = inbox(&uname("agent"), Some("agent-001"));
+    let CreateInboxOutcome::Created(created) = store
+        .create_inbox(&account_id, &first, &k1, None)
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    // A repeat with another username but the same client_id creates nothing.
+    let (_, k2) = key(KeyKind::Inbox);
+    let out = store
+        .create_inbox(
+            &account_id,
+            &inbox(&uname("other"), Some("agent-001")),
+            &k2,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, CreateInboxOutcome::Existing(created.clone()));
+    assert!(store.find_key(&k2.hash).await.unwrap().is_none());
+    assert_eq!(store.count_inboxes(&account_id).await.unwrap(), 2);
+    // Another account may use the same client_id for itself.
+    let (other_account, _, _) = new_account(&store, &uname("owner2")).await;
+    let (_, k3) = key(KeyKind::Inbox);
+    let out = store
+        .create_inbox(
+            &other_account,
+            &inbox(&uname("agent"), Some("agent-001")),
+            &k3,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, CreateInboxOutcome::Created(ref r) if r.id != created.id),
+        "{out:?}"
+    );
+}
+
+async fn inbox_limit_is_enforced(store: Store, _db: &TestDatabase) {
+    let (account_id, _, _) = new_account(&store, &uname("limited")).await;
+    for i in 0..2 {
+        let (_, k) = key(KeyKind::Inbox);
+        let out = store
+            .create_inbox(
+                &account_id,
+                &inbox(&uname(&format!("n{i}")), None),
+                &k,
+                Some(3),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(out, CreateInboxOutcome::Created(_)));
+    }
+    let (_, k) = key(KeyKind::Inbox);
+    let out = store
+        .create_inbox(&account_id, &inbox(&uname("over"), None), &k, Some(3))
+        .await
+        .unwrap();
+    assert_eq!(out, CreateInboxOutcome::LimitReached { current: 3 });
+    assert_eq!(store.count_inboxes(&account_id).await.unwrap(), 3);
+    let (_, k) = key(KeyKind::Inbox);
+    let out = store
+        .create_inbox("acc_doesnotexist", &inbox(&uname("x"), None), &k, None)
+        .await;
+    assert_eq!(out.unwrap(), CreateInboxOutcome::NoAccount);
+}
+
+async fn tenants_do_not_see_each_other(store: Store, _db: &TestDatabase) {
+    let (a, a_inbox, _) = new_account(&store, &uname("tenant-a")).await;
+    let (b, b_inbox, _) = new_account(&store, &uname("tenant-b")).await;
+    assert!(store.get_inbox(&a, &b_inbox).await.unwrap().is_none());
+    assert!(store.get_inbox(&b, &a_inbox).await.unwrap().is_none());
+    let (list, total) = store.list_inboxes(&a, 50, 0).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(list[0].id, a_inbox);
+    let (_, k) = key(KeyKind::Inbox);
+    assert!(!store.rotate_inbox_key(&a, &b_inbox, &k, 0).await.unwrap());
+    assert!(store.delete_inbox(&a, &b_inbox, 0).await.unwrap().is_none());
+    assert!(store.get_inbox(&b, &b_inbox).await.unwrap().is_some());
+    assert!(
+        store
+            .list_events(&a, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.account_id == a)
+    );
+}
+
+async fn delete_removes_inbox_and_its_keys(store: Store, _db: &TestDatabase) {
+    let (account_id, _, acc_hash) = new_account(&store, &uname("keep")).await;
+    let (_, k) = key(KeyKind::Inbox);
+    let ib = inbox(&uname("gone"), None);
+    store
+        .create_inbox(&account_id, &ib, &k, None)
+        .await
+        .unwrap();
+    assert!(store.find_key(&k.hash).await.unwrap().is_some());
+    let deleted = store
+        .delete_inbox(&account_id, &ib.id, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.id, ib.id);
+    assert!(store.find_key(&k.hash).await.unwrap().is_none());
+    assert!(
+        store
+            .get_inbox(&account_id, &ib.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store.find_key(&acc_hash).await.unwrap().is_some(),
+        "account key survives"
+    );
+    assert!(
+        store
+            .delete_inbox(&account_id, &ib.id, 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let events = store.list_events(&account_id, 0, 10).await.unwrap();
+    assert_eq!(events.last().unwrap().event_type, "inbox.deleted");
+}
+
+async fn rotate_replaces_only_that_inbox_key(store: Store, _db: &TestDatabase) {
+    let (account_id, first_inbox, _) = new_account(&store, &uname("rot")).await;
+    let (_, k_other) = key(KeyKind::Inbox);
+    let other = inbox(&uname("rot-other"), None);
+    store
+        .create_inbox(&account_id, &other, &k_other, None)
+        .await
+        .unwrap();
+    let (_, k_new) = key(KeyKind::Inbox);
+    assert!(
+        store
+            .rotate_inbox_key(&account_id, &first_inbox, &k_new, 5)
+            .await
+            .unwrap()
+    );
+    let found = store.find_key(&k_new.hash).await.unwrap().unwrap();
+    assert_eq!(found.inbox_id.as_deref(), Some(first_inbox.as_str()));
+    assert!(
+        store.find_key(&k_other.hash).await.unwrap().is_some(),
+        "other inbox untouched"
+    );
+    // Only one inbox key remains for the rotated inbox: the second rotation removes k_new.
+    let (_, k_newer) = key(KeyKind::Inbox);
+    assert!(
+        store
+            .rotate_inbox_key(&account_id, &first_inbox, &k_newer, 6)
+            .await
+            .unwrap()
+    );
+    assert!(store.find_key(&k_new.hash).await.unwrap().is_none());
+}
+
+async fn tier_change_writes_one_event(store: Store, _db: &TestDatabase) {
+    let (account_id, _, _) = new_account(&store, &uname("tiers")).await;
+    let change = store
+        .set_tier(&account_id, Tier::Growth, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((change.previous, change.tier), (Tier::Free, Tier::Growth));
+    assert_eq!(
+        store.get_account(&account_id).await.unwrap().unwrap().tier,
+        Tier::Growth
+    );
+    // Same tier again: no new event.
+    store.set_tier(&account_id, Tier::Growth, 11).await.unwrap();
+    store
+        .set_tier(&account_id, Tier::Developer, 12)
+        .await
+        .unwrap();
+    let types: Vec<_> = store
+        .list_events(&account_id, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        ["inbox.created", "account.upgraded", "account.downgraded"]
+    );
+    assert!(
+        store
+            .set_tier("acc_nobody", Tier::Growth, 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn upgrade_redeems_once(store: Store, _db: &TestDatabase) {
+    let (account_id, _, _) = new_account(&store, &uname("redeem")).await;
+    let nonce = new_id(IdKind::Event);
+    assert!(!store.upgrade_redeemed(&nonce).await.unwrap());
+    let first = store
+        .redeem_upgrade(&nonce, &account_id, Tier::Developer, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().unwrap().tier, Tier::Developer);
+    assert!(store.upgrade_redeemed(&nonce).await.unwrap());
+    let again = store
+        .redeem_upgrade(&nonce, &account_id, Tier::Enterprise, 2)
+        .await
+        .unwrap();
+    assert!(again.is_none());
+    assert_eq!(
+        store.get_account(&account_id).await.unwrap().unwrap().tier,
+        Tier::Developer
+    );
+}
+
+async fn reopening_keeps_data(store: Store, db: &TestDatabase) {
+    let (account_id, inbox_id, _) = new_account(&store, &uname("durable")).await;
+    store.close().await;
+    let reopened = Store::open(&db.url).await.unwrap();
+    assert!(
+        reopened
+            .get_inbox(&account_id, &inbox_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    reopened.ping().await.unwrap();
+}
+
+async fn list_pages(store: Store, _db: &TestDatabase) {
+    let (account_id, first, _) = new_account(&store, &uname("page")).await;
+    let mut ids = vec![first];
+    for i in 0..4 {
+        let (_, k) = key(KeyKind::Inbox);
+        let mut ib = inbox(&uname(&format!("p{i}")), None);
+        ib.created_at += i64::from(i) + 1;
+        ids.push(ib.id.clone());
+        store
+            .create_inbox(&account_id, &ib, &k, None)
+            .await
+            .unwrap();
+    }
+    let (page, total) = store.list_inboxes(&account_id, 2, 1).await.unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        page.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        ids[1..3]
+    );
+    let (page, _) = store.list_inboxes(&account_id, 50, 10).await.unwrap();
+    assert!(page.is_empty());
+}
