@@ -1,0 +1,87 @@
+//! Who is calling: one function turns a presented secret into a [`Principal`], for every
+//! door (HTTP today; SMTP, IMAP and POP3 call the same function).
+
+use mailroom_core::secret::{hash_secret, looks_like_key};
+
+use crate::{ServiceError, Services};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The account key: manages everything in the account.
+    Account { account_id: String, key_id: String },
+    /// An inbox key: reaches its own inbox only.
+    Inbox {
+        account_id: String,
+        inbox_id: String,
+        key_id: String,
+    },
+}
+
+impl Principal {
+    pub fn account_id(&self) -> &str {
+        match self {
+            Principal::Account { account_id, .. } | Principal::Inbox { account_id, .. } => {
+                account_id
+            }
+        }
+    }
+
+    /// The account id, if this principal may manage the account.
+    pub fn require_account(&self) -> Result<&str, ServiceError> {
+        match self {
+            Principal::Account { account_id, .. } => Ok(account_id),
+            Principal::Inbox { .. } => Err(ServiceError::Forbidden {
+                code: "ACCOUNT_KEY_REQUIRED",
+                message: "this needs the account API key; an inbox key reaches only its own inbox"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Whether this principal may act on inbox `inbox_id` (of its own account; the store
+    /// checks the account).
+    pub fn may_access_inbox(&self, inbox_id: &str) -> bool {
+        match self {
+            Principal::Account { .. } => true,
+            Principal::Inbox { inbox_id: own, .. } => own == inbox_id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::Account { .. } => "account",
+            Principal::Inbox { .. } => "inbox",
+        }
+    }
+}
+
+impl Services {
+    /// Resolves a presented key. Anything that is not a live key gets the same answer, so a
+    /// caller learns nothing from the difference between a malformed, unknown, rotated or
+    /// deleted key.
+    pub async fn authenticate(&self, secret: &str) -> Result<Principal, ServiceError> {
+        let invalid = || ServiceError::Unauthenticated("invalid API key".into());
+        if !looks_like_key(secret) {
+            return Err(invalid());
+        }
+        let Some(key) = self.store().find_key(&hash_secret(secret)).await? else {
+            return Err(invalid());
+        };
+        match (key.kind.as_str(), key.inbox_id) {
+            ("account", _) => Ok(Principal::Account {
+                account_id: key.account_id,
+                key_id: key.key_id,
+            }),
+            ("inbox", Some(inbox_id)) => Ok(Principal::Inbox {
+                account_id: key.account_id,
+                inbox_id,
+                key_id: key.key_id,
+            }),
+            (kind, _) => {
+                tracing::warn!(key_id = %key.key_id, kind, "key of unknown kind refused");
+                Err(invalid())
+            }
+        }
+    }
+}

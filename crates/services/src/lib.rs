@@ -1,0 +1,81 @@
+//! The rules of Mailroom that more than one front end needs, written once.
+//!
+//! The HTTP API, the SMTP, IMAP and POP3 servers and the CLI all call [`Services`]: to
+//! authenticate a secret, to create an inbox, to check a tier limit, to issue an upgrade
+//! link. Front ends parse their protocol and shape their answers; they decide nothing that
+//! is decided here.
+
+mod auth;
+mod error;
+pub mod ratelimit;
+mod tenancy;
+mod upgrade;
+
+use std::sync::Arc;
+
+use mailroom_core::Tiers;
+use mailroom_core::secret::MasterSecret;
+use mailroom_store::Store;
+
+pub use auth::Principal;
+pub use error::{ServiceError, UpgradeContext};
+pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use tenancy::{
+    AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
+    SmtpCredentials,
+};
+pub use upgrade::{UpgradeLink, UpgradeLinkInfo};
+
+/// What the services need to know of the server's configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The server's host name (`mail.example.com`): the SMTP host given to clients.
+    pub hostname: String,
+    /// The mail domain inboxes are created on unless another is named.
+    pub default_domain: String,
+    /// Where people reach this server's HTTP API (`https://mail.example.com`); links in
+    /// answers start with it.
+    pub public_url: String,
+    /// The operator's upgrade page; `None` = this server's own `/upgrade` page.
+    pub upgrade_url: Option<String>,
+    /// The port given to SMTP clients for submission with STARTTLS (587, or 2587 in dev).
+    pub submission_port: u16,
+    pub tiers: Tiers,
+}
+
+/// The services, shared by every front end. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: ServiceConfig,
+    master: MasterSecret,
+}
+
+impl Services {
+    pub fn new(store: Store, config: ServiceConfig, master: MasterSecret) -> Services {
+        Services {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                master,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn master(&self) -> &MasterSecret {
+        &self.inner.master
+    }
+}

@@ -1,0 +1,139 @@
+//! One rate-limiting mechanism for every route and every kind of key (per IP, per key,
+//! per user).
+//!
+//! Fixed windows: a key may make `limit` calls per `window`; the window starts at its first
+//! call. That is easy to explain in `X-RateLimit-*` headers and in `Retry-After`, and cheap:
+//! one map entry per active key. The counts live in this process's memory; several
+//! processes behind one load balancer each count their own (a shared store is a later
+//! step, recorded in docs/decisions.md).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many calls per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateRule {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl RateRule {
+    pub const fn per_hour(limit: u32) -> RateRule {
+        RateRule {
+            limit,
+            window: Duration::from_secs(3600),
+        }
+    }
+
+    pub const fn per_minute(limit: u32) -> RateRule {
+        RateRule {
+            limit,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The answer for one call: whether it may proceed, and what to put in the headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the window resets (for `Retry-After`), at least 1.
+    pub reset_after_secs: u64,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    count: u32,
+}
+
+/// Counts calls per key. Keys name the rule and the caller (`"inbox-create:ip:1.2.3.4"`).
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+/// Above this many tracked keys, expired windows are swept on the next call.
+const SWEEP_THRESHOLD: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new() -> RateLimiter {
+        RateLimiter::default()
+    }
+
+    /// Counts one call of `key` under `rule` and says whether it may proceed. A refused call
+    /// is not counted.
+    pub fn check(&self, key: &str, rule: RateRule) -> RateDecision {
+        self.check_at(key, rule, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, rule: RateRule, now: Instant) -> RateDecision {
+        // A poisoned lock only means another thread panicked mid-update of a counter;
+        // the counters are still usable.
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() > SWEEP_THRESHOLD {
+            windows.retain(|_, w| {
+                now.duration_since(w.started) < rule.window.max(Duration::from_secs(3600))
+            });
+        }
+        let window = windows.entry(key.to_owned()).or_insert(Window {
+            started: now,
+            count: 0,
+        });
+        if now.duration_since(window.started) >= rule.window {
+            *window = Window {
+                started: now,
+                count: 0,
+            };
+        }
+        let elapsed = now.duration_since(window.started);
+        let reset_after_secs = rule.window.saturating_sub(elapsed).as_secs().max(1);
+        if window.count >= rule.limit {
+            return RateDecision {
+                allowed: false,
+                limit: rule.limit,
+                remaining: 0,
+                reset_after_secs,
+            };
+        }
+        window.count += 1;
+        RateDecision {
+            allowed: true,
+            limit: rule.limit,
+            remaining: rule.limit - window.count,
+            reset_after_secs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_refuses_and_resets() {
+        let rl = RateLimiter::new();
+        let rule = RateRule {
+            limit: 2,
+            window: Duration::from_secs(10),
+        };
+        let t0 = Instant::now();
+        let a = rl.check_at("k", rule, t0);
+        assert!(a.allowed);
+        assert_eq!(a.remaining, 1);
+        assert!(rl.check_at("k", rule, t0).allowed);
+        let refused = rl.check_at("k", rule, t0 + Duration::from_secs(3));
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert_eq!(refused.reset_after_secs, 7);
+        // Other keys are independent.
+        assert!(rl.check_at("other", rule, t0).allowed);
+        // After the window, the key starts over.
+        let later = rl.check_at("k", rule, t0 + Duration::from_secs(10));
+        assert!(later.allowed);
+        assert_eq!(later.remaining, 1);
+    }
+}
