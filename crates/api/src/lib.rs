@@ -1,0 +1,79 @@
+//! The HTTP API.
+//!
+//! Handlers are thin: they parse (the extractors in [`extract`]), call
+//! [`mailroom_services::Services`], and shape the answer into Mailroom's envelope
+//! (`{"result": …, "next_steps": […]}`) or error (`{"error": CODE, "message": …}`).
+//! [`server`] serves the router over plain HTTP (loopback, or behind a trusted proxy) or
+//! TLS.
+
+pub mod error;
+pub mod extract;
+mod metrics_layer;
+mod openapi;
+mod routes;
+pub mod server;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use mailroom_services::{RateLimiter, RateRule, Services};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use openapi::openapi_document;
+
+/// Settings of the HTTP front end.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Unauthenticated `POST /v1/inboxes` per client IP.
+    pub inbox_create_rule: RateRule,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            inbox_create_rule: RateRule::per_hour(10),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Everything a handler may use. Passed explicitly as axum state; no globals.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub config: Arc<ApiConfig>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    pub fn new(services: Services, config: ApiConfig, metrics: Option<PrometheusHandle>) -> Self {
+        AppState {
+            services,
+            config: Arc::new(config),
+            limiter: Arc::new(RateLimiter::new()),
+            metrics,
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    routes::routes(&state)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(metrics_layer::record))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
+        .with_state(state)
+}

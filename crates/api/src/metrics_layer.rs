@@ -1,0 +1,25 @@
+//! Request metrics for Prometheus: a counter and a latency histogram per route template
+//! (never per raw path, which would make one series per inbox id).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub async fn record(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("mailroom_http_requests_total", &labels).increment(1);
+    metrics::histogram!("mailroom_http_request_duration_seconds", &labels[..2])
+        .record(start.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,115 @@
+//! The routes, grouped by resource. Every success answer is an [`Envelope`].
+
+mod account;
+mod inboxes;
+mod system;
+mod upgrade_page;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::server::PeerAddr;
+
+pub(crate) use account::*;
+pub(crate) use inboxes::*;
+
+/// Mailroom's success answer: the result, and what the caller can do next.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<T> {
+    pub result: T,
+    pub next_steps: Vec<String>,
+}
+
+impl<T: Serialize> Envelope<T> {
+    pub fn new(result: T, next_steps: Vec<String>) -> Self {
+        Envelope { result, next_steps }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Envelope<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self).into_response()
+    }
+}
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let v1 = Router::new()
+        .route(
+            "/v1/inboxes",
+            post(inboxes::create_inbox).get(inboxes::list_inboxes),
+        )
+        .route(
+            "/v1/inboxes/{id}",
+            get(inboxes::get_inbox).delete(inboxes::delete_inbox),
+        )
+        .route("/v1/inboxes/{id}/rotate-key", post(inboxes::rotate_key))
+        .route("/v1/account", get(account::get_account))
+        .route("/v1/account/smtp", get(account::get_smtp))
+        .route("/v1/capabilities", get(account::get_capabilities))
+        .route("/v1/upgrade-link", post(account::create_upgrade_link))
+        .route("/upgrade", get(upgrade_page::show))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_secure_transport,
+        ));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi_json))
+        .route("/docs", get(system::docs))
+}
+
+/// Plain HTTP is accepted from loopback (for `--dev` and local tools) and from trusted
+/// proxies that say the client used HTTPS; anywhere else the API answers only over TLS
+/// (seed 004: calls over plain HTTP fail).
+async fn require_secure_transport(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(peer) = req.extensions().get::<ConnectInfo<PeerAddr>>().map(|c| c.0) else {
+        return Ok(next.run(req).await);
+    };
+    if peer.tls || peer.addr.ip().is_loopback() {
+        return Ok(next.run(req).await);
+    }
+    let via_trusted_https = state.config.trusted_proxies.contains(&peer.addr.ip())
+        && req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    if !via_trusted_https {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "HTTPS_REQUIRED",
+            "the API is served over HTTPS only; use https://",
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such route; the API is described at /openapi.json and /docs",
+    )
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this route does not take that method; see /docs",
+    )
+}
