@@ -1,0 +1,202 @@
+//! The `mailroom` server: configuration, the data directory, and the wiring that starts
+//! every listener over one store and one set of services.
+//!
+//! The binary (`main.rs`) parses the command line and calls [`start`]; the test kit calls
+//! [`start`] too, so tests run exactly the server that ships.
+
+pub mod config;
+pub mod datadir;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use mailroom_api::{ApiConfig, AppState};
+use mailroom_services::{RateRule, ServiceConfig, Services};
+use mailroom_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// Where the HTTP API listens (with the real port when 0 was asked for).
+    pub http_addr: SocketAddr,
+    /// The base URL links in answers start with.
+    pub public_url: String,
+    /// Whether the HTTP API is served over TLS.
+    pub http_tls: bool,
+    /// PEM certificate the server presents (for clients that must trust it).
+    pub tls_cert_path: std::path::PathBuf,
+    pub services: Services,
+    shutdown: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets requests in flight finish, closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let served = self.http.await.context("the HTTP server task failed")?;
+        self.services.store().close().await;
+        served.context("the HTTP server stopped with an error")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await?;
+        tracing::info!("shutting down: finishing requests in flight");
+        self.shutdown().await
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// The services over an opened store, as the server and the admin commands use them.
+pub fn services(
+    store: Store,
+    config: &Config,
+    master: mailroom_core::secret::MasterSecret,
+    public_url: String,
+) -> Services {
+    Services::new(
+        store,
+        ServiceConfig {
+            hostname: config.hostname.clone(),
+            default_domain: config.default_domain.clone(),
+            public_url,
+            upgrade_url: config.upgrade_url.clone(),
+            submission_port: config.listen.submission.port(),
+            tiers: config.tiers.clone(),
+        },
+        master,
+    )
+}
+
+/// Creates what a first start needs, opens the store, binds the listeners and starts
+/// serving. Returns once every listener is bound, so callers may connect at once.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    datadir::ensure_dir(&config.data_dir)?;
+    let master = datadir::master_secret(&config.data_dir, config.master_secret.as_deref())?;
+    let (cert, key) = datadir::tls_files(
+        &config.data_dir,
+        &config.hostname,
+        config.tls_cert.as_deref().zip(config.tls_key.as_deref()),
+    )?;
+    let http_tls = config.http_uses_tls();
+    let tls = if http_tls {
+        Some(datadir::tls_config(&cert, &key, &[b"h2", b"http/1.1"])?)
+    } else {
+        None
+    };
+
+    let url = config.effective_database_url();
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open the database ({})", redact_url(&url)))?;
+    tracing::info!(backend = store.backend().name(), "database ready");
+
+    let http = TcpListener::bind(config.listen.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.listen.http))?;
+    let http_addr = http.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| derive_public_url(&config, http_addr, http_tls));
+
+    let services = services(store, &config, master, public_url.clone());
+    let api = ApiConfig {
+        inbox_create_rule: RateRule::per_hour(config.inbox_create_per_hour),
+        trusted_proxies: config.trusted_proxies.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let state = AppState::new(services.clone(), api, Some(telemetry::metrics_handle()));
+    let router = mailroom_api::router(state);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone().cancelled_owned();
+    let http_task = tokio::spawn(mailroom_api::server::serve(http, tls, router, stop));
+    tracing::info!(
+        addr = %http_addr,
+        tls = http_tls,
+        url = %public_url,
+        domain = %config.default_domain,
+        "HTTP API listening"
+    );
+    Ok(RunningServer {
+        http_addr,
+        public_url,
+        http_tls,
+        tls_cert_path: cert,
+        services,
+        shutdown,
+        http: http_task,
+    })
+}
+
+/// `https://host` (or with the port when it is not 443), or on loopback the address itself
+/// so that links work on a developer's machine.
+fn derive_public_url(config: &Config, addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if addr.ip().is_loopback() || config.hostname == "localhost" {
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        return format!("{scheme}://{host}:{}", addr.port());
+    }
+    let default_port = if tls { 443 } else { 80 };
+    if addr.port() == default_port {
+        format!("{scheme}://{}", config.hostname)
+    } else {
+        format!("{scheme}://{}:{}", config.hostname, addr.port())
+    }
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! `mailroom`: the command line.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use mailroom::config::{Config, DataArgs, ServeArgs};
+use mailroom_core::Tier;
+use mailroom_store::Store;
+
+/// Mailroom: email for AI agents, self-hosted.
+///
+/// One binary serves the HTTP API (accounts, inboxes, keys) and, over the same store, the
+/// mail protocols. Start it with `mailroom serve --dev` on a laptop; every setting is a
+/// flag, a MAILROOM_* environment variable, or a key in the TOML file given with --config
+/// (docs/configuration.md).
+#[derive(Debug, Parser)]
+#[command(name = "mailroom", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    ///
+    /// The first start creates the data directory with the SQLite database, the master
+    /// secret (master.key, mode 0600: back it up with the database) and a self-signed TLS
+    /// certificate. SIGTERM or Ctrl-C stops it gracefully.
+    ///
+    /// Example: mailroom serve --dev
+    Serve(ServeArgs),
+    /// Operator tasks on the data of a server (running or not).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Set an account's tier (free, developer, growth, enterprise).
+    ///
+    /// Takes effect at once, also while the server runs, and records an
+    /// `account.upgraded` (or `account.downgraded`) event.
+    ///
+    /// Example: mailroom admin set-tier acc_0123456789abcdefghij developer
+    SetTier {
+        /// The account id (acc_…).
+        account_id: String,
+        /// The new tier.
+        tier: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Grant the upgrade an upgrade link asks for. Each link works once.
+    ///
+    /// Agents get links from POST /v1/upgrade-link or in `upgrade_context`; opening one
+    /// shows this command with the link's token filled in.
+    ///
+    /// Example: mailroom admin redeem-upgrade 'eyJhIjoi…'
+    RedeemUpgrade {
+        /// The token: the `token=` part of the link, or the whole link.
+        token: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            mailroom::telemetry::init_logging(config.log_format);
+            let server = mailroom::start(config).await?;
+            server.run_until_signal().await
+        }
+        Command::Admin(cmd) => admin(cmd).await,
+    }
+}
+
+/// Opens an existing server's data; never creates a database or a master secret.
+async fn open_existing(data: &DataArgs) -> anyhow::Result<(Config, Store)> {
+    let config = Config::resolve_data(data)?;
+    if config.database_url.is_none() {
+        let db = config.data_dir.join("mailroom.db");
+        if !db.exists() {
+            bail!(
+                "no database at {}; start the server once (mailroom serve) or point --data-dir / \
+                 MAILROOM_DATABASE_URL at the server's data",
+                db.display()
+            );
+        }
+    }
+    let url = config.effective_database_url();
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open the database ({})", mailroom::redact_url(&url)))?;
+    Ok((config, store))
+}
+
+async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::SetTier {
+            account_id,
+            tier,
+            data,
+        } => {
+            let tier = Tier::parse(&tier.to_ascii_lowercase()).with_context(|| {
+                format!("unknown tier {tier:?}; use free, developer, growth or enterprise")
+            })?;
+            let (config, store) = open_existing(&data).await?;
+            // Setting a tier needs no secrets; a throwaway master secret keeps this command
+            // from requiring (or creating) master.key.
+            let services = mailroom::services(
+                store.clone(),
+                &config,
+                mailroom_core::secret::MasterSecret::generate(),
+                String::new(),
+            );
+            let change = services
+                .set_tier(&account_id, tier)
+                .await
+                .map_err(|e| match e {
+                    mailroom_services::ServiceError::NotFound { .. } => {
+                        anyhow::anyhow!("no account {account_id:?} in this database")
+                    }
+                    other => other.into(),
+                })?;
+            store.close().await;
+            if change.previous == change.tier {
+                println!("{account_id} is already on the {} tier", change.tier);
+            } else {
+                println!("{account_id}: {} -> {}", change.previous, change.tier);
+            }
+            Ok(())
+        }
+        AdminCommand::RedeemUpgrade { token, data } => {
+            let token = token
+                .split_once("token=")
+                .map(|(_, t)| t.split('&').next().unwrap_or(t))
+                .unwrap_or(&token)
+                .trim()
+                .to_owned();
+            let (config, store) = open_existing(&data).await?;
+            if config.master_secret.is_none() && !config.data_dir.join("master.key").exists() {
+                bail!(
+                    "no master secret in {}; upgrade links can only be checked with the secret of \
+                     the server that issued them",
+                    config.data_dir.display()
+                );
+            }
+            let master = mailroom::datadir::master_secret(
+                &config.data_dir,
+                config.master_secret.as_deref(),
+            )?;
+            let services = mailroom::services(store.clone(), &config, master, String::new());
+            let change = services.redeem_upgrade_token(&token).await?;
+            store.close().await;
+            println!("upgrade granted: {} -> {}", change.previous, change.tier);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The test server: the real `mailroom` server, started in-process on ephemeral loopback
+//! ports with a fresh data directory and database, plus helpers to make accounts.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use mailroom_testkit::{Backend, TestServer};
+//! let Some(server) = TestServer::start(Backend::Sqlite).await else { return };
+//! let account = server.new_account("agent").await;
+//! let answer = server.http.get(server.url("/v1/account"))
+//!     .bearer_auth(&account.account_key).send().await.unwrap();
+//! assert_eq!(answer.status(), 200);
+//! server.stop().await;
+//! # }
+//! ```
+//!
+//! [`on_both_backends!`] runs one test body on SQLite and, when
+//! `MAILROOM_TEST_DATABASE_URL` is set, on PostgreSQL (in a schema of its own).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mailroom::RunningServer;
+use mailroom::config::{Config, ServeArgs};
+use mailroom_store::testing::TestDatabase;
+use serde_json::Value;
+
+pub use mailroom;
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running test server. Call [`TestServer::stop`] at the end of a test to shut it down
+/// gracefully (dropping it leaves the server task to end with the test's runtime).
+pub struct TestServer {
+    pub base_url: String,
+    pub http_addr: SocketAddr,
+    /// A client for this server (no proxy, short timeouts).
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub database_url: String,
+    pub server: Option<RunningServer>,
+    _db: TestDatabase,
+    _data: tempfile::TempDir,
+}
+
+/// An account made through the API, with the secrets its creation showed once.
+#[derive(Debug, Clone)]
+pub struct TestAccount {
+    pub account_id: String,
+    pub account_key: String,
+    pub inbox_id: String,
+    pub inbox_key: String,
+    pub email: String,
+}
+
+/// The configuration tests start from: `--dev`, every listener on `127.0.0.1:0`, host
+/// `mail.test`, mail domain `mailroom.test`, and an account-creation rate limit high enough
+/// that tests never meet it unless they lower it.
+pub fn test_config(data_dir: PathBuf, database_url: Option<String>) -> Config {
+    let any = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let args = ServeArgs {
+        dev: true,
+        hostname: Some("mail.test".into()),
+        default_domain: Some("mailroom.test".into()),
+        http_listen: any,
+        smtp_listen: any,
+        submission_listen: any,
+        submissions_listen: any,
+        imap_listen: any,
+        imaps_listen: any,
+        pop3_listen: any,
+        pop3s_listen: any,
+        inbox_create_per_hour: Some(100_000),
+        ..ServeArgs::default()
+    };
+    let mut config = Config::resolve(&args).expect("the test configuration is valid");
+    config.data_dir = data_dir;
+    config.database_url = database_url;
+    config.master_secret = None;
+    config
+}
+
+impl TestServer {
+    /// Starts a server on `backend`; `None` for PostgreSQL when
+    /// `MAILROOM_TEST_DATABASE_URL` is not set.
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with a chance to change the configuration first.
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
+        let data = tempfile::Builder::new()
+            .prefix("mailroom-testkit-")
+            .tempdir()
+            .expect("a temporary directory");
+        let db = match backend {
+            Backend::Sqlite => TestDatabase::sqlite().expect("a SQLite test database"),
+            Backend::Postgres => TestDatabase::postgres()
+                .await
+                .expect("a PostgreSQL test schema")?,
+        };
+        let url = db.url.clone();
+        let mut config = test_config(data.path().join("data"), Some(url.clone()));
+        adjust(&mut config);
+        let server = mailroom::start(config.clone())
+            .await
+            .expect("the server starts");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(90))
+            .build()
+            .expect("an HTTP client");
+        Some(TestServer {
+            base_url: server.public_url.clone(),
+            http_addr: server.http_addr,
+            http,
+            config,
+            database_url: url,
+            server: Some(server),
+            _db: db,
+            _data: data,
+        })
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Creates an account and its first inbox through `POST /v1/inboxes`.
+    pub async fn new_account(&self, username: &str) -> TestAccount {
+        let resp = self
+            .http
+            .post(self.url("/v1/inboxes"))
+            .json(&serde_json::json!({"username": username}))
+            .send()
+            .await
+            .expect("POST /v1/inboxes");
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "creating an account for a test"
+        );
+        let body: Value = resp.json().await.expect("JSON");
+        let r = &body["result"];
+        let s = |k: &str| {
+            r[k].as_str()
+                .unwrap_or_else(|| panic!("{k} in {body}"))
+                .to_owned()
+        };
+        TestAccount {
+            account_id: s("account_id"),
+            account_key: s("account_api_key"),
+            inbox_id: s("id"),
+            inbox_key: s("inbox_api_key"),
+            email: s("email"),
+        }
+    }
+
+    /// Runs `mailroom admin set-tier` logic against this server's database.
+    pub async fn set_tier(&self, account_id: &str, tier: mailroom_core::Tier) {
+        self.server
+            .as_ref()
+            .expect("running")
+            .services
+            .set_tier(account_id, tier)
+            .await
+            .expect("set tier");
+    }
+
+    /// Shuts the server down gracefully.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+    }
+}
+
+/// Generates, for each named `async fn case(server: TestServer)`, a module with a `sqlite`
+/// and a `postgres` test. The PostgreSQL test says it was skipped when
+/// `MAILROOM_TEST_DATABASE_URL` is not set.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let server = $crate::TestServer::start($crate::Backend::Sqlite)
+                    .await
+                    .expect("SQLite is always available");
+                super::$case(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                match $crate::TestServer::start($crate::Backend::Postgres).await {
+                    Some(server) => super::$case(server).await,
+                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    )*};
+}
