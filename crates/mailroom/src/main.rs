@@ -28,7 +28,7 @@ enum Command {
     /// certificate. SIGTERM or Ctrl-C stops it gracefully.
     ///
     /// Example: mailroom serve --dev
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operator tasks on the data of a server (running or not).
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -1,6 +1,8 @@
 //! The tenancy API (seed 003, conventions of seed 000) over real HTTP, on SQLite and on
 //! PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use mailroom_core::Tier;
 use mailroom_testkit::{TestServer, on_both_backends};
 use reqwest::StatusCode;

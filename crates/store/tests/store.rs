@@ -1,6 +1,8 @@
 //! The store's behaviour, on SQLite always and on PostgreSQL when
 //! `MAILROOM_TEST_DATABASE_URL` is set (each test in a schema of its own).
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use mailroom_core::Tier;
 use mailroom_core::ids::{IdKind, new_id};
 use mailroom_core::secret::{KeyKind, generate_key};

@@ -175,6 +175,20 @@ impl TestServer {
             .expect("set tier");
     }
 
+    /// Stops the server gracefully and starts it again on the same data directory and
+    /// database (new ports when the configuration asked for port 0).
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+        let server = mailroom::start(self.config.clone())
+            .await
+            .expect("the server restarts");
+        self.base_url = server.public_url.clone();
+        self.http_addr = server.http_addr;
+        self.server = Some(server);
+    }
+
     /// Shuts the server down gracefully.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
