@@ -33,12 +33,14 @@ pub struct RunningServer {
     pub services: Services,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
+    follower: JoinHandle<()>,
 }
 
 impl RunningServer {
     /// Stops accepting connections, lets requests in flight finish, closes the database.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
@@ -124,6 +126,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         trusted_proxies: config.trusted_proxies.clone(),
         max_body_bytes: config.max_body_bytes,
     };
+    let follower = {
+        let services = services.clone();
+        tokio::spawn(async move {
+            if let Err(e) = services.follow_changes().await {
+                tracing::error!(error = %e, "cannot follow changes made by other processes");
+            }
+        })
+    };
     let state = AppState::new(services.clone(), api, Some(telemetry::metrics_handle()));
     let router = mailroom_api::router(state);
     let shutdown = CancellationToken::new();
@@ -144,6 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         services,
         shutdown,
         http: http_task,
+        follower,
     })
 }
 

@@ -869,3 +869,54 @@ async fn bad_input_gets_clear_errors_and_changes_nothing(s: TestServer) {
     );
     s.stop().await;
 }
+
+/// Two processes on one PostgreSQL: a key rotated or an inbox deleted through one stops
+/// working on the other at once, although both cache keys in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_every_process_sharing_postgres() {
+    let Some(a) = TestServer::start(mailroom_testkit::Backend::Postgres).await else {
+        eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let b = a.start_beside().await;
+    let acct = a.new_account("shared").await;
+    let path = format!("/v1/inboxes/{}", acct.inbox_id);
+    // Both processes now hold the key in their caches.
+    assert_eq!(get(&a, &path, &acct.inbox_key).await.0, 200);
+    assert_eq!(get(&b, &path, &acct.inbox_key).await.0, 200);
+    let (st, body) = post(
+        &a,
+        &format!("{path}/rotate-key"),
+        Some(&acct.account_key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let new_key = body["result"]["inbox_api_key"].as_str().unwrap().to_owned();
+    let mut refused = false;
+    for _ in 0..50 {
+        if get(&b, &path, &acct.inbox_key).await.0 == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "the other process stopped accepting the old key within a second"
+    );
+    assert_eq!(get(&b, &path, &new_key).await.0, 200);
+    let (st, _) = delete(&a, &path, &acct.account_key).await;
+    assert_eq!(st, 200);
+    let mut gone = false;
+    for _ in 0..50 {
+        if get(&b, &path, &acct.account_key).await.0 == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the other process forgot the deleted inbox");
+    b.stop().await;
+    a.stop().await;
+}

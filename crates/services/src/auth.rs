@@ -65,23 +65,30 @@ impl Services {
         if !looks_like_key(secret) {
             return Err(invalid());
         }
-        let Some(key) = self.store().find_key(&hash_secret(secret)).await? else {
+        let hash = hash_secret(secret);
+        if let Some(principal) = self.cache().key(&hash) {
+            return Ok(principal);
+        }
+        let ticket = self.cache().ticket();
+        let Some(key) = self.store().find_key(&hash).await? else {
             return Err(invalid());
         };
-        match (key.kind.as_str(), key.inbox_id) {
-            ("account", _) => Ok(Principal::Account {
+        let principal = match (key.kind.as_str(), key.inbox_id) {
+            ("account", _) => Principal::Account {
                 account_id: key.account_id,
                 key_id: key.key_id,
-            }),
-            ("inbox", Some(inbox_id)) => Ok(Principal::Inbox {
+            },
+            ("inbox", Some(inbox_id)) => Principal::Inbox {
                 account_id: key.account_id,
                 inbox_id,
                 key_id: key.key_id,
-            }),
+            },
             (kind, _) => {
                 tracing::warn!(key_id = %key.key_id, kind, "key of unknown kind refused");
-                Err(invalid())
+                return Err(invalid());
             }
-        }
+        };
+        self.cache().put_key(ticket, &hash, &principal);
+        Ok(principal)
     }
 }

@@ -6,6 +6,7 @@
 //! is decided here.
 
 mod auth;
+mod cache;
 mod error;
 pub mod ratelimit;
 mod tenancy;
@@ -52,6 +53,7 @@ pub struct Services {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    cache: cache::Cache,
     config: ServiceConfig,
     master: MasterSecret,
 }
@@ -61,6 +63,7 @@ impl Services {
         Services {
             inner: Arc::new(Inner {
                 store,
+                cache: cache::Cache::default(),
                 config,
                 master,
             }),
@@ -77,5 +80,23 @@ impl Services {
 
     pub(crate) fn master(&self) -> &MasterSecret {
         &self.inner.master
+    }
+
+    pub(crate) fn cache(&self) -> &cache::Cache {
+        &self.inner.cache
+    }
+
+    /// Keeps this process's cache in step with other processes that share a PostgreSQL
+    /// database. Runs until the task is aborted; does nothing on SQLite.
+    pub async fn follow_changes(&self) -> Result<(), ServiceError> {
+        let Some(mut listener) = self.store().stale_listener().await? else {
+            return Ok(());
+        };
+        loop {
+            match listener.next().await {
+                mailroom_store::Stale::Thing(what) => self.cache().apply(&what),
+                mailroom_store::Stale::Everything => self.cache().evict_all(),
+            }
+        }
     }
 }

@@ -249,10 +249,21 @@ impl Services {
         if !is_well_formed(IdKind::Inbox, inbox_id) || !principal.may_access_inbox(inbox_id) {
             return Err(inbox_not_found());
         }
-        self.store()
+        if let Some(inbox) = self.cache().inbox(inbox_id) {
+            return if inbox.account_id == principal.account_id() {
+                Ok(inbox)
+            } else {
+                Err(inbox_not_found())
+            };
+        }
+        let ticket = self.cache().ticket();
+        let inbox = self
+            .store()
             .get_inbox(principal.account_id(), inbox_id)
             .await?
-            .ok_or_else(inbox_not_found)
+            .ok_or_else(inbox_not_found)?;
+        self.cache().put_inbox(ticket, &inbox);
+        Ok(inbox)
     }
 
     pub async fn list_inboxes(
@@ -273,10 +284,13 @@ impl Services {
         if !is_well_formed(IdKind::Inbox, inbox_id) || !principal.may_access_inbox(inbox_id) {
             return Err(inbox_not_found());
         }
-        self.store()
+        let deleted = self
+            .store()
             .delete_inbox(principal.account_id(), inbox_id, now_ms())
-            .await?
-            .ok_or_else(inbox_not_found)
+            .await?;
+        // Evict even when nothing was deleted: it costs nothing and keeps the rule simple.
+        self.cache().evict_inbox(inbox_id);
+        deleted.ok_or_else(inbox_not_found)
     }
 
     /// Issues a new inbox key; the old one stops working at once. Returns the inbox and
@@ -288,11 +302,12 @@ impl Services {
     ) -> Result<(InboxRow, String), ServiceError> {
         let inbox = self.get_inbox(principal, inbox_id).await?;
         let (secret, key) = new_key_row(KeyKind::Inbox);
-        if !self
+        let rotated = self
             .store()
             .rotate_inbox_key(principal.account_id(), inbox_id, &key, now_ms())
-            .await?
-        {
+            .await?;
+        self.cache().evict_inbox(inbox_id);
+        if !rotated {
             return Err(inbox_not_found());
         }
         Ok((inbox, secret))

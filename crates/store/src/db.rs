@@ -32,6 +32,8 @@ pub struct Store {
     /// Writes go here. On SQLite this pool has exactly one connection.
     pub(crate) write: AnyPool,
     backend: Backend,
+    /// The URL, for a PostgreSQL `LISTEN` connection of its own.
+    url: std::sync::Arc<str>,
 }
 
 /// How long a connection waits for a lock held by another process (an operator's
@@ -59,6 +61,7 @@ impl Store {
                 read: pool.clone(),
                 write: pool,
                 backend: Backend::Postgres,
+                url: url.into(),
             }
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
@@ -99,6 +102,7 @@ impl Store {
             read,
             write,
             backend: Backend::Sqlite,
+            url: url.into(),
         })
     }
 
@@ -133,6 +137,35 @@ impl Store {
         };
         migrator.run(&self.write).await?;
         Ok(())
+    }
+
+    /// Tells other processes sharing this database that cached facts about `what` (for
+    /// example `inbox:<id>`) are stale. Runs inside the caller's transaction, so the message
+    /// is delivered only if the change commits. SQLite has one writing process (the server),
+    /// so there is nobody to tell.
+    pub(crate) async fn notify_stale(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify('mailroom_stale', $1)")
+                .bind(what)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL, a listener for the stale-cache messages of every process sharing the
+    /// database; `None` on SQLite.
+    pub async fn stale_listener(&self) -> Result<Option<StaleListener>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen("mailroom_stale").await?;
+        Ok(Some(StaleListener { listener }))
     }
 
     /// A cheap round trip to the database, for `/healthz`.
@@ -178,3 +211,37 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[(
     "tenancy",
     include_str!("../migrations/postgres/0001_tenancy.sql"),
 )];
+
+/// Receives stale-cache messages from other processes (PostgreSQL `LISTEN`).
+pub struct StaleListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+/// What a [`StaleListener`] heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    /// Facts about this thing changed (`inbox:<id>`).
+    Thing(String),
+    /// The connection was lost and messages may have been missed: forget everything.
+    Everything,
+}
+
+impl StaleListener {
+    /// The next message. After a lost connection it answers [`Stale::Everything`] once and
+    /// reconnects on the next call.
+    pub async fn next(&mut self) -> Stale {
+        match self.listener.try_recv().await {
+            Ok(Some(n)) => Stale::Thing(n.payload().to_owned()),
+            Ok(None) => Stale::Everything,
+            Err(e) => {
+                tracing::warn!(error = %e, "stale-cache listener failed; retrying");
+                tokio_sleep_1s().await;
+                Stale::Everything
+            }
+        }
+    }
+}
+
+async fn tokio_sleep_1s() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}

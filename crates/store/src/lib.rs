@@ -15,7 +15,7 @@ mod events;
 mod tenancy;
 pub mod testing;
 
-pub use db::{Backend, Store};
+pub use db::{Backend, Stale, StaleListener, Store};
 pub use error::StoreError;
 pub use events::EventRow;
 pub use tenancy::{

@@ -277,6 +277,8 @@ impl Store {
             .bind(inbox_id)
             .execute(&mut *tx)
             .await?;
+        self.notify_stale(&mut tx, &format!("inbox:{inbox_id}"))
+            .await?;
         append_event(
             &mut tx,
             &NewEvent::inbox_deleted(account_id, inbox_id, &inbox.email),
@@ -311,6 +313,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_key(&mut tx, account_id, Some(inbox_id), "inbox", key, now_ms).await?;
+        self.notify_stale(&mut tx, &format!("inbox:{inbox_id}"))
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

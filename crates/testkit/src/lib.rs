@@ -175,6 +175,33 @@ impl TestServer {
             .expect("set tier");
     }
 
+    /// A second server on the same database (its own data directory and ports), as when
+    /// several processes share one PostgreSQL.
+    pub async fn start_beside(&self) -> TestServer {
+        let data = tempfile::Builder::new()
+            .prefix("mailroom-testkit-")
+            .tempdir()
+            .expect("a temporary directory");
+        let mut config = self.config.clone();
+        config.data_dir = data.path().join("data");
+        let server = mailroom::start(config.clone())
+            .await
+            .expect("the second server starts");
+        TestServer {
+            base_url: server.public_url.clone(),
+            http_addr: server.http_addr,
+            http: self.http.clone(),
+            config,
+            database_url: self.database_url.clone(),
+            server: Some(server),
+            _db: TestDatabase {
+                url: self.database_url.clone(),
+                dir: None,
+            },
+            _data: data,
+        }
+    }
+
     /// Stops the server gracefully and starts it again on the same data directory and
     /// database (new ports when the configuration asked for port 0).
     pub async fn restart(&mut self) {

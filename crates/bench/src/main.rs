@@ -1,0 +1,281 @@
+//! `mailroom-bench`: measures a release build of `mailroom` against a reference in the same
+//! run (TESTING.md): a bare axum "hello" route in a process of its own, loaded by the same
+//! client, alternating A B A B, reporting the median ratio.
+//!
+//! ```sh
+//! cargo build --release -p mailroom -p mailroom-bench
+//! target/release/mailroom-bench api
+//! ```
+
+mod load;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use load::{Load, Request, run_load};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailroom-bench",
+    about = "Measure Mailroom against a reference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// HTTP API: account creations/s, GET /v1/inboxes and GET /v1/inboxes/{id} requests/s
+    /// (the latter against a bare axum hello route), and the server's idle RSS.
+    Api {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// A/B rounds for the ratio.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The mailroom binary [default: beside this one].
+        #[arg(long)]
+        mailroom: Option<PathBuf>,
+        /// Database URL for the server (default: SQLite in a temporary directory).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// The reference: a bare axum server answering GET / with "hello".
+    Hello {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Hello { listen } => hello(listen),
+        Cmd::Api {
+            duration,
+            connections,
+            rounds,
+            mailroom,
+            database_url,
+        } => api(duration, connections, rounds, mailroom, database_url),
+    }
+}
+
+fn hello(listen: SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let l = tokio::net::TcpListener::bind(listen).await?;
+        axum::serve(l, app).await?;
+        Ok(())
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
+fn wait_ready(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for _ in 0..200 {
+        let ok = rt.block_on(async {
+            let req = Request::get(addr, path, None);
+            load::one(addr, &req)
+                .await
+                .map(|s| s == 200)
+                .unwrap_or(false)
+        });
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{addr}{path} did not answer 200")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn api(
+    duration: u64,
+    connections: usize,
+    rounds: usize,
+    mailroom: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let mailroom = match mailroom {
+        Some(p) => p,
+        None => me.with_file_name("mailroom"),
+    };
+    if !mailroom.exists() {
+        bail!(
+            "{} not found; build it with cargo build --release -p mailroom",
+            mailroom.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let hello_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut cmd = Command::new(&mailroom);
+    cmd.args(["serve", "--dev"])
+        .current_dir(dir.path())
+        .env("MAILROOM_HTTP_LISTEN", http.to_string())
+        .env("MAILROOM_INBOX_CREATE_PER_HOUR", "1000000000")
+        .env("MAILROOM_LOG", "warn")
+        .stdout(Stdio::null());
+    match &database_url {
+        Some(url) => cmd.env("MAILROOM_DATABASE_URL", url),
+        None => cmd.env_remove("MAILROOM_DATABASE_URL"),
+    };
+    let server = Guard(cmd.spawn().context("starting mailroom")?);
+    let _hello = Guard(
+        Command::new(&me)
+            .args(["hello", "--listen", &hello_addr.to_string()])
+            .spawn()
+            .context("starting the reference server")?,
+    );
+    wait_ready(http, "/healthz")?;
+    wait_ready(hello_addr, "/")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_rss = rss_kib(server.0.id())?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let d = Duration::from_secs(duration);
+
+    // Accounts for the measurements.
+    let (account_key, inbox_id, inbox_key) = rt.block_on(load::create_account(http))?;
+    let mut set_tier = Command::new(&mailroom);
+    set_tier.args(["admin", "set-tier"]).current_dir(dir.path());
+    let account_id = rt.block_on(load::account_id(http, &account_key))?;
+    set_tier.args([&account_id, "enterprise"]);
+    if let Some(url) = &database_url {
+        set_tier.env("MAILROOM_DATABASE_URL", url);
+    }
+    let out = set_tier.output()?;
+    if !out.status.success() {
+        bail!("set-tier failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    rt.block_on(load::create_inboxes(http, &account_key, 9))?;
+
+    let create_unauth = rt.block_on(run_load(
+        http,
+        Load::new(Request::post(http, "/v1/inboxes", None, ""), connections, d),
+    ))?;
+    let create_auth = rt.block_on(run_load(
+        http,
+        Load::new(
+            Request::post(http, "/v1/inboxes", Some(&account_key), ""),
+            connections,
+            d,
+        ),
+    ))?;
+    // The list account has 10 inboxes; make a fresh one so creations above don't count.
+    let (list_key, _, _) = rt.block_on(load::create_account(http))?;
+    rt.block_on(load::create_inboxes(http, &list_key, 9))?;
+
+    let hello_req = Request::get(hello_addr, "/", None);
+    let get_req = Request::get(http, &format!("/v1/inboxes/{inbox_id}"), Some(&inbox_key));
+    let list_req = Request::get(http, "/v1/inboxes", Some(&list_key));
+    let mut ratios = Vec::new();
+    let mut hello_rps = Vec::new();
+    let mut get_rps = Vec::new();
+    let mut list_rps = Vec::new();
+    let mut last_get = None;
+    let mut last_list = None;
+    for _ in 0..rounds {
+        let a = rt.block_on(run_load(
+            hello_addr,
+            Load::new(hello_req.clone(), connections, d),
+        ))?;
+        let b = rt.block_on(run_load(http, Load::new(get_req.clone(), connections, d)))?;
+        let c = rt.block_on(run_load(http, Load::new(list_req.clone(), connections, d)))?;
+        ratios.push(b.rps / a.rps);
+        hello_rps.push(a.rps);
+        get_rps.push(b.rps);
+        list_rps.push(c.rps);
+        last_get = Some(b);
+        last_list = Some(c);
+    }
+    let loaded_rss = rss_kib(server.0.id())?;
+    let get = last_get.context("no rounds")?;
+    let list = last_list.context("no rounds")?;
+    println!("| measurement | result |");
+    println!("|---|---|");
+    println!(
+        "| idle RSS after start | {:.1} MiB |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| RSS after the load below | {:.1} MiB |",
+        loaded_rss as f64 / 1024.0
+    );
+    println!(
+        "| `POST /v1/inboxes` without key (new account + inbox), {connections} conns | {:.0} /s (p50 {:.2} ms, p99 {:.2} ms, errors {}) |",
+        create_unauth.rps, create_unauth.p50_ms, create_unauth.p99_ms, create_unauth.errors
+    );
+    println!(
+        "| `POST /v1/inboxes` with account key, {connections} conns | {:.0} /s (p50 {:.2} ms, p99 {:.2} ms, errors {}) |",
+        create_auth.rps, create_auth.p50_ms, create_auth.p99_ms, create_auth.errors
+    );
+    println!(
+        "| `GET /v1/inboxes` (10 inboxes), {connections} conns | {:.0} req/s median (p50 {:.2} ms, p99 {:.2} ms, errors {}) |",
+        median(list_rps),
+        list.p50_ms,
+        list.p99_ms,
+        list.errors
+    );
+    println!(
+        "| `GET /v1/inboxes/{{id}}` with inbox key, {connections} conns | {:.0} req/s median (p50 {:.2} ms, p99 {:.2} ms, errors {}) |",
+        median(get_rps),
+        get.p50_ms,
+        get.p99_ms,
+        get.errors
+    );
+    println!(
+        "| reference: bare axum `GET /` \"hello\" | {:.0} req/s median |",
+        median(hello_rps)
+    );
+    println!(
+        "| **ratio** `GET /v1/inboxes/{{id}}` / hello (median of {rounds} A/B rounds) | **{:.2}** |",
+        median(ratios)
+    );
+    Ok(())
+}

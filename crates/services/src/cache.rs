@@ -1,0 +1,144 @@
+//! What every request needs and rarely changes, kept in memory: which principal a key hash
+//! names, and inbox rows. Without it, `GET /v1/inboxes/{id}` costs two database round trips.
+//!
+//! Correctness rules:
+//! - Every change to keys or inboxes goes through [`crate::Services`], which evicts the
+//!   affected entries *after* the change commits.
+//! - A reader that loaded a value from the database inserts it only if no eviction happened
+//!   since it started (the `epoch` check), so a read racing with a rotation can never put
+//!   the old key back.
+//! - Other processes sharing a PostgreSQL database hear of changes through `LISTEN/NOTIFY`
+//!   (`Store::stale_listener`); a lost listener connection empties the cache.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mailroom_store::InboxRow;
+
+use crate::Principal;
+
+/// Entries kept per map before the map is emptied and refilled (a crude bound: refilling
+/// costs one database read per active key).
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    epoch: AtomicU64,
+    keys: RwLock<HashMap<String, Principal>>,
+    inboxes: RwLock<HashMap<String, InboxRow>>,
+}
+
+/// A reader's ticket: taken before reading the database, checked before inserting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
+
+impl Cache {
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.epoch.load(Ordering::Acquire))
+    }
+
+    pub fn key(&self, hash: &str) -> Option<Principal> {
+        read(&self.keys).get(hash).cloned()
+    }
+
+    pub fn put_key(&self, ticket: Ticket, hash: &str, principal: &Principal) {
+        let mut keys = write(&self.keys);
+        if self.epoch.load(Ordering::Acquire) != ticket.0 {
+            return;
+        }
+        if keys.len() >= MAX_ENTRIES {
+            keys.clear();
+        }
+        keys.insert(hash.to_owned(), principal.clone());
+    }
+
+    pub fn inbox(&self, inbox_id: &str) -> Option<InboxRow> {
+        read(&self.inboxes).get(inbox_id).cloned()
+    }
+
+    pub fn put_inbox(&self, ticket: Ticket, inbox: &InboxRow) {
+        let mut inboxes = write(&self.inboxes);
+        if self.epoch.load(Ordering::Acquire) != ticket.0 {
+            return;
+        }
+        if inboxes.len() >= MAX_ENTRIES {
+            inboxes.clear();
+        }
+        inboxes.insert(inbox.id.clone(), inbox.clone());
+    }
+
+    /// Forgets the inbox and every key scoped to it.
+    pub fn evict_inbox(&self, inbox_id: &str) {
+        let mut keys = write(&self.keys);
+        let mut inboxes = write(&self.inboxes);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.retain(|_, p| !matches!(p, Principal::Inbox { inbox_id: id, .. } if id == inbox_id));
+        inboxes.remove(inbox_id);
+    }
+
+    /// Forgets everything (a missed notification, or a change too broad to name).
+    pub fn evict_all(&self) {
+        let mut keys = write(&self.keys);
+        let mut inboxes = write(&self.inboxes);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.clear();
+        inboxes.clear();
+    }
+
+    /// Applies a stale-cache message from another process (`inbox:<id>`).
+    pub fn apply(&self, what: &str) {
+        match what.split_once(':') {
+            Some(("inbox", id)) => self.evict_inbox(id),
+            _ => self.evict_all(),
+        }
+    }
+}
+
+// A poisoned lock means a thread panicked while holding it; the maps are still valid
+// (every write is a single insert/remove/retain), so carry on.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox_key(inbox: &str) -> Principal {
+        Principal::Inbox {
+            account_id: "acc_a".into(),
+            inbox_id: inbox.into(),
+            key_id: "key_1".into(),
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_an_eviction_is_not_cached() {
+        let c = Cache::default();
+        let t = c.ticket();
+        c.evict_inbox("inbox_1");
+        c.put_key(t, "h", &inbox_key("inbox_1"));
+        assert!(c.key("h").is_none());
+        let t = c.ticket();
+        c.put_key(t, "h", &inbox_key("inbox_1"));
+        assert!(c.key("h").is_some());
+    }
+
+    #[test]
+    fn evicting_an_inbox_forgets_its_keys_only() {
+        let c = Cache::default();
+        let t = c.ticket();
+        c.put_key(t, "h1", &inbox_key("inbox_1"));
+        c.put_key(t, "h2", &inbox_key("inbox_2"));
+        c.apply("inbox:inbox_1");
+        assert!(c.key("h1").is_none());
+        assert!(c.key("h2").is_some());
+        c.apply("something-else");
+        assert!(c.key("h2").is_none());
+    }
+}
