@@ -105,6 +105,16 @@ fn inbox_not_found() -> ServiceError {
     ServiceError::NotFound { what: "inbox" }
 }
 
+/// Refuses, as "not found", an id that is malformed or that this principal may not reach,
+/// before any database look-up.
+fn check_inbox_id(principal: &Principal, inbox_id: &str) -> Result<(), ServiceError> {
+    if is_well_formed(IdKind::Inbox, inbox_id) && principal.may_access_inbox(inbox_id) {
+        Ok(())
+    } else {
+        Err(inbox_not_found())
+    }
+}
+
 impl Services {
     fn limits(&self, tier: Tier) -> &TierLimits {
         self.config().tiers.limits(tier)
@@ -246,9 +256,7 @@ impl Services {
         principal: &Principal,
         inbox_id: &str,
     ) -> Result<InboxRow, ServiceError> {
-        if !is_well_formed(IdKind::Inbox, inbox_id) || !principal.may_access_inbox(inbox_id) {
-            return Err(inbox_not_found());
-        }
+        check_inbox_id(principal, inbox_id)?;
         if let Some(inbox) = self.cache().inbox(inbox_id) {
             return if inbox.account_id == principal.account_id() {
                 Ok(inbox)
@@ -281,9 +289,7 @@ impl Services {
         principal: &Principal,
         inbox_id: &str,
     ) -> Result<InboxRow, ServiceError> {
-        if !is_well_formed(IdKind::Inbox, inbox_id) || !principal.may_access_inbox(inbox_id) {
-            return Err(inbox_not_found());
-        }
+        check_inbox_id(principal, inbox_id)?;
         let deleted = self
             .store()
             .delete_inbox(principal.account_id(), inbox_id, now_ms())
