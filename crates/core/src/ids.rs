@@ -13,6 +13,8 @@ pub enum IdKind {
     Inbox,
     Key,
     Event,
+    Message,
+    Thread,
 }
 
 impl IdKind {
@@ -22,6 +24,8 @@ impl IdKind {
             IdKind::Inbox => "inbox_",
             IdKind::Key => "key_",
             IdKind::Event => "evt_",
+            IdKind::Message => "msg_",
+            IdKind::Thread => "thr_",
         }
     }
 }

@@ -19,6 +19,8 @@ pub enum EventType {
     InboxCreated,
     #[serde(rename = "inbox.deleted")]
     InboxDeleted,
+    #[serde(rename = "message.received")]
+    MessageReceived,
 }
 
 impl EventType {
@@ -28,6 +30,7 @@ impl EventType {
             EventType::AccountDowngraded => "account.downgraded",
             EventType::InboxCreated => "inbox.created",
             EventType::InboxDeleted => "inbox.deleted",
+            EventType::MessageReceived => "message.received",
         }
     }
 }
@@ -67,6 +70,16 @@ impl NewEvent {
             account_id: account_id.to_owned(),
             inbox_id: Some(inbox_id.to_owned()),
             data: serde_json::json!({"inbox_id": inbox_id, "email": email}),
+        }
+    }
+
+    /// `message.received`, with the summary an agent needs to decide whether to fetch it.
+    pub fn message_received(account_id: &str, inbox_id: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_type: EventType::MessageReceived,
+            account_id: account_id.to_owned(),
+            inbox_id: Some(inbox_id.to_owned()),
+            data,
         }
     }
 

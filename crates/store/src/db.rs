@@ -34,6 +34,8 @@ pub struct Store {
     backend: Backend,
     /// The URL, for a PostgreSQL `LISTEN` connection of its own.
     url: std::sync::Arc<str>,
+    /// Deliveries to the group-commit task.
+    pub(crate) committer: tokio::sync::mpsc::Sender<crate::messages::Job>,
 }
 
 /// How long a connection waits for a lock held by another process (an operator's
@@ -57,12 +59,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
-            Store {
-                read: pool.clone(),
-                write: pool,
-                backend: Backend::Postgres,
-                url: url.into(),
-            }
+            Store::assemble(pool.clone(), pool, Backend::Postgres, url)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
@@ -98,12 +95,21 @@ impl Store {
             .after_connect(sqlite_pragmas)
             .connect(&url)
             .await?;
-        Ok(Store {
+        Ok(Store::assemble(read, write, Backend::Sqlite, &url))
+    }
+
+    /// A store over its pools, with its group-commit task started.
+    fn assemble(read: AnyPool, write: AnyPool, backend: Backend, url: &str) -> Store {
+        // Enough room that sessions rarely wait to hand over; the committer drains it all.
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(crate::messages::committer(write.clone(), rx));
+        Store {
             read,
             write,
-            backend: Backend::Sqlite,
+            backend,
             url: url.into(),
-        })
+            committer: tx,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -200,17 +206,31 @@ fn sqlite_pragmas(
 
 type MigrationSource = (i64, &'static str, &'static str);
 
-const SQLITE_MIGRATIONS: &[MigrationSource] = &[(
-    1,
-    "tenancy",
-    include_str!("../migrations/sqlite/0001_tenancy.sql"),
-)];
+const SQLITE_MIGRATIONS: &[MigrationSource] = &[
+    (
+        1,
+        "tenancy",
+        include_str!("../migrations/sqlite/0001_tenancy.sql"),
+    ),
+    (
+        2,
+        "messages",
+        include_str!("../migrations/sqlite/0002_messages.sql"),
+    ),
+];
 
-const POSTGRES_MIGRATIONS: &[MigrationSource] = &[(
-    1,
-    "tenancy",
-    include_str!("../migrations/postgres/0001_tenancy.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
+    (
+        1,
+        "tenancy",
+        include_str!("../migrations/postgres/0001_tenancy.sql"),
+    ),
+    (
+        2,
+        "messages",
+        include_str!("../migrations/postgres/0002_messages.sql"),
+    ),
+];
 
 /// Receives stale-cache messages from other processes (PostgreSQL `LISTEN`).
 pub struct StaleListener {

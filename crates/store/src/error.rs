@@ -8,6 +8,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+    #[error("the store is shutting down")]
+    Closed,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

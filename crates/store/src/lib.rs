@@ -12,12 +12,16 @@
 mod db;
 mod error;
 mod events;
+mod messages;
 mod tenancy;
 pub mod testing;
 
 pub use db::{Backend, Stale, StaleListener, Store};
 pub use error::StoreError;
 pub use events::EventRow;
+pub use messages::{
+    MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
+};
 pub use tenancy::{
     AccountRow, CreateInboxOutcome, InboxRow, KeyRecord, NewInbox, NewKeyRow, TierChange,
 };

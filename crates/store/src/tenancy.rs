@@ -499,6 +499,7 @@ async fn insert_inbox(
         inbox.created_at,
     )
     .await?;
+    crate::messages::create_standard_mailboxes(tx, &inbox.id, inbox.created_at).await?;
     append_event(
         tx,
         &NewEvent::inbox_created(account_id, &inbox.id, &email),

@@ -407,3 +407,275 @@ async fn list_pages(store: Store, _db: &TestDatabase) {
     let (page, _) = store.list_inboxes(&account_id, 50, 10).await.unwrap();
     assert!(page.is_empty());
 }
+
+mod messages {
+    use mailroom_store::{MessageQuery, NewMessage, Recipient, Store};
+
+    use super::*;
+
+    on_both_backends!(
+        one_body_for_many_inboxes,
+        concurrent_deliveries_share_commits_and_get_distinct_uids,
+        replies_join_the_thread,
+        filters_and_polling,
+        flags_labels_moves_and_deletes,
+    );
+
+    fn msg(raw: &str, recipients: Vec<Recipient>) -> NewMessage {
+        let raw = raw.as_bytes().to_vec();
+        NewMessage {
+            hash: mailroom_core::secret::hash_secret(&String::from_utf8_lossy(&raw)),
+            raw,
+            internal_date: mailroom_core::time::now_ms(),
+            recipients,
+            mailbox: "INBOX".into(),
+            ..NewMessage::default()
+        }
+    }
+
+    async fn inbox_of(store: &Store, name: &str) -> Recipient {
+        let (account_id, inbox_id, _) = super::new_account(store, &super::uname(name)).await;
+        Recipient {
+            account_id,
+            inbox_id,
+        }
+    }
+
+    fn q(limit: u32) -> MessageQuery {
+        MessageQuery {
+            limit,
+            ..MessageQuery::default()
+        }
+    }
+
+    async fn one_body_for_many_inboxes(store: Store, _db: &TestDatabase) {
+        let a = inbox_of(&store, "many-a").await;
+        let b = inbox_of(&store, "many-b").await;
+        let mut m = msg("Subject: hi\r\n\r\nbody\r\n", vec![a.clone(), b.clone()]);
+        m.subject = Some("hi".into());
+        let stored = store.deliver(m.clone()).await.unwrap();
+        assert_eq!(stored.len(), 2);
+        let ra = store
+            .get_message(&a.inbox_id, &stored[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        let rb = store
+            .get_message(&b.inbox_id, &stored[1].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ra.blob_hash, rb.blob_hash, "one blob");
+        assert_eq!(ra.mailbox, "INBOX");
+        assert_eq!(ra.uid, 1);
+        assert_ne!(ra.thread_id, rb.thread_id, "threads are per inbox");
+        assert_eq!(store.get_blob(&ra.blob_hash).await.unwrap().unwrap(), m.raw);
+        // Another inbox's message is not found through this inbox.
+        assert!(
+            store
+                .get_message(&a.inbox_id, &stored[1].id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let events = store.list_events(&a.account_id, 0, 10).await.unwrap();
+        let received = events
+            .iter()
+            .find(|e| e.event_type == "message.received")
+            .unwrap();
+        assert_eq!(received.data["message_id"], stored[0].id.as_str());
+        assert_eq!(received.data["subject"], "hi");
+    }
+
+    async fn concurrent_deliveries_share_commits_and_get_distinct_uids(
+        store: Store,
+        _db: &TestDatabase,
+    ) {
+        let a = inbox_of(&store, "burst").await;
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = store.clone();
+            let m = msg(&format!("Subject: n{i}\r\n\r\n{i}\r\n"), vec![a.clone()]);
+            tasks.push(tokio::spawn(async move { store.deliver(m).await }));
+        }
+        let mut uids = Vec::new();
+        for t in tasks {
+            uids.push(t.await.unwrap().unwrap()[0].uid);
+        }
+        uids.sort_unstable();
+        assert_eq!(uids, (1..=60).collect::<Vec<i64>>());
+        let (_, total) = store.list_messages(&a.inbox_id, &q(1)).await.unwrap();
+        assert_eq!(total, 60);
+    }
+
+    async fn replies_join_the_thread(store: Store, _db: &TestDatabase) {
+        let a = inbox_of(&store, "threads").await;
+        let mut first = msg("Message-ID: <1@x>\r\n\r\nfirst\r\n", vec![a.clone()]);
+        first.message_id = Some("1@x".into());
+        let t1 = store.deliver(first).await.unwrap()[0].thread_id.clone();
+        let mut reply = msg(
+            "Message-ID: <2@x>\r\nIn-Reply-To: <1@x>\r\n\r\nreply\r\n",
+            vec![a.clone()],
+        );
+        reply.message_id = Some("2@x".into());
+        reply.references = vec!["1@x".into()];
+        let t2 = store.deliver(reply).await.unwrap()[0].thread_id.clone();
+        let mut other = msg("Message-ID: <3@x>\r\n\r\nother\r\n", vec![a.clone()]);
+        other.message_id = Some("3@x".into());
+        let t3 = store.deliver(other).await.unwrap()[0].thread_id.clone();
+        assert_eq!(t1, t2);
+        assert_ne!(t1, t3);
+        let (threads, total) = store.list_threads(&a.inbox_id, 10, 0).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(threads[0].0, t3, "most recently active first");
+        assert_eq!(threads[1].1, 2);
+    }
+
+    async fn filters_and_polling(store: Store, _db: &TestDatabase) {
+        let a = inbox_of(&store, "filters").await;
+        let mut ids = Vec::new();
+        for (from, subject) in [
+            ("alice@example.com", "Your code 123"),
+            ("bob@example.org", "100% off_sale"),
+            ("alice@example.com", "hello"),
+        ] {
+            let mut m = msg(
+                &format!("From: {from}\r\nSubject: {subject}\r\n\r\nx\r\n"),
+                vec![a.clone()],
+            );
+            m.from_addr = Some(from.into());
+            m.subject = Some(subject.into());
+            ids.push(store.deliver(m).await.unwrap()[0].id.clone());
+        }
+        let (all, total) = store.list_messages(&a.inbox_id, &q(10)).await.unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(all[0].id, ids[2], "newest first");
+        let by = |f: fn(&mut MessageQuery)| {
+            let mut query = q(10);
+            f(&mut query);
+            query
+        };
+        let (r, _) = store
+            .list_messages(&a.inbox_id, &by(|q| q.from_contains = Some("ALICE".into())))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 2);
+        let (r, _) = store
+            .list_messages(
+                &a.inbox_id,
+                &by(|q| q.subject_contains = Some("100%".into())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 1, "% is matched literally");
+        let (r, _) = store
+            .list_messages(
+                &a.inbox_id,
+                &by(|q| q.subject_contains = Some("f_s".into())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 1, "_ is matched literally");
+        let (r, _) = store
+            .list_messages(
+                &a.inbox_id,
+                &by(|q| q.subject_contains = Some("o_f".into())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 0, "_ is not a wildcard");
+        let seq = store
+            .message_seq(&a.inbox_id, &ids[0])
+            .await
+            .unwrap()
+            .unwrap();
+        let mut after = q(10);
+        after.after_seq = Some(seq);
+        after.ascending = true;
+        let (r, _) = store.list_messages(&a.inbox_id, &after).await.unwrap();
+        assert_eq!(r.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids[1..]);
+        let (r, _) = store
+            .list_messages(&a.inbox_id, &by(|q| q.unread = Some(true)))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 3);
+        store
+            .update_message(
+                &a.inbox_id,
+                &ids[0],
+                &["\\Seen".into()],
+                &["otp".into()],
+                None,
+            )
+            .await
+            .unwrap();
+        let (r, _) = store
+            .list_messages(&a.inbox_id, &by(|q| q.unread = Some(true)))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 2);
+        let (r, _) = store
+            .list_messages(&a.inbox_id, &by(|q| q.unread = Some(false)))
+            .await
+            .unwrap();
+        assert_eq!(r[0].id, ids[0]);
+        let (r, _) = store
+            .list_messages(&a.inbox_id, &by(|q| q.label = Some("otp".into())))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 1);
+    }
+
+    async fn flags_labels_moves_and_deletes(store: Store, _db: &TestDatabase) {
+        let a = inbox_of(&store, "moves").await;
+        let stored = store
+            .deliver(msg("Subject: m\r\n\r\nm\r\n", vec![a.clone()]))
+            .await
+            .unwrap();
+        let id = &stored[0].id;
+        let before = store.get_message(&a.inbox_id, id).await.unwrap().unwrap();
+        store
+            .update_message(
+                &a.inbox_id,
+                id,
+                &["\\Seen".into(), "\\Flagged".into()],
+                &["a".into(), "b".into()],
+                None,
+            )
+            .await
+            .unwrap();
+        let after = store.get_message(&a.inbox_id, id).await.unwrap().unwrap();
+        assert!(after.is_read());
+        assert_eq!(after.labels, ["a", "b"]);
+        assert_eq!(after.uid, before.uid, "a flag change keeps the uid");
+        assert!(after.modseq > before.modseq);
+        assert!(
+            store
+                .update_message(&a.inbox_id, id, &[], &[], Some("Trash"))
+                .await
+                .unwrap()
+        );
+        let moved = store.get_message(&a.inbox_id, id).await.unwrap().unwrap();
+        assert_eq!(moved.mailbox, "Trash");
+        assert_eq!(moved.uid, 1, "first uid in Trash");
+        assert!(store.delete_message(&a.inbox_id, id).await.unwrap());
+        assert!(store.get_message(&a.inbox_id, id).await.unwrap().is_none());
+        assert!(
+            store.get_blob(&moved.blob_hash).await.unwrap().is_none(),
+            "unused blob removed"
+        );
+        // UIDs are never reused in a mailbox.
+        let next = store
+            .deliver(msg("Subject: n\r\n\r\nn\r\n", vec![a.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(next[0].uid, 2);
+        assert!(
+            !store
+                .update_message(&a.inbox_id, "msg_nope", &[], &[], None)
+                .await
+                .unwrap()
+        );
+        assert!(!store.delete_message(&a.inbox_id, "msg_nope").await.unwrap());
+    }
+}
