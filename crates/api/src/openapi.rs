@@ -29,10 +29,19 @@ use crate::routes;
         routes::get_smtp,
         routes::get_capabilities,
         routes::create_upgrade_link,
+        routes::list_messages,
+        routes::get_message,
+        routes::get_raw,
+        routes::get_attachment,
+        routes::patch_message,
+        routes::delete_message,
+        routes::list_threads,
+        routes::get_thread,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "inboxes", description = "Accounts and inboxes (seed 003)"),
+        (name = "messages", description = "Received mail: list, wait, read, label, move, delete, threads"),
         (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades"),
     )
 )]

@@ -165,7 +165,20 @@ struct FileConfig {
     tls: FileTls,
     #[serde(default)]
     http: FileHttp,
+    #[serde(default)]
+    smtp: FileSmtp,
     tiers: Option<Tiers>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmtp {
+    max_message_size: Option<usize>,
+    max_recipients: Option<usize>,
+    command_timeout_secs: Option<u64>,
+    data_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +270,8 @@ pub struct Config {
     pub inbox_create_per_hour: u32,
     pub max_body_bytes: usize,
     pub tiers: Tiers,
+    /// SMTP limits (`[smtp]` in the file); the host name is filled in from `hostname`.
+    pub smtp: mailroom_smtp::SmtpConfig,
     pub log_format: LogFormat,
     /// From `MAILROOM_MASTER_SECRET` (64 hex characters); `None`: the data directory's
     /// `master.key`, created on first start.
@@ -325,6 +340,31 @@ impl Config {
         if tls_cert.is_some() != tls_key.is_some() {
             bail!("tls.cert and tls.key must be given together");
         }
+        let d_smtp = mailroom_smtp::SmtpConfig::default();
+        let smtp = mailroom_smtp::SmtpConfig {
+            hostname: hostname.clone(),
+            max_message_size: file
+                .smtp
+                .max_message_size
+                .unwrap_or(d_smtp.max_message_size),
+            max_recipients: file.smtp.max_recipients.unwrap_or(d_smtp.max_recipients),
+            command_timeout: file
+                .smtp
+                .command_timeout_secs
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(d_smtp.command_timeout),
+            data_timeout: file
+                .smtp
+                .data_timeout_secs
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(d_smtp.data_timeout),
+            max_connections: file.smtp.max_connections.unwrap_or(d_smtp.max_connections),
+            max_connections_per_ip: file
+                .smtp
+                .max_connections_per_ip
+                .unwrap_or(d_smtp.max_connections_per_ip),
+            max_errors: d_smtp.max_errors,
+        };
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
@@ -353,6 +393,7 @@ impl Config {
                 .unwrap_or(10),
             max_body_bytes,
             tiers: file.tiers.unwrap_or_default(),
+            smtp,
             log_format: args
                 .log_format
                 .or(file.log_format)

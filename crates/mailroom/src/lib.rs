@@ -24,6 +24,8 @@ pub use config::Config;
 pub struct RunningServer {
     /// Where the HTTP API listens (with the real port when 0 was asked for).
     pub http_addr: SocketAddr,
+    /// Where the SMTP (MX) server listens.
+    pub smtp_addr: SocketAddr,
     /// The base URL links in answers start with.
     pub public_url: String,
     /// Whether the HTTP API is served over TLS.
@@ -33,6 +35,7 @@ pub struct RunningServer {
     pub services: Services,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
+    smtp: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
 
@@ -42,6 +45,7 @@ impl RunningServer {
         self.shutdown.cancel();
         self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
+        self.smtp.await.context("the SMTP server task failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
         tracing::info!("stopped");
@@ -104,6 +108,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     } else {
         None
     };
+    let mail_tls = datadir::tls_config(&cert, &key, &[])?;
 
     let url = config.effective_database_url();
     let store = Store::open(&url)
@@ -115,6 +120,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.listen.http))?;
     let http_addr = http.local_addr()?;
+    let smtp_listener = TcpListener::bind(config.listen.smtp)
+        .await
+        .with_context(|| format!("cannot listen for SMTP on {}", config.listen.smtp))?;
+    let smtp_addr = smtp_listener.local_addr()?;
     let public_url = config
         .public_url
         .clone()
@@ -138,6 +147,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let router = mailroom_api::router(state);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone().cancelled_owned();
+    let smtp_server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
+        services.clone(),
+        config.smtp.clone(),
+        mail_tls,
+    ));
+    let smtp_task = tokio::spawn(mailroom_smtp::serve(
+        smtp_listener,
+        smtp_server,
+        shutdown.clone(),
+    ));
+    tracing::info!(addr = %smtp_addr, "SMTP (MX) listening");
     let http_task = tokio::spawn(mailroom_api::server::serve(http, tls, router, stop));
     tracing::info!(
         addr = %http_addr,
@@ -148,12 +168,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     Ok(RunningServer {
         http_addr,
+        smtp_addr,
         public_url,
         http_tls,
         tls_cert_path: cert,
         services,
         shutdown,
         http: http_task,
+        smtp: smtp_task,
         follower,
     })
 }

@@ -8,6 +8,8 @@
 mod auth;
 mod cache;
 mod error;
+mod inbound;
+mod messages;
 pub mod ratelimit;
 mod tenancy;
 mod upgrade;
@@ -20,6 +22,11 @@ use mailroom_store::Store;
 
 pub use auth::Principal;
 pub use error::{ServiceError, UpgradeContext};
+pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
+pub use messages::{
+    AddressView, AttachmentView, Deleted, Extracted, HeaderView, ListFilter, MAX_WAIT,
+    MessagePatch, MessageView, view_of,
+};
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
@@ -54,6 +61,9 @@ pub struct Services {
 struct Inner {
     store: Store,
     cache: cache::Cache,
+    /// Bumped whenever mail arrives in this process, so that requests waiting for mail
+    /// (`wait=`) and event streams look again.
+    arrivals: tokio::sync::watch::Sender<u64>,
     config: ServiceConfig,
     master: MasterSecret,
 }
@@ -64,6 +74,7 @@ impl Services {
             inner: Arc::new(Inner {
                 store,
                 cache: cache::Cache::default(),
+                arrivals: tokio::sync::watch::Sender::new(0),
                 config,
                 master,
             }),
@@ -80,6 +91,16 @@ impl Services {
 
     pub(crate) fn master(&self) -> &MasterSecret {
         &self.inner.master
+    }
+
+    /// Wakes everyone waiting for mail.
+    pub fn mail_arrived(&self) {
+        self.inner.arrivals.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever mail arrives.
+    pub fn arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.arrivals.subscribe()
     }
 
     pub(crate) fn cache(&self) -> &cache::Cache {

@@ -319,6 +319,18 @@ impl Store {
         Ok(true)
     }
 
+    /// The inbox with this address, on any account: `(account_id, inbox_id)`.
+    pub async fn find_inbox_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT account_id, id FROM inboxes WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
     /// Resolves a key by its hash.
     pub async fn find_key(&self, hash: &str) -> Result<Option<KeyRecord>, StoreError> {
         let row =

@@ -2,6 +2,7 @@
 
 mod account;
 mod inboxes;
+mod messages;
 mod system;
 mod upgrade_page;
 
@@ -20,6 +21,7 @@ use crate::server::PeerAddr;
 
 pub(crate) use account::*;
 pub(crate) use inboxes::*;
+pub(crate) use messages::*;
 
 /// Mailroom's success answer: the result, and what the caller can do next.
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,6 +53,23 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(inboxes::get_inbox).delete(inboxes::delete_inbox),
         )
         .route("/v1/inboxes/{id}/rotate-key", post(inboxes::rotate_key))
+        .route("/v1/inboxes/{id}/messages", get(messages::list_messages))
+        .route(
+            "/v1/inboxes/{id}/messages/{mid}",
+            get(messages::get_message)
+                .patch(messages::patch_message)
+                .delete(messages::delete_message),
+        )
+        .route(
+            "/v1/inboxes/{id}/messages/{mid}/raw",
+            get(messages::get_raw),
+        )
+        .route(
+            "/v1/inboxes/{id}/messages/{mid}/attachments/{aid}",
+            get(messages::get_attachment),
+        )
+        .route("/v1/inboxes/{id}/threads", get(messages::list_threads))
+        .route("/v1/inboxes/{id}/threads/{tid}", get(messages::get_thread))
         .route("/v1/account", get(account::get_account))
         .route("/v1/account/smtp", get(account::get_smtp))
         .route("/v1/capabilities", get(account::get_capabilities))

@@ -1,0 +1,192 @@
+//! Receiving mail: which recipients this server accepts, and how an accepted message is
+//! stamped, parsed for its facts, and stored.
+
+use mailroom_core::time::now_ms;
+use mailroom_store::{NewMessage, Recipient, StoredMessage};
+use sha2::{Digest, Sha256};
+
+use crate::{ServiceError, Services};
+
+/// The answer to `RCPT TO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptVerdict {
+    Accept(Recipient),
+    /// The domain is ours but no inbox has this address.
+    UnknownUser,
+    /// The domain is not ours: this server never relays.
+    RelayDenied,
+}
+
+/// What the SMTP session knows of a message's transport.
+#[derive(Debug, Clone)]
+pub struct InboundEnvelope {
+    pub client_ip: std::net::IpAddr,
+    pub helo: String,
+    pub mail_from: String,
+    pub recipients: Vec<Recipient>,
+    pub tls: bool,
+}
+
+/// The facts the message list shows, read from the headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedFacts {
+    pub message_id: Option<String>,
+    pub references: Vec<String>,
+    pub subject: Option<String>,
+    pub from_addr: Option<String>,
+}
+
+/// Reads the facts of a message. Malformed or missing headers give `None`s, never an error:
+/// every accepted message is stored raw and readable.
+pub fn parse_facts(raw: &[u8]) -> ParsedFacts {
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
+        return ParsedFacts::default();
+    };
+    let mut references: Vec<String> = msg
+        .references()
+        .as_text_list()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .or_else(|| msg.references().as_text().map(|s| vec![s.to_owned()]))
+        .unwrap_or_default();
+    if let Some(irt) = msg
+        .in_reply_to()
+        .as_text_list()
+        .and_then(|l| l.last().map(|s| s.to_string()))
+        .or_else(|| msg.in_reply_to().as_text().map(str::to_owned))
+        && !references.contains(&irt)
+    {
+        references.push(irt);
+    }
+    ParsedFacts {
+        message_id: msg.message_id().map(str::to_owned),
+        references,
+        subject: msg.subject().map(str::to_owned),
+        from_addr: msg
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address.as_deref())
+            .map(str::to_ascii_lowercase),
+    }
+}
+
+impl Services {
+    /// Decides `RCPT TO:<address>` for inbound mail. `+tag` sub-addresses reach the inbox
+    /// of the part before the `+`.
+    pub async fn inbound_recipient(&self, address: &str) -> Result<RcptVerdict, ServiceError> {
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return Ok(RcptVerdict::UnknownUser);
+        };
+        if !domain.eq_ignore_ascii_case(&self.config().default_domain) {
+            return Ok(RcptVerdict::RelayDenied);
+        }
+        let local = local
+            .split('+')
+            .next()
+            .unwrap_or(local)
+            .to_ascii_lowercase();
+        let email = format!("{local}@{}", self.config().default_domain);
+        Ok(match self.store().find_inbox_by_email(&email).await? {
+            Some((account_id, inbox_id)) => RcptVerdict::Accept(Recipient {
+                account_id,
+                inbox_id,
+            }),
+            None => RcptVerdict::UnknownUser,
+        })
+    }
+
+    /// Stores an accepted message for its recipients, with a `Received` header prepended,
+    /// and returns once it is durable.
+    pub async fn receive(
+        &self,
+        envelope: &InboundEnvelope,
+        data: &[u8],
+    ) -> Result<Vec<StoredMessage>, ServiceError> {
+        let now = now_ms();
+        let received = format!(
+            "Received: from {helo} ([{ip}])\r\n\tby {host} (Mailroom) with {proto};\r\n\t{date}\r\n",
+            helo = sanitize_header_word(&envelope.helo),
+            ip = envelope.client_ip,
+            host = self.config().hostname,
+            proto = if envelope.tls { "ESMTPS" } else { "ESMTP" },
+            date = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now)
+                .unwrap_or_default()
+                .to_rfc2822(),
+        );
+        let mut raw = Vec::with_capacity(received.len() + data.len());
+        raw.extend_from_slice(received.as_bytes());
+        raw.extend_from_slice(data);
+        let facts = parse_facts(data);
+        let hash = hex::encode(Sha256::digest(&raw));
+        let stored = self
+            .store()
+            .deliver(NewMessage {
+                raw,
+                hash,
+                internal_date: now,
+                recipients: envelope.recipients.clone(),
+                mailbox: "INBOX".into(),
+                message_id: facts.message_id,
+                references: facts.references,
+                subject: facts.subject,
+                from_addr: facts.from_addr,
+                envelope_from: Some(envelope.mail_from.clone()),
+                auth_results: None,
+                flags: Vec::new(),
+            })
+            .await?;
+        self.mail_arrived();
+        Ok(stored)
+    }
+}
+
+/// A HELO name fit for a header: printable ASCII without spaces, at most 255 characters.
+fn sanitize_header_word(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if cleaned.is_empty() {
+        "unknown".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_from_headers() {
+        let raw = b"From: \"Alice\" <Alice@Example.com>\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\
+            Message-ID: <m2@x>\r\nIn-Reply-To: <m1@x>\r\nReferences: <m0@x> <m1@x>\r\n\r\nbody";
+        let f = parse_facts(raw);
+        assert_eq!(f.message_id.as_deref(), Some("m2@x"));
+        assert_eq!(f.subject.as_deref(), Some("café"));
+        assert_eq!(f.from_addr.as_deref(), Some("alice@example.com"));
+        assert_eq!(f.references, ["m0@x", "m1@x"]);
+    }
+
+    #[test]
+    fn junk_gives_empty_facts() {
+        for raw in [
+            &b""[..],
+            b"\xff\xfe\x00garbage",
+            b"no headers at all",
+            b"Subject",
+        ] {
+            let f = parse_facts(raw);
+            assert!(f.message_id.is_none(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn helo_cannot_inject_headers() {
+        assert_eq!(
+            sanitize_header_word("evil\r\nX-Injected: 1"),
+            "evilX-Injected:1"
+        );
+        assert_eq!(sanitize_header_word(""), "unknown");
+    }
+}

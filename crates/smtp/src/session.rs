@@ -1,0 +1,568 @@
+//! One SMTP session: the protocol state machine.
+//!
+//! Input is read in chunks and fed to `smtp-proto`'s receivers, so pipelined commands are
+//! answered in order and their replies sent together. Safety rules kept here:
+//! - DATA ends only at `<CRLF>.<CRLF>` (smtp-proto), and a message holding a bare CR or LF
+//!   is refused whole, so `<LF>.<LF>` tricks (SMTP smuggling) cannot split one message into
+//!   two here or at any server that relays it.
+//! - Bytes pipelined after STARTTLS are discarded, never read as commands inside TLS
+//!   (CVE-2011-0411).
+//! - Every wait has a timeout; sizes, recipients and errors are bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mailroom_services::{InboundEnvelope, RcptVerdict};
+use mailroom_store::Recipient;
+use smtp_proto::request::receiver::{
+    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
+};
+use smtp_proto::{Error as ProtoError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::SmtpServer;
+
+/// The state of one session (it survives STARTTLS, minus what RFC 3207 says to forget).
+pub struct Session {
+    server: Arc<SmtpServer>,
+    peer: SocketAddr,
+    tls: bool,
+    helo: Option<String>,
+    mail_from: Option<String>,
+    recipients: Vec<Recipient>,
+    /// Accepted RCPT commands (several may name one inbox).
+    rcpt_count: usize,
+    errors: usize,
+}
+
+enum Mode {
+    Command,
+    Data(DataReceiver),
+    /// A BDAT chunk; `discard` when the transaction failed (size, no recipients) and the
+    /// chunk is read only to stay in step with the client.
+    Bdat {
+        rx: BdatReceiver,
+        discard: bool,
+    },
+    /// Reading the rest of a DATA message that will be refused (too big).
+    DiscardData(DummyDataReceiver),
+}
+
+/// What a run over one stream ended with.
+enum End {
+    Closed,
+    StartTls,
+}
+
+impl Session {
+    pub fn new(server: Arc<SmtpServer>, peer: SocketAddr) -> Session {
+        Session {
+            server,
+            peer,
+            tls: false,
+            helo: None,
+            mail_from: None,
+            recipients: Vec::new(),
+            rcpt_count: 0,
+            errors: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.mail_from = None;
+        self.recipients.clear();
+        self.rcpt_count = 0;
+    }
+
+    fn host(&self) -> &str {
+        &self.server.config.hostname
+    }
+}
+
+/// Runs a session on a plain connection, upgrading it to TLS on STARTTLS.
+pub async fn run_session(stream: TcpStream, mut session: Session, stop: CancellationToken) {
+    let greeting = format!("220 {} ESMTP Mailroom\r\n", session.host());
+    let mut stream = stream;
+    if stream.write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    match run(&mut stream, &mut session, &stop).await {
+        End::Closed => {}
+        End::StartTls => {
+            let acceptor = session.server.tls_acceptor();
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(stream))
+                    .await;
+            let Ok(Ok(mut tls)) = handshake else {
+                tracing::debug!(peer = %session.peer, "STARTTLS handshake failed");
+                return;
+            };
+            // RFC 3207 §4.2: forget everything learnt before TLS.
+            session.tls = true;
+            session.helo = None;
+            session.reset();
+            let _ = run(&mut tls, &mut session, &stop).await;
+        }
+    }
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    s: &mut Session,
+    stop: &CancellationToken,
+) -> End {
+    let mut receiver = RequestReceiver::default();
+    let mut mode = Mode::Command;
+    let mut message: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut out = String::new();
+    // Bytes of the command line read so far, and whether it is already too long.
+    let mut line_len = 0usize;
+    let mut overlong = false;
+    loop {
+        let timeout = match mode {
+            Mode::Command => s.server.config.command_timeout,
+            _ => s.server.config.data_timeout,
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout, stream.read(&mut chunk)) => r,
+            _ = stop.cancelled(), if matches!(mode, Mode::Command) => {
+                let _ = stream.write_all(format!("421 4.3.2 {} shutting down\r\n", s.host()).as_bytes()).await;
+                return End::Closed;
+            }
+        };
+        let n = match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return End::Closed,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                let _ = stream
+                    .write_all(format!("421 4.4.2 {} timeout, closing\r\n", s.host()).as_bytes())
+                    .await;
+                return End::Closed;
+            }
+        };
+        let mut bytes = chunk[..n].iter();
+        let mut close = false;
+        let mut starttls = false;
+        while bytes.len() > 0 && !close {
+            match &mut mode {
+                Mode::Command
+                    if overlong
+                        || line_len + next_line_len(bytes.as_slice()) > MAX_COMMAND_LINE =>
+                {
+                    // Skip the rest of an over-long line, then answer once.
+                    let rest = bytes.as_slice();
+                    match rest.iter().position(|b| *b == b'\n') {
+                        Some(pos) => {
+                            bytes = rest[pos + 1..].iter();
+                            receiver = RequestReceiver::default();
+                            line_len = 0;
+                            overlong = false;
+                            s.errors += 1;
+                            out.push_str("500 5.5.2 Line too long\r\n");
+                            if s.errors >= s.server.config.max_errors {
+                                out.push_str("421 4.7.0 Too many errors, closing\r\n");
+                                close = true;
+                            }
+                        }
+                        None => {
+                            bytes = [].iter();
+                            overlong = true;
+                        }
+                    }
+                }
+                Mode::Command => {
+                    let rest = bytes.as_slice();
+                    line_len = match rest.iter().position(|b| *b == b'\n') {
+                        Some(_) => 0,
+                        None => line_len + rest.len(),
+                    };
+                    match receiver.ingest(&mut bytes) {
+                        Ok(req) => match command(s, req, &mut out).await {
+                            Action::None => {}
+                            Action::Data => {
+                                message.clear();
+                                mode = Mode::Data(DataReceiver::new());
+                            }
+                            Action::Bdat {
+                                size,
+                                last,
+                                discard,
+                            } => {
+                                mode = Mode::Bdat {
+                                    rx: BdatReceiver::new(size, last),
+                                    discard,
+                                };
+                            }
+                            Action::Quit => close = true,
+                            Action::StartTls => {
+                                // Anything pipelined after STARTTLS is dropped unread.
+                                starttls = true;
+                                break;
+                            }
+                        },
+                        Err(ProtoError::NeedsMoreData { .. }) => break,
+                        Err(e) => {
+                            s.errors += 1;
+                            out.push_str(&proto_error_reply(&e));
+                            if s.errors >= s.server.config.max_errors {
+                                out.push_str("421 4.7.0 Too many errors, closing\r\n");
+                                close = true;
+                            }
+                        }
+                    }
+                }
+                Mode::Data(rx) => {
+                    if rx.ingest(&mut bytes, &mut message) {
+                        mode = Mode::Command;
+                        out.push_str(&finish_message(s, &message).await);
+                        message.clear();
+                        s.reset();
+                    } else if message.len() > s.server.config.max_message_size {
+                        mode = Mode::DiscardData(DummyDataReceiver::new_data(rx));
+                        message = Vec::new();
+                    }
+                }
+                Mode::DiscardData(rx) => {
+                    if rx.ingest(&mut bytes) {
+                        out.push_str("552 5.3.4 Message exceeds the size limit\r\n");
+                        mode = Mode::Command;
+                        s.reset();
+                    }
+                }
+                Mode::Bdat { rx, discard } => {
+                    let done = if *discard {
+                        let mut scratch = Vec::new();
+                        rx.ingest(&mut bytes, &mut scratch)
+                    } else {
+                        rx.ingest(&mut bytes, &mut message)
+                    };
+                    if !*discard && message.len() > s.server.config.max_message_size {
+                        // Refuse now; read the rest of this chunk and drop it. The
+                        // transaction is over, so later chunks get 503.
+                        *discard = true;
+                        message = Vec::new();
+                        s.reset();
+                        out.push_str("552 5.3.4 Message exceeds the size limit\r\n");
+                    }
+                    if done {
+                        let (last, discarded) = (rx.is_last, *discard);
+                        mode = Mode::Command;
+                        if discarded {
+                            // Already answered.
+                        } else if last {
+                            out.push_str(&finish_message(s, &message).await);
+                            message.clear();
+                            s.reset();
+                        } else {
+                            out.push_str(&format!(
+                                "250 2.0.0 {} octets received\r\n",
+                                message.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(out.as_bytes()).await.is_err() {
+                return End::Closed;
+            }
+            out.clear();
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return End::Closed;
+        }
+        if starttls {
+            return End::StartTls;
+        }
+    }
+}
+
+/// The longest command line accepted, CRLF included. RFC 5321 asks for at least 512;
+/// extensions make lines longer, so this allows 4096 (what smtp-proto buffers).
+const MAX_COMMAND_LINE: usize = 4096;
+
+/// Length of the line at the start of `rest`, up to and including its LF (all of `rest` if
+/// it has none yet).
+fn next_line_len(rest: &[u8]) -> usize {
+    rest.iter()
+        .position(|b| *b == b'\n')
+        .map_or(rest.len(), |p| p + 1)
+}
+
+enum Action {
+    None,
+    Data,
+    Bdat {
+        size: usize,
+        last: bool,
+        discard: bool,
+    },
+    Quit,
+    StartTls,
+}
+
+fn reply(out: &mut String, line: &str) {
+    out.push_str(line);
+    out.push_str("\r\n");
+}
+
+async fn command(
+    s: &mut Session,
+    req: Request<std::borrow::Cow<'_, str>>,
+    out: &mut String,
+) -> Action {
+    match req {
+        Request::Ehlo { host } => {
+            s.reset();
+            s.helo = Some(host.to_string());
+            let mut caps = vec![
+                format!("{} greets {}", s.host(), host),
+                "PIPELINING".to_owned(),
+                format!("SIZE {}", s.server.config.max_message_size),
+                "8BITMIME".to_owned(),
+                "SMTPUTF8".to_owned(),
+                "ENHANCEDSTATUSCODES".to_owned(),
+                "CHUNKING".to_owned(),
+            ];
+            if !s.tls {
+                caps.push("STARTTLS".to_owned());
+            }
+            let last = caps.len() - 1;
+            for (i, c) in caps.iter().enumerate() {
+                out.push_str(&format!("250{}{c}\r\n", if i == last { ' ' } else { '-' }));
+            }
+            Action::None
+        }
+        Request::Helo { host } | Request::Lhlo { host } => {
+            s.reset();
+            s.helo = Some(host.to_string());
+            reply(out, &format!("250 {}", s.host()));
+            Action::None
+        }
+        Request::StartTls => {
+            if s.tls {
+                reply(out, "503 5.5.1 TLS is already active");
+                return Action::None;
+            }
+            reply(out, "220 2.0.0 Ready to start TLS");
+            Action::StartTls
+        }
+        Request::Mail { from } => {
+            if s.helo.is_none() {
+                reply(out, "503 5.5.1 Send EHLO or HELO first");
+            } else if s.mail_from.is_some() {
+                reply(out, "503 5.5.1 Nested MAIL command; send RSET first");
+            } else if from.size > s.server.config.max_message_size {
+                reply(
+                    out,
+                    &format!(
+                        "552 5.3.4 Message size exceeds the limit of {} bytes",
+                        s.server.config.max_message_size
+                    ),
+                );
+            } else {
+                s.mail_from = Some(from.address.to_string());
+                reply(out, "250 2.1.0 OK");
+            }
+            Action::None
+        }
+        Request::Rcpt { to } => {
+            if s.mail_from.is_none() {
+                reply(out, "503 5.5.1 Send MAIL FROM first");
+                return Action::None;
+            }
+            if s.rcpt_count >= s.server.config.max_recipients {
+                reply(
+                    out,
+                    &format!(
+                        "452 4.5.3 Too many recipients (at most {} per message)",
+                        s.server.config.max_recipients
+                    ),
+                );
+                return Action::None;
+            }
+            let address = to.address.to_string();
+            match s.server.services.inbound_recipient(&address).await {
+                Ok(RcptVerdict::Accept(rcpt)) => {
+                    s.rcpt_count += 1;
+                    if !s.recipients.contains(&rcpt) {
+                        s.recipients.push(rcpt);
+                    }
+                    reply(out, "250 2.1.5 OK");
+                }
+                Ok(RcptVerdict::UnknownUser) => {
+                    s.errors += 1;
+                    reply(
+                        out,
+                        &format!("550 5.1.1 <{}>: no such mailbox here", printable(&address)),
+                    );
+                }
+                Ok(RcptVerdict::RelayDenied) => {
+                    s.errors += 1;
+                    reply(
+                        out,
+                        &format!("554 5.7.1 <{}>: relay access denied", printable(&address)),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "recipient check failed");
+                    reply(
+                        out,
+                        "451 4.3.0 Temporary failure checking the recipient; try again later",
+                    );
+                }
+            }
+            Action::None
+        }
+        Request::Data => {
+            if let Some(r) = transaction_ready(s) {
+                reply(out, r);
+                return Action::None;
+            }
+            reply(out, "354 Start mail input; end with <CRLF>.<CRLF>");
+            Action::Data
+        }
+        Request::Bdat {
+            chunk_size,
+            is_last,
+        } => {
+            // A refused chunk still has to be read past to stay in step with the client.
+            let discard = match transaction_ready(s) {
+                Some(r) => {
+                    reply(out, r);
+                    true
+                }
+                None => false,
+            };
+            Action::Bdat {
+                size: chunk_size,
+                last: is_last,
+                discard,
+            }
+        }
+        Request::Rset => {
+            s.reset();
+            reply(out, "250 2.0.0 OK");
+            Action::None
+        }
+        Request::Noop { .. } => {
+            reply(out, "250 2.0.0 OK");
+            Action::None
+        }
+        Request::Quit => {
+            reply(out, &format!("221 2.0.0 {} closing connection", s.host()));
+            Action::Quit
+        }
+        Request::Vrfy { .. } => {
+            reply(
+                out,
+                "252 2.5.2 Cannot VRFY user; send the message and it will be tried",
+            );
+            Action::None
+        }
+        Request::Auth { .. } => {
+            reply(
+                out,
+                "503 5.5.1 AUTH is not available on this port; use submission (587)",
+            );
+            Action::None
+        }
+        Request::Expn { .. }
+        | Request::Help { .. }
+        | Request::Etrn { .. }
+        | Request::Atrn { .. }
+        | Request::Burl { .. } => {
+            reply(out, "502 5.5.1 Command not implemented");
+            Action::None
+        }
+    }
+}
+
+/// An address fit to echo in a reply line.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(254).collect()
+}
+
+fn transaction_ready(s: &Session) -> Option<&'static str> {
+    if s.mail_from.is_none() {
+        Some("503 5.5.1 Send MAIL FROM first")
+    } else if s.recipients.is_empty() {
+        Some("554 5.5.1 No valid recipients")
+    } else {
+        None
+    }
+}
+
+fn proto_error_reply(e: &ProtoError) -> String {
+    match e {
+        ProtoError::UnknownCommand => "500 5.5.1 Unknown command\r\n".to_owned(),
+        ProtoError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax\r\n".to_owned(),
+        ProtoError::InvalidRecipientAddress => {
+            "501 5.1.3 Bad recipient address syntax\r\n".to_owned()
+        }
+        ProtoError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}\r\n"),
+        ProtoError::InvalidParameter { param } => {
+            format!("501 5.5.4 Invalid parameter {param}\r\n")
+        }
+        ProtoError::UnsupportedParameter { param } => {
+            format!(
+                "504 5.5.4 Unsupported parameter {}\r\n",
+                param
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect::<String>()
+            )
+        }
+        ProtoError::ResponseTooLong => "500 5.5.2 Line too long\r\n".to_owned(),
+        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+            "500 5.5.2 Syntax error\r\n".to_owned()
+        }
+    }
+}
+
+/// Whether `data` has a CR not followed by LF, or an LF not preceded by CR.
+pub fn has_bare_cr_or_lf(data: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && prev != b'\r' {
+            return true;
+        }
+        if b == b'\r' && data.get(i + 1) != Some(&b'\n') {
+            return true;
+        }
+        prev = b;
+    }
+    false
+}
+
+async fn finish_message(s: &mut Session, data: &[u8]) -> String {
+    if has_bare_cr_or_lf(data) {
+        metrics::counter!("mailroom_smtp_messages_rejected_total", "reason" => "bare_newline")
+            .increment(1);
+        return "554 5.6.0 Message refused: it contains a bare CR or LF; lines must end with CRLF\r\n".to_owned();
+    }
+    let envelope = InboundEnvelope {
+        client_ip: s.peer.ip(),
+        helo: s.helo.clone().unwrap_or_default(),
+        mail_from: s.mail_from.clone().unwrap_or_default(),
+        recipients: s.recipients.clone(),
+        tls: s.tls,
+    };
+    match s.server.services.receive(&envelope, data).await {
+        Ok(stored) => {
+            metrics::counter!("mailroom_smtp_messages_accepted_total").increment(1);
+            let id = stored.first().map(|m| m.id.as_str()).unwrap_or("-");
+            format!("250 2.0.0 OK: queued as {id}\r\n")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store an inbound message");
+            "451 4.3.0 Could not store the message; try again later\r\n".to_owned()
+        }
+    }
+}
