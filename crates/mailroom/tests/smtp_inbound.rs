@@ -23,7 +23,44 @@ on_both_backends!(
     messages_can_be_read_labelled_moved_and_deleted,
     replies_are_threaded,
     other_tenants_cannot_read_the_mail,
+    swaks_delivers_with_starttls,
 );
+
+async fn swaks_delivers_with_starttls(s: TestServer) {
+    let a = s.new_account("swaks").await;
+    let port = s.server.as_ref().unwrap().smtp_addr.port().to_string();
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "--from",
+            "tester@example.net",
+            "--to",
+            &a.email,
+            "--header",
+            "Subject: via swaks",
+            "--body",
+            "Sent by swaks.",
+        ])
+        .output()
+        .expect("swaks is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        transcript.contains("STARTTLS") && transcript.contains("250 2.0.0 OK: queued as msg_"),
+        "{transcript}"
+    );
+    let list = messages(&s, &a).await;
+    assert_eq!(list[0]["subject"], "via swaks");
+    s.stop().await;
+}
 
 async fn api(s: &TestServer, key: &str, path: &str) -> Value {
     let resp = s
