@@ -37,6 +37,7 @@ use crate::routes;
         routes::delete_message,
         routes::list_threads,
         routes::get_thread,
+        routes::inbox_events,
     ),
     modifiers(&BearerAuth),
     tags(

@@ -43,6 +43,7 @@ impl RunningServer {
     /// Stops accepting connections, lets requests in flight finish, closes the database.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        self.services.begin_shutdown();
         self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
         self.smtp.await.context("the SMTP server task failed")?;

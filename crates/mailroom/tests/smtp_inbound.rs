@@ -24,7 +24,103 @@ on_both_backends!(
     replies_are_threaded,
     other_tenants_cannot_read_the_mail,
     swaks_delivers_with_starttls,
+    the_event_stream_is_live_and_resumable,
 );
+
+/// Reads SSE events (`id`, `event`, `data` of each) until `n` have arrived.
+async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block.lines().find_map(|l| {
+                    l.strip_prefix(&format!("{name}:"))
+                        .map(|v| v.trim().to_owned())
+                })
+            };
+            if let (Some(id), Some(ev), Some(data)) = (field("id"), field("event"), field("data")) {
+                events.push((id, ev, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+async fn the_event_stream_is_live_and_resumable(s: TestServer) {
+    let a = s.new_account("streamer").await;
+    send_raw(&s, &a.email, "Subject: before\r\n\r\nold").await;
+    let url = s.url(&format!("/v1/inboxes/{}/events", a.inbox_id));
+    let mut resp = s
+        .http
+        .get(&url)
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    send_raw(&s, &a.email, "Subject: live one\r\n\r\nnew").await;
+    let got = read_events(&mut resp, 1).await;
+    assert_eq!(got[0].1, "message.received");
+    assert_eq!(got[0].2["type"], "message.received");
+    assert_eq!(
+        got[0].2["data"]["subject"], "live one",
+        "starts after connecting, not with history"
+    );
+    assert_eq!(got[0].2["id"], got[0].0.as_str());
+    drop(resp);
+    // Two more arrive while disconnected; reconnecting with Last-Event-ID gets both, in order.
+    send_raw(&s, &a.email, "Subject: missed 1\r\n\r\nx").await;
+    send_raw(&s, &a.email, "Subject: missed 2\r\n\r\nx").await;
+    let mut resp = s
+        .http
+        .get(&url)
+        .bearer_auth(&a.inbox_key)
+        .header("Last-Event-ID", &got[0].0)
+        .send()
+        .await
+        .unwrap();
+    let got = read_events(&mut resp, 2).await;
+    let subjects: Vec<&str> = got
+        .iter()
+        .map(|e| e.2["data"]["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["missed 1", "missed 2"]);
+    let bad = s
+        .http
+        .get(&url)
+        .bearer_auth(&a.inbox_key)
+        .header("Last-Event-ID", "evt_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let other = s.new_account("stream-nosy").await;
+    let denied = s
+        .http
+        .get(&url)
+        .bearer_auth(&other.account_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 404);
+    // `resp` is still open: a graceful shutdown must end the stream instead of waiting.
+    s.stop().await;
+    drop(resp);
+}
 
 async fn swaks_delivers_with_starttls(s: TestServer) {
     let a = s.new_account("swaks").await;

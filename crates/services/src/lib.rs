@@ -11,6 +11,7 @@ mod error;
 mod inbound;
 mod messages;
 pub mod ratelimit;
+mod stream;
 mod tenancy;
 mod upgrade;
 
@@ -28,6 +29,7 @@ pub use messages::{
     MessagePatch, MessageView, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use stream::EventCursor;
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
     SmtpCredentials,
@@ -64,6 +66,8 @@ struct Inner {
     /// Bumped whenever mail arrives in this process, so that requests waiting for mail
     /// (`wait=`) and event streams look again.
     arrivals: tokio::sync::watch::Sender<u64>,
+    /// Cancelled when the server begins to shut down: long polls and event streams end.
+    stopping: tokio_util::sync::CancellationToken,
     config: ServiceConfig,
     master: MasterSecret,
 }
@@ -75,6 +79,7 @@ impl Services {
                 store,
                 cache: cache::Cache::default(),
                 arrivals: tokio::sync::watch::Sender::new(0),
+                stopping: tokio_util::sync::CancellationToken::new(),
                 config,
                 master,
             }),
@@ -91,6 +96,17 @@ impl Services {
 
     pub(crate) fn master(&self) -> &MasterSecret {
         &self.inner.master
+    }
+
+    /// Tells long polls and event streams to finish, so a graceful shutdown does not wait
+    /// for clients that would otherwise stay connected for ever.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.cancel();
+    }
+
+    /// Completes when the server begins to shut down.
+    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.inner.stopping.cancelled()
     }
 
     /// Wakes everyone waiting for mail.

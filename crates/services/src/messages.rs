@@ -218,6 +218,7 @@ impl Services {
             tokio::select! {
                 _ = arrivals.changed() => {}
                 _ = tokio::time::sleep_until(deadline.min(tick)) => {}
+                _ = self.stopping() => return Ok((rows, total)),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok((rows, total));

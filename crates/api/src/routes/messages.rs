@@ -393,3 +393,61 @@ pub async fn get_thread(
         vec!["Read a message with GET /v1/inboxes/{id}/messages/{mid}".to_owned()],
     ))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Resume after this event id (the same as the `Last-Event-ID` header).
+    pub after: Option<String>,
+}
+
+/// A Server-Sent Events stream of this inbox's events (`message.received` with the
+/// message summary), oldest first. Without `Last-Event-ID` (or `after`) it starts with the
+/// next event; with it, it resumes right after that event.
+#[utoipa::path(get, path = "/v1/inboxes/{id}/events", tag = "messages",
+    params(("id" = String, Path), EventParams), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", description = "events: `id`, `event` (the type) and `data` ({id, type, timestamp, data})"),
+        (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_LAST_EVENT_ID")))]
+pub async fn inbox_events(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(inbox_id): Path<String>,
+    headers: axum::http::HeaderMap,
+    ApiQuery(p): ApiQuery<EventParams>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(p.after);
+    let cursor = state
+        .services
+        .inbox_events(&principal, &inbox_id, last.as_deref())
+        .await?;
+    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        match cursor.next().await {
+            Ok(None) => None,
+            Ok(Some(ev)) => {
+                let payload = serde_json::json!({
+                    "id": ev.id,
+                    "type": ev.event_type,
+                    "timestamp": rfc3339(ev.created_at),
+                    "data": ev.data,
+                });
+                let event = Event::default()
+                    .id(ev.id.clone())
+                    .event(ev.event_type.clone())
+                    .data(payload.to_string());
+                Some((Ok::<_, std::convert::Infallible>(event), cursor))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream ended: store error");
+                None
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

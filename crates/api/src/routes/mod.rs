@@ -69,6 +69,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(messages::get_attachment),
         )
         .route("/v1/inboxes/{id}/threads", get(messages::list_threads))
+        .route("/v1/inboxes/{id}/events", get(messages::inbox_events))
         .route("/v1/inboxes/{id}/threads/{tid}", get(messages::get_thread))
         .route("/v1/account", get(account::get_account))
         .route("/v1/account/smtp", get(account::get_smtp))
