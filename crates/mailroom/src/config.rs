@@ -141,6 +141,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAILROOM_INBOX_CREATE_PER_HOUR", value_name = "N")]
     pub inbox_create_per_hour: Option<u32>,
 
+    /// DNS server (IP:PORT) for SPF/DKIM/DMARC checks of inbound mail.
+    /// [default: the system's resolvers]
+    #[arg(long, env = "MAILROOM_DNS_RESOLVER", value_name = "ADDR")]
+    pub dns_resolver: Option<SocketAddr>,
+
     /// Log format. [default: text]
     #[arg(long, env = "MAILROOM_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -158,6 +163,7 @@ struct FileConfig {
     default_domain: Option<String>,
     public_url: Option<String>,
     upgrade_url: Option<String>,
+    dns_resolver: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     #[serde(default)]
     listen: FileListen,
@@ -262,6 +268,8 @@ pub struct Config {
     /// `None`: derived from the HTTP listener once it is bound.
     pub public_url: Option<String>,
     pub upgrade_url: Option<String>,
+    /// DNS server for SPF/DKIM/DMARC; `None`: the system's.
+    pub dns_resolver: Option<SocketAddr>,
     pub listen: Listeners,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -382,6 +390,7 @@ impl Config {
             default_domain,
             public_url: args.public_url.clone().or(file.public_url),
             upgrade_url: args.upgrade_url.clone().or(file.upgrade_url),
+            dns_resolver: args.dns_resolver.or(file.dns_resolver),
             listen,
             tls_cert,
             tls_key,

@@ -78,6 +78,7 @@ pub fn services(
     config: &Config,
     master: mailroom_core::secret::MasterSecret,
     public_url: String,
+    check_mail_auth: bool,
 ) -> Services {
     Services::new(
         store,
@@ -88,6 +89,8 @@ pub fn services(
             upgrade_url: config.upgrade_url.clone(),
             submission_port: config.listen.submission.port(),
             tiers: config.tiers.clone(),
+            check_mail_auth,
+            dns_resolver: config.dns_resolver,
         },
         master,
     )
@@ -130,7 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .clone()
         .unwrap_or_else(|| derive_public_url(&config, http_addr, http_tls));
 
-    let services = services(store, &config, master, public_url.clone());
+    let services = services(store, &config, master, public_url.clone(), true);
     let api = ApiConfig {
         inbox_create_rule: RateRule::per_hour(config.inbox_create_per_hour),
         trusted_proxies: config.trusted_proxies.clone(),

@@ -126,6 +126,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 &config,
                 mailroom_core::secret::MasterSecret::generate(),
                 String::new(),
+                false,
             );
             let change = services
                 .set_tier(&account_id, tier)
@@ -163,7 +164,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 &config.data_dir,
                 config.master_secret.as_deref(),
             )?;
-            let services = mailroom::services(store.clone(), &config, master, String::new());
+            let services = mailroom::services(store.clone(), &config, master, String::new(), false);
             let change = services.redeem_upgrade_token(&token).await?;
             store.close().await;
             println!("upgrade granted: {} -> {}", change.previous, change.tier);

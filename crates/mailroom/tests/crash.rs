@@ -19,7 +19,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dir: &std::path::Path, http: u16, smtp: u16) -> Child {
+fn start(dir: &std::path::Path, http: u16, smtp: u16, dns: std::net::SocketAddr) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .args(["serve", "--dev", "--default-domain", "crash.test"])
         .current_dir(dir)
@@ -28,6 +28,7 @@ fn start(dir: &std::path::Path, http: u16, smtp: u16) -> Child {
         .env_remove("MAILROOM_DATABASE_URL")
         .env_remove("MAILROOM_DATA_DIR")
         .env("MAILROOM_LOG", "warn")
+        .env("MAILROOM_DNS_RESOLVER", dns.to_string())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -113,7 +114,8 @@ fn sender(
 async fn every_acknowledged_message_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (http, smtp) = (free_port(), free_port());
-    let mut server = start(dir.path(), http, smtp);
+    let dns = mailroom_testkit::TestDns::start().await.unwrap();
+    let mut server = start(dir.path(), http, smtp, dns.addr);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{http}");
     let created: serde_json::Value = client
@@ -159,7 +161,7 @@ async fn every_acknowledged_message_survives_sigkill() {
         acked.len()
     );
 
-    let mut server = start(dir.path(), http, smtp);
+    let mut server = start(dir.path(), http, smtp, dns.addr);
     for (id, marker) in &acked {
         let resp = client
             .get(format!("{base}/v1/inboxes/{inbox}/messages/{id}/raw"))

@@ -25,7 +25,111 @@ on_both_backends!(
     other_tenants_cannot_read_the_mail,
     swaks_delivers_with_starttls,
     the_event_stream_is_live_and_resumable,
+    spf_dkim_and_dmarc_are_checked_and_recorded,
 );
+
+async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
+    use base64::Engine as _;
+    use mail_auth::common::crypto::Ed25519Key;
+    use mail_auth::common::headers::HeaderWriter;
+    use mail_auth::dkim::DkimSigner;
+    let a = s.new_account("checked").await;
+    // example.com: SPF allows 127.0.0.1, a DKIM key, a DMARC policy.
+    let pkcs8 = Ed25519Key::generate_pkcs8().unwrap();
+    let key = Ed25519Key::from_pkcs8_der(&pkcs8).unwrap();
+    let public = base64::engine::general_purpose::STANDARD.encode(key.public_key());
+    s.dns.txt("example.com", "v=spf1 ip4:127.0.0.1 -all");
+    s.dns.txt(
+        "sel._domainkey.example.com",
+        &format!("v=DKIM1; k=ed25519; p={public}"),
+    );
+    s.dns.txt("_dmarc.example.com", "v=DMARC1; p=reject");
+    // forged.example: SPF forbids every sender.
+    s.dns.txt("forged.example", "v=spf1 -all");
+    s.dns.txt("_dmarc.forged.example", "v=DMARC1; p=reject");
+    let body = format!(
+        "From: Alice <alice@example.com>\r\nTo: {}\r\nSubject: signed\r\n\r\nHello, signed.\r\n",
+        a.email
+    );
+    let signature = DkimSigner::from_key(key)
+        .domain("example.com")
+        .selector("sel")
+        .headers(["From", "To", "Subject"])
+        .sign(body.as_bytes())
+        .unwrap();
+    let signed = format!("{}{body}", signature.to_header());
+    let send_from = |from: &'static str, msg: String| {
+        let s = &s;
+        let to = a.email.clone();
+        async move {
+            let mut c = Raw::connect(s);
+            assert!(c.cmd("EHLO mail.example.com").starts_with("250"));
+            assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+            assert!(c.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+            assert!(c.cmd("DATA").starts_with("354"));
+            let r = c.cmd(&format!("{msg}."));
+            assert!(r.starts_with("250"), "{r}");
+        }
+    };
+    send_from("alice@example.com", signed).await;
+    let id = messages(&s, &a).await[0]["id"].as_str().unwrap().to_owned();
+    let m = api(
+        &s,
+        &a.inbox_key,
+        &format!("/v1/inboxes/{}/messages/{id}", a.inbox_id),
+    )
+    .await;
+    let auth = &m["result"]["authentication"];
+    assert_eq!(auth["spf"], "pass", "{auth}");
+    assert_eq!(auth["dkim"], "pass", "{auth}");
+    assert_eq!(auth["dmarc"], "pass", "{auth}");
+    assert_eq!(auth["dkim_signatures"][0]["domain"], "example.com");
+    let raw = s
+        .http
+        .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        raw.starts_with("Authentication-Results: mail.test;"),
+        "{raw}"
+    );
+    let ar_end = raw.find("\r\nReceived: ").unwrap();
+    assert!(
+        raw[..ar_end].contains("spf=pass")
+            && raw[..ar_end].contains("dkim=pass")
+            && raw[..ar_end].contains("dmarc=pass"),
+        "{raw}"
+    );
+    // A forged sender: SPF fails and DMARC fails; the message is still delivered (the
+    // verdicts are for the reader to weigh), marked as such.
+    send_from(
+        "bob@forged.example",
+        "From: bob@forged.example\r\nSubject: forged\r\n\r\nTrust me.\r\n".into(),
+    )
+    .await;
+    let list = messages(&s, &a).await;
+    let forged = list.iter().find(|m| m["subject"] == "forged").unwrap();
+    let m = api(
+        &s,
+        &a.inbox_key,
+        &format!(
+            "/v1/inboxes/{}/messages/{}",
+            a.inbox_id,
+            forged["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    let auth = &m["result"]["authentication"];
+    assert_eq!(auth["spf"], "fail", "{auth}");
+    assert_eq!(auth["dkim"], "none", "{auth}");
+    assert_eq!(auth["dmarc"], "fail", "{auth}");
+    s.stop().await;
+}
 
 /// Reads SSE events (`id`, `event`, `data` of each) until `n` have arrived.
 async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
@@ -295,10 +399,14 @@ Confirm: https://example.com/verify?t=abc\r\n";
         .unwrap();
     assert_eq!(raw.headers()["content-type"], "message/rfc822");
     let raw = raw.bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
     assert!(
-        raw.starts_with(b"Received: from client.test ([127.0.0.1])"),
-        "{}",
-        String::from_utf8_lossy(&raw)
+        text.starts_with("Authentication-Results: mail.test;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\nReceived: from client.test ([127.0.0.1])"),
+        "{text}"
     );
     assert!(raw.ends_with(body), "{}", String::from_utf8_lossy(&raw));
     let m = api(

@@ -112,7 +112,24 @@ impl Services {
                 .unwrap_or_default()
                 .to_rfc2822(),
         );
-        let mut raw = Vec::with_capacity(received.len() + data.len());
+        let verdict = match self.mail_auth() {
+            Some(checker) => Some(
+                checker
+                    .check(
+                        data,
+                        envelope.client_ip,
+                        &envelope.helo,
+                        &envelope.mail_from,
+                        &self.config().hostname,
+                    )
+                    .await,
+            ),
+            None => None,
+        };
+        let auth_header = verdict.as_ref().map(|v| v.header.as_str()).unwrap_or("");
+        let mut raw = Vec::with_capacity(auth_header.len() + received.len() + data.len());
+        // Newest trace field on top: our Authentication-Results, then our Received.
+        raw.extend_from_slice(auth_header.as_bytes());
         raw.extend_from_slice(received.as_bytes());
         raw.extend_from_slice(data);
         let facts = parse_facts(data);
@@ -130,7 +147,7 @@ impl Services {
                 subject: facts.subject,
                 from_addr: facts.from_addr,
                 envelope_from: Some(envelope.mail_from.clone()),
-                auth_results: None,
+                auth_results: verdict.as_ref().and_then(|v| serde_json::to_string(v).ok()),
                 flags: Vec::new(),
             })
             .await?;

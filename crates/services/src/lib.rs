@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod error;
 mod inbound;
+pub mod mailauth;
 mod messages;
 pub mod ratelimit;
 mod stream;
@@ -51,6 +52,10 @@ pub struct ServiceConfig {
     /// The port given to SMTP clients for submission with STARTTLS (587, or 2587 in dev).
     pub submission_port: u16,
     pub tiers: Tiers,
+    /// Check SPF/DKIM/DMARC on inbound mail (the server: yes; admin commands: no).
+    pub check_mail_auth: bool,
+    /// The DNS server those checks ask; `None`: the system's resolvers.
+    pub dns_resolver: Option<std::net::SocketAddr>,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -62,6 +67,7 @@ pub struct Services {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    mail_auth: Option<mailauth::AuthChecker>,
     cache: cache::Cache,
     /// Bumped whenever mail arrives in this process, so that requests waiting for mail
     /// (`wait=`) and event streams look again.
@@ -74,9 +80,21 @@ struct Inner {
 
 impl Services {
     pub fn new(store: Store, config: ServiceConfig, master: MasterSecret) -> Services {
+        let mail_auth = if config.check_mail_auth {
+            match mailauth::AuthChecker::new(config.dns_resolver) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no DNS resolver for SPF/DKIM/DMARC; inbound mail is not checked");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Services {
             inner: Arc::new(Inner {
                 store,
+                mail_auth,
                 cache: cache::Cache::default(),
                 arrivals: tokio::sync::watch::Sender::new(0),
                 stopping: tokio_util::sync::CancellationToken::new(),
@@ -117,6 +135,10 @@ impl Services {
     /// A receiver that changes whenever mail arrives.
     pub fn arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.arrivals.subscribe()
+    }
+
+    pub(crate) fn mail_auth(&self) -> Option<&mailauth::AuthChecker> {
+        self.inner.mail_auth.as_ref()
     }
 
     pub(crate) fn cache(&self) -> &cache::Cache {

@@ -16,6 +16,10 @@
 //! [`on_both_backends!`] runs one test body on SQLite and, when
 //! `MAILROOM_TEST_DATABASE_URL` is set, on PostgreSQL (in a schema of its own).
 
+mod dns;
+
+pub use dns::TestDns;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -43,6 +47,8 @@ pub struct TestServer {
     pub config: Config,
     pub database_url: String,
     pub server: Option<RunningServer>,
+    /// The DNS server this server's resolver asks; add records to it.
+    pub dns: TestDns,
     _db: TestDatabase,
     _data: tempfile::TempDir,
 }
@@ -107,7 +113,9 @@ impl TestServer {
                 .expect("a PostgreSQL test schema")?,
         };
         let url = db.url.clone();
+        let dns = TestDns::start().await.expect("a test DNS server");
         let mut config = test_config(data.path().join("data"), Some(url.clone()));
+        config.dns_resolver = Some(dns.addr);
         adjust(&mut config);
         let server = mailroom::start(config.clone())
             .await
@@ -124,6 +132,7 @@ impl TestServer {
             config,
             database_url: url,
             server: Some(server),
+            dns,
             _db: db,
             _data: data,
         })
@@ -194,6 +203,7 @@ impl TestServer {
             config,
             database_url: self.database_url.clone(),
             server: Some(server),
+            dns: self.dns.clone(),
             _db: TestDatabase {
                 url: self.database_url.clone(),
                 dir: None,
