@@ -26,7 +26,87 @@ on_both_backends!(
     swaks_delivers_with_starttls,
     the_event_stream_is_live_and_resumable,
     spf_dkim_and_dmarc_are_checked_and_recorded,
+    hostile_messages_are_stored_raw_and_readable,
 );
+
+async fn hostile_messages_are_stored_raw_and_readable(s: TestServer) {
+    let a = s.new_account("hostile").await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("zero-byte body", Vec::new()),
+        ("first line stuffed", b"..starts with a dot\r\n".to_vec()),
+        ("no headers", b"just a body line\r\n".to_vec()),
+        ("headers only", b"Subject: nothing else\r\n".to_vec()),
+        ("8-bit junk", b"Subject: \xff\xfe junk\r\n\r\n\x00\x01\x80\x81\xc3\x28 bytes\r\n".to_vec()),
+        ("broken base64", b"Subject: b64\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64***\r\n".to_vec()),
+        ("unterminated multipart", b"Subject: mp\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nhalf\r\n".to_vec()),
+        ("bad encoded word", b"Subject: =?utf-8?B?####?= =?x-unknown?Q?a?=\r\n\r\nx\r\n".to_vec()),
+        ("latin-1 body", b"Subject: =?iso-8859-1?q?caf=E9?=\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nd\xe9j\xe0 vu\r\n".to_vec()),
+        ("shift_jis body", b"Subject: sjis\r\nContent-Type: text/plain; charset=shift_jis\r\n\r\n\x82\xb1\x82\xf1\x82\xc9\x82\xbf\x82\xcd\r\n".to_vec()),
+        ("huge header line", format!("Subject: {}\r\n\r\nx\r\n", "y".repeat(3000)).into_bytes()),
+    ];
+    for (name, body) in &cases {
+        let mut c = Raw::connect(&s);
+        c.transaction(&a.email);
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(body);
+        c.send(b".\r\n");
+        let r = c.reply();
+        assert!(r.starts_with("250"), "{name}: {r}");
+    }
+    let list = api(
+        &s,
+        &a.inbox_key,
+        &format!("/v1/inboxes/{}/messages?limit=50", a.inbox_id),
+    )
+    .await;
+    let msgs = list["result"]["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), cases.len());
+    // Oldest first to line up with the cases.
+    for (m, (name, body)) in msgs.iter().rev().zip(&cases) {
+        let id = m["id"].as_str().unwrap();
+        let body: &[u8] = if *name == "first line stuffed" {
+            b".starts with a dot\r\n"
+        } else {
+            body
+        };
+        let view = s
+            .http
+            .get(s.url(&format!("/v1/inboxes/{}/messages/{id}", a.inbox_id)))
+            .bearer_auth(&a.inbox_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(view.status(), 200, "{name}");
+        let view: Value = view.json().await.unwrap();
+        let raw = s
+            .http
+            .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", a.inbox_id)))
+            .bearer_auth(&a.inbox_key)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(raw.ends_with(body), "{name}: stored raw, byte for byte");
+        if *name == "latin-1 body" {
+            assert_eq!(view["result"]["subject"], "café");
+            assert_eq!(
+                view["result"]["text"].as_str().unwrap().trim(),
+                "déjà vu",
+                "decoded to UTF-8"
+            );
+        }
+        if *name == "shift_jis body" {
+            assert_eq!(
+                view["result"]["text"].as_str().unwrap().trim(),
+                "こんにちは",
+                "decoded to UTF-8"
+            );
+        }
+    }
+    s.stop().await;
+}
 
 async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     use base64::Engine as _;

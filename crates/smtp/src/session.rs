@@ -184,7 +184,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             Action::None => {}
                             Action::Data => {
                                 message.clear();
-                                mode = Mode::Data(DataReceiver::new());
+                                mode = Mode::Data(data_receiver());
                             }
                             Action::Bdat {
                                 size,
@@ -280,6 +280,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return End::StartTls;
         }
     }
+}
+
+/// A DATA receiver that knows the message starts at the beginning of a line: the CRLF
+/// that ended the DATA command counts, so an empty message (`DATA`, `.`) ends at once and a
+/// first line starting with a dot is unstuffed like any other.
+fn data_receiver() -> DataReceiver {
+    let mut rx = DataReceiver::new();
+    let mut scratch = Vec::new();
+    rx.ingest(&mut b"\r\n".iter(), &mut scratch);
+    rx
 }
 
 /// The longest command line accepted, CRLF included. RFC 5321 asks for at least 512;
