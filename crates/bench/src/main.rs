@@ -8,6 +8,7 @@
 //! ```
 
 mod load;
+mod smtp;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -49,6 +50,27 @@ enum Cmd {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// SMTP: N sessions × M messages of S bytes into one inbox of a fresh server (SQLite),
+    /// optionally alternating with a reference MTA (e.g. Postfix) at --reference.
+    Smtp {
+        #[arg(long, default_value_t = 50)]
+        sessions: usize,
+        #[arg(long, default_value_t = 40)]
+        messages: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10240)]
+        size: usize,
+        /// A/B rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// A reference SMTP server (IP:PORT) that accepts mail for --reference-rcpt.
+        #[arg(long)]
+        reference: Option<SocketAddr>,
+        #[arg(long, default_value = "bench@bench.test")]
+        reference_rcpt: String,
+        #[arg(long)]
+        mailroom: Option<PathBuf>,
+    },
     /// The reference: a bare axum server answering GET / with "hello".
     Hello {
         #[arg(long)]
@@ -59,6 +81,23 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Hello { listen } => hello(listen),
+        Cmd::Smtp {
+            sessions,
+            messages,
+            size,
+            rounds,
+            reference,
+            reference_rcpt,
+            mailroom,
+        } => smtp_bench(
+            sessions,
+            messages,
+            size,
+            rounds,
+            reference,
+            reference_rcpt,
+            mailroom,
+        ),
         Cmd::Api {
             duration,
             connections,
@@ -67,6 +106,108 @@ fn main() -> anyhow::Result<()> {
             database_url,
         } => api(duration, connections, rounds, mailroom, database_url),
     }
+}
+
+fn vm_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/<pid>/status"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn smtp_bench(
+    sessions: usize,
+    messages: usize,
+    size: usize,
+    rounds: usize,
+    reference: Option<SocketAddr>,
+    reference_rcpt: String,
+    mailroom: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let mailroom = mailroom.unwrap_or_else(|| me.with_file_name("mailroom"));
+    let rt = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir()?;
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let smtp_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    // SPF/DKIM/DMARC lookups go to a local DNS server that knows nothing (NXDOMAIN).
+    let dns = rt.block_on(mailroom_testkit::TestDns::start())?;
+    let server = Guard(
+        Command::new(&mailroom)
+            .args(["serve", "--dev", "--default-domain", "bench.test"])
+            .current_dir(dir.path())
+            .env("MAILROOM_HTTP_LISTEN", http.to_string())
+            .env("MAILROOM_SMTP_LISTEN", smtp_addr.to_string())
+            .env("MAILROOM_DNS_RESOLVER", dns.addr.to_string())
+            .env("MAILROOM_LOG", "warn")
+            .env_remove("MAILROOM_DATABASE_URL")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mailroom")?,
+    );
+    wait_ready(http, "/healthz")?;
+    rt.block_on(async {
+        let req = load::Request::post(http, "/v1/inboxes", None, "{\"username\":\"bench\"}");
+        load::one(http, &req).await
+    })?;
+    let idle = vm_kib(server.0.id(), "VmRSS:")?;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut last = None;
+    for _ in 0..rounds {
+        if let Some(r) = reference {
+            rt.block_on(smtp::wait_listening(r))?;
+            let o = rt.block_on(smtp::run(smtp::SmtpLoad {
+                addr: r,
+                rcpt: reference_rcpt.clone(),
+                sessions,
+                messages,
+                size,
+            }))?;
+            theirs.push(o.per_sec);
+        }
+        let o = rt.block_on(smtp::run(smtp::SmtpLoad {
+            addr: smtp_addr,
+            rcpt: "bench@bench.test".into(),
+            sessions,
+            messages,
+            size,
+        }))?;
+        ours.push(o.per_sec);
+        last = Some(o);
+    }
+    let peak = vm_kib(server.0.id(), "VmHWM:")?;
+    let o = last.context("no rounds")?;
+    println!("| measurement | result |");
+    println!("|---|---|");
+    println!(
+        "| Mailroom: {sessions} sessions × {messages} messages × {size} B, median of {rounds} | {:.0} messages/s (last round: p50 {:.1} ms, p99 {:.1} ms, {} accepted, {} refused) |",
+        median(ours.clone()),
+        o.p50_ms,
+        o.p99_ms,
+        o.accepted,
+        o.failed
+    );
+    if reference.is_some() {
+        println!(
+            "| reference MTA, same load, median of {rounds} | {:.0} messages/s |",
+            median(theirs.clone())
+        );
+        let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
+        println!(
+            "| **ratio Mailroom / reference** (median of rounds) | **{:.2}** |",
+            median(ratios)
+        );
+    }
+    println!(
+        "| Mailroom RSS idle → peak | {:.1} MiB → {:.1} MiB |",
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    Ok(())
 }
 
 fn hello(listen: SocketAddr) -> anyhow::Result<()> {
