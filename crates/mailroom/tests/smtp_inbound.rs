@@ -1062,3 +1062,113 @@ async fn other_tenants_cannot_read_the_mail(s: TestServer) {
     .await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_answer_421() {
+    let s = TestServer::start_with(mailroom_testkit::Backend::Sqlite, |c| {
+        c.smtp.max_connections_per_ip = 2;
+    })
+    .await
+    .unwrap();
+    let first = Raw::connect(&s);
+    let second = Raw::connect(&s);
+    let addr = s.server.as_ref().unwrap().smtp_addr;
+    let mut third = BufReader::new(TcpStream::connect(addr).unwrap());
+    let mut line = String::new();
+    third.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("421 4.7.0") && line.contains("too many connections from your address"),
+        "{line}"
+    );
+    drop((first, second));
+    // Slots are given back when sessions end.
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut r = BufReader::new(TcpStream::connect(addr).unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("220") {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a new session is admitted once the others closed");
+    s.stop().await;
+    let s = TestServer::start_with(mailroom_testkit::Backend::Sqlite, |c| {
+        c.smtp.max_connections = 1
+    })
+    .await
+    .unwrap();
+    let _held = Raw::connect(&s);
+    let mut next =
+        BufReader::new(TcpStream::connect(s.server.as_ref().unwrap().smtp_addr).unwrap());
+    let mut line = String::new();
+    next.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("421 4.7.0") && line.contains("too many connections"),
+        "{line}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_and_from_filters_select_messages() {
+    let s = TestServer::start(mailroom_testkit::Backend::Sqlite)
+        .await
+        .unwrap();
+    let a = s.new_account("filtered").await;
+    send_raw(
+        &s,
+        &a.email,
+        "From: old@example.com\r\nSubject: old\r\n\r\nx",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cut = mailroom_core::time::rfc3339(mailroom_core::time::now_ms());
+    send_raw(
+        &s,
+        &a.email,
+        "From: New@Example.com\r\nSubject: new\r\n\r\nx",
+    )
+    .await;
+    let path = format!("/v1/inboxes/{}/messages?since={}", a.inbox_id, cut);
+    let r = api(&s, &a.inbox_key, &path).await;
+    let subjects: Vec<&str> = r["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["new"]);
+    let r = api(
+        &s,
+        &a.inbox_key,
+        &format!("/v1/inboxes/{}/messages?from=new%40example", a.inbox_id),
+    )
+    .await;
+    assert_eq!(r["result"]["total"], 1);
+    let bad = s
+        .http
+        .get(s.url(&format!(
+            "/v1/inboxes/{}/messages?since=yesterday",
+            a.inbox_id
+        )))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = s
+        .http
+        .get(s.url(&format!(
+            "/v1/inboxes/{}/messages?after=msg_unknown",
+            a.inbox_id
+        )))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    s.stop().await;
+}
