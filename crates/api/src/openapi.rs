@@ -38,11 +38,22 @@ use crate::routes;
         routes::list_threads,
         routes::get_thread,
         routes::inbox_events,
+        routes::create_webhook,
+        routes::list_webhooks,
+        routes::get_webhook,
+        routes::patch_webhook,
+        routes::delete_webhook,
+        routes::test_webhook,
+        routes::rotate_secret,
+        routes::list_deliveries,
+        routes::replay_delivery,
+        routes::list_events,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "inboxes", description = "Accounts and inboxes (seed 003)"),
         (name = "messages", description = "Received mail: list, wait, read, label, move, delete, threads"),
+        (name = "webhooks", description = "Signed webhooks with retries (Standard Webhooks), and the account's event log"),
         (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades"),
     )
 )]

@@ -15,6 +15,9 @@ pub enum IdKind {
     Event,
     Message,
     Thread,
+    Webhook,
+    Delivery,
+    Attempt,
 }
 
 impl IdKind {
@@ -26,6 +29,9 @@ impl IdKind {
             IdKind::Event => "evt_",
             IdKind::Message => "msg_",
             IdKind::Thread => "thr_",
+            IdKind::Webhook => "wh_",
+            IdKind::Delivery => "dlv_",
+            IdKind::Attempt => "wha_",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the CLI alike, and tested without a server. Rules that need the database live in
 //! `mailroom-services`, which builds on these.
 
+pub mod event;
 pub mod extract;
 pub mod ids;
 pub mod secret;

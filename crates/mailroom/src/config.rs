@@ -146,6 +146,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAILROOM_DNS_RESOLVER", value_name = "ADDR")]
     pub dns_resolver: Option<SocketAddr>,
 
+    /// Let webhooks reach private, link-local and loopback addresses (off by default: a
+    /// webhook must not become a way into the operator's network). --dev allows loopback.
+    #[arg(long, env = "MAILROOM_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+
     /// Log format. [default: text]
     #[arg(long, env = "MAILROOM_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -164,6 +169,7 @@ struct FileConfig {
     public_url: Option<String>,
     upgrade_url: Option<String>,
     dns_resolver: Option<SocketAddr>,
+    webhook_allow_private: Option<bool>,
     log_format: Option<LogFormat>,
     #[serde(default)]
     listen: FileListen,
@@ -270,6 +276,12 @@ pub struct Config {
     pub upgrade_url: Option<String>,
     /// DNS server for SPF/DKIM/DMARC; `None`: the system's.
     pub dns_resolver: Option<SocketAddr>,
+    /// Webhooks may reach private addresses.
+    pub webhook_allow_private: bool,
+    /// Delays between webhook attempts (the first attempt is immediate).
+    pub webhook_retry_schedule: Vec<std::time::Duration>,
+    /// Time allowed for one webhook delivery.
+    pub webhook_timeout: std::time::Duration,
     pub listen: Listeners,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -391,6 +403,10 @@ impl Config {
             public_url: args.public_url.clone().or(file.public_url),
             upgrade_url: args.upgrade_url.clone().or(file.upgrade_url),
             dns_resolver: args.dns_resolver.or(file.dns_resolver),
+            webhook_allow_private: args.webhook_allow_private
+                || file.webhook_allow_private.unwrap_or(false),
+            webhook_retry_schedule: default_retry_schedule(),
+            webhook_timeout: std::time::Duration::from_secs(10),
             listen,
             tls_cert,
             tls_key,
@@ -435,6 +451,15 @@ impl Config {
             HttpTls::Auto => !self.listen.http.ip().is_loopback(),
         }
     }
+}
+
+/// Standard Webhooks' schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h,
+/// 5 h, 10 h, 14 h, 20 h, 24 h (about a day and a half in all).
+pub fn default_retry_schedule() -> Vec<std::time::Duration> {
+    [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400]
+        .into_iter()
+        .map(std::time::Duration::from_secs)
+        .collect()
 }
 
 fn validate_domain(what: &str, name: &str) -> anyhow::Result<()> {

@@ -36,6 +36,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     smtp: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
 
@@ -47,6 +48,7 @@ impl RunningServer {
         self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
         self.smtp.await.context("the SMTP server task failed")?;
+        self.webhooks.await.context("the webhook worker failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
         tracing::info!("stopped");
@@ -91,6 +93,11 @@ pub fn services(
             tiers: config.tiers.clone(),
             check_mail_auth,
             dns_resolver: config.dns_resolver,
+            webhooks: mailroom_services::webhooks::WebhookPolicy {
+                allow_http: config.dev,
+                allow_loopback: config.dev || config.webhook_allow_private,
+                allow_private: config.webhook_allow_private,
+            },
         },
         master,
     )
@@ -162,6 +169,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown.clone(),
     ));
     tracing::info!(addr = %smtp_addr, "SMTP (MX) listening");
+    let worker = mailroom_events::WebhookWorker::new(
+        services.clone(),
+        mailroom_events::WorkerConfig {
+            retry_schedule: config.webhook_retry_schedule.clone(),
+            timeout: config.webhook_timeout,
+            max_in_flight: 32,
+            max_per_endpoint: 4,
+            public_url: public_url.clone(),
+        },
+    )
+    .context("cannot build the webhook HTTP client")?;
+    let webhooks_task = tokio::spawn(std::sync::Arc::new(worker).run(shutdown.clone()));
     let http_task = tokio::spawn(mailroom_api::server::serve(http, tls, router, stop));
     tracing::info!(
         addr = %http_addr,
@@ -180,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown,
         http: http_task,
         smtp: smtp_task,
+        webhooks: webhooks_task,
         follower,
     })
 }

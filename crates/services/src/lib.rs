@@ -15,6 +15,7 @@ pub mod ratelimit;
 mod stream;
 mod tenancy;
 mod upgrade;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub struct ServiceConfig {
     pub check_mail_auth: bool,
     /// The DNS server those checks ask; `None`: the system's resolvers.
     pub dns_resolver: Option<std::net::SocketAddr>,
+    /// Where webhooks may point.
+    pub webhooks: webhooks::WebhookPolicy,
 }
 
 /// The services, shared by every front end. Cheap to clone.

@@ -217,6 +217,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "messages",
         include_str!("../migrations/sqlite/0002_messages.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../migrations/sqlite/0003_webhooks.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -229,6 +234,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         2,
         "messages",
         include_str!("../migrations/postgres/0002_messages.sql"),
+    ),
+    (
+        3,
+        "webhooks",
+        include_str!("../migrations/postgres/0003_webhooks.sql"),
     ),
 ];
 

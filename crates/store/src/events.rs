@@ -1,7 +1,7 @@
 //! The event outbox.
 
+use mailroom_core::event::NewEvent;
 use mailroom_core::ids::{IdKind, new_id};
-use mailroom_events::NewEvent;
 use sqlx::{Any, Row, Transaction};
 
 use crate::{Store, StoreError};
@@ -42,7 +42,7 @@ pub(crate) async fn append_event(
     Ok(())
 }
 
-fn event_from_row(r: &sqlx::any::AnyRow) -> Result<EventRow, StoreError> {
+pub(crate) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<EventRow, StoreError> {
     let data: String = r.try_get(5)?;
     Ok(EventRow {
         seq: r.try_get(0)?,

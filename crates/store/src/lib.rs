@@ -7,7 +7,7 @@
 //! time in WAL mode) and keeps writers from failing with `SQLITE_BUSY`.
 //!
 //! Every method that changes state and that someone may want to hear about also writes its
-//! event row in the same transaction (see `mailroom-events`).
+//! event row in the same transaction (see `mailroom_core::event`).
 
 mod db;
 mod error;
@@ -15,6 +15,7 @@ mod events;
 mod messages;
 mod tenancy;
 pub mod testing;
+mod webhooks;
 
 pub use db::{Backend, Stale, StaleListener, Store};
 pub use error::StoreError;
@@ -24,4 +25,7 @@ pub use messages::{
 };
 pub use tenancy::{
     AccountRow, CreateInboxOutcome, InboxRow, KeyRecord, NewInbox, NewKeyRow, TierChange,
+};
+pub use webhooks::{
+    AttemptOutcome, AttemptRow, DueDelivery, NewWebhook, WebhookRow, WebhookUpdate, matches,
 };

@@ -6,8 +6,8 @@
 //! concurrent deliveries share one fsync. A message is acknowledged (its `deliver` call
 //! returns) only after that transaction commits.
 
+use mailroom_core::event::NewEvent;
 use mailroom_core::ids::{IdKind, new_id};
-use mailroom_events::NewEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};

@@ -1,7 +1,7 @@
 //! Accounts, inboxes and their keys.
 
 use mailroom_core::Tier;
-use mailroom_events::NewEvent;
+use mailroom_core::event::NewEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

@@ -5,6 +5,7 @@ mod inboxes;
 mod messages;
 mod system;
 mod upgrade_page;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,6 +23,7 @@ use crate::server::PeerAddr;
 pub(crate) use account::*;
 pub(crate) use inboxes::*;
 pub(crate) use messages::*;
+pub(crate) use webhooks::*;
 
 /// Mailroom's success answer: the result, and what the caller can do next.
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,6 +73,30 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/inboxes/{id}/threads", get(messages::list_threads))
         .route("/v1/inboxes/{id}/events", get(messages::inbox_events))
         .route("/v1/inboxes/{id}/threads/{tid}", get(messages::get_thread))
+        .route(
+            "/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::patch_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route("/v1/webhooks/{id}/test", post(webhooks::test_webhook))
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries/{did}/replay",
+            post(webhooks::replay_delivery),
+        )
+        .route("/v1/events", get(webhooks::list_events))
         .route("/v1/account", get(account::get_account))
         .route("/v1/account/smtp", get(account::get_smtp))
         .route("/v1/capabilities", get(account::get_capabilities))

@@ -1,0 +1,136 @@
+//! The events Mailroom records: names and payload shapes.
+//!
+//! Every state change someone may want to hear about writes one row in the `events` table,
+//! in the same transaction as the change (the outbox pattern). Webhooks and live streams
+//! read from there, so an event is never announced for a change that did not commit, and
+//! never lost for one that did. This crate names the events and shapes their data; the
+//! store writes them; delivery (webhooks, streams) builds on top.
+
+use serde::Serialize;
+
+/// The kinds of event, with the names that appear as `type` in payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum EventType {
+    #[serde(rename = "account.upgraded")]
+    AccountUpgraded,
+    #[serde(rename = "account.downgraded")]
+    AccountDowngraded,
+    #[serde(rename = "inbox.created")]
+    InboxCreated,
+    #[serde(rename = "inbox.deleted")]
+    InboxDeleted,
+    #[serde(rename = "message.received")]
+    MessageReceived,
+    #[serde(rename = "webhook.unhealthy")]
+    WebhookUnhealthy,
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
+}
+
+/// Every event type a webhook may subscribe to, including those that later parts of
+/// Mailroom record (sending, domains).
+pub const SUBSCRIBABLE: &[&str] = &[
+    "message.received",
+    "message.sent",
+    "message.delivered",
+    "message.deferred",
+    "message.bounced",
+    "account.upgraded",
+    "account.downgraded",
+    "domain.verified",
+    "inbox.created",
+    "inbox.deleted",
+    "webhook.unhealthy",
+];
+
+impl EventType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::AccountUpgraded => "account.upgraded",
+            EventType::AccountDowngraded => "account.downgraded",
+            EventType::InboxCreated => "inbox.created",
+            EventType::InboxDeleted => "inbox.deleted",
+            EventType::MessageReceived => "message.received",
+            EventType::WebhookUnhealthy => "webhook.unhealthy",
+            EventType::WebhookTest => "webhook.test",
+        }
+    }
+}
+
+/// An event about to be written with the change that caused it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: EventType,
+    pub account_id: String,
+    pub inbox_id: Option<String>,
+    /// The `data` object of the payload.
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    /// `account.upgraded` or `account.downgraded`, by comparing the tiers' order.
+    pub fn tier_changed(account_id: &str, from: &str, to: &str, upgraded: bool) -> NewEvent {
+        NewEvent {
+            event_type: if upgraded {
+                EventType::AccountUpgraded
+            } else {
+                EventType::AccountDowngraded
+            },
+            account_id: account_id.to_owned(),
+            inbox_id: None,
+            data: serde_json::json!({
+                "account_id": account_id,
+                "previous_tier": from,
+                "tier": to,
+            }),
+        }
+    }
+
+    pub fn inbox_created(account_id: &str, inbox_id: &str, email: &str) -> NewEvent {
+        NewEvent {
+            event_type: EventType::InboxCreated,
+            account_id: account_id.to_owned(),
+            inbox_id: Some(inbox_id.to_owned()),
+            data: serde_json::json!({"inbox_id": inbox_id, "email": email}),
+        }
+    }
+
+    /// `message.received`, with the summary an agent needs to decide whether to fetch it.
+    pub fn message_received(account_id: &str, inbox_id: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_type: EventType::MessageReceived,
+            account_id: account_id.to_owned(),
+            inbox_id: Some(inbox_id.to_owned()),
+            data,
+        }
+    }
+
+    /// `webhook.unhealthy`: an endpoint failed every retry of a delivery.
+    pub fn webhook_unhealthy(account_id: &str, webhook_id: &str, url: &str) -> NewEvent {
+        NewEvent {
+            event_type: EventType::WebhookUnhealthy,
+            account_id: account_id.to_owned(),
+            inbox_id: None,
+            data: serde_json::json!({"webhook_id": webhook_id, "url": url}),
+        }
+    }
+
+    /// `webhook.test`: delivered only to the webhook it names.
+    pub fn webhook_test(account_id: &str, webhook_id: &str) -> NewEvent {
+        NewEvent {
+            event_type: EventType::WebhookTest,
+            account_id: account_id.to_owned(),
+            inbox_id: None,
+            data: serde_json::json!({"webhook_id": webhook_id, "message": "This is a test event from Mailroom."}),
+        }
+    }
+
+    pub fn inbox_deleted(account_id: &str, inbox_id: &str, email: &str) -> NewEvent {
+        NewEvent {
+            event_type: EventType::InboxDeleted,
+            account_id: account_id.to_owned(),
+            inbox_id: Some(inbox_id.to_owned()),
+            data: serde_json::json!({"inbox_id": inbox_id, "email": email}),
+        }
+    }
+}
