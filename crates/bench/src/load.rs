@@ -213,3 +213,15 @@ pub async fn run_load(addr: SocketAddr, load: Load) -> anyhow::Result<Outcome> {
         errors,
     })
 }
+
+/// POSTs JSON and returns the answer's JSON (any status).
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(one_body(addr, &Request::post(addr, path, key, body))
+        .await?
+        .1)
+}

@@ -9,6 +9,7 @@
 
 mod load;
 mod smtp;
+mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -71,6 +72,18 @@ enum Cmd {
         #[arg(long)]
         mailroom: Option<PathBuf>,
     },
+    /// Webhooks: delay from SMTP 250 to the webhook arriving (sequential messages), and
+    /// events delivered per second for a burst sent over concurrent sessions.
+    Webhooks {
+        /// Messages for the latency figure, one at a time.
+        #[arg(long, default_value_t = 200)]
+        sequential: usize,
+        /// Messages in the throughput burst.
+        #[arg(long, default_value_t = 2000)]
+        burst: usize,
+        #[arg(long)]
+        mailroom: Option<PathBuf>,
+    },
     /// The reference: a bare axum server answering GET / with "hello".
     Hello {
         #[arg(long)]
@@ -98,6 +111,11 @@ fn main() -> anyhow::Result<()> {
             reference_rcpt,
             mailroom,
         ),
+        Cmd::Webhooks {
+            sequential,
+            burst,
+            mailroom,
+        } => webhook_bench(sequential, burst, mailroom),
         Cmd::Api {
             duration,
             connections,
@@ -208,6 +226,83 @@ fn smtp_bench(
         peak as f64 / 1024.0
     );
     Ok(())
+}
+
+fn webhook_bench(sequential: usize, burst: usize, mailroom: Option<PathBuf>) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let mailroom = mailroom.unwrap_or_else(|| me.with_file_name("mailroom"));
+    let rt = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir()?;
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let smtp_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let dns = rt.block_on(mailroom_testkit::TestDns::start())?;
+    let _server = Guard(
+        Command::new(&mailroom)
+            .args(["serve", "--dev", "--default-domain", "bench.test"])
+            .current_dir(dir.path())
+            .env("MAILROOM_HTTP_LISTEN", http.to_string())
+            .env("MAILROOM_SMTP_LISTEN", smtp_addr.to_string())
+            .env("MAILROOM_DNS_RESOLVER", dns.addr.to_string())
+            .env("MAILROOM_LOG", "warn")
+            .env_remove("MAILROOM_DATABASE_URL")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mailroom")?,
+    );
+    wait_ready(http, "/healthz")?;
+    rt.block_on(async {
+        let (hook_addr, arrivals) = webhooks::receiver().await?;
+        let created = load::post_json(http, "/v1/inboxes", None, "{\"username\":\"hooked\"}").await?;
+        let key = webhooks::field(&created, "/result/account_api_key")?;
+        let body = webhooks::create_webhook_body(&format!("http://{hook_addr}/hook"));
+        load::post_json(http, "/v1/webhooks", Some(&key), &body).await?;
+        // Latency: one message at a time, 250 -> webhook.
+        let mut lat = Vec::with_capacity(sequential);
+        for i in 0..sequential {
+            let subject = format!("seq-{i}");
+            let acked = webhooks::send_one(smtp_addr, "hooked@bench.test", &subject).await?;
+            webhooks::wait_for(&arrivals, i + 1, Duration::from_secs(30)).await?;
+            let at = arrivals.get(&subject).context("arrival")?;
+            lat.push(at.saturating_duration_since(acked).as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        // Throughput: a burst over 25 sessions (each reconnects per message; the default
+        // limit is 50 sessions per IP); events/s until the last webhook arrived.
+        let start = std::time::Instant::now();
+        let per = burst / 25;
+        let mut tasks = Vec::new();
+        for s in 0..25 {
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    webhooks::send_one(smtp_addr, "hooked@bench.test", &format!("burst-{s}-{i}")).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let sent_in = start.elapsed();
+        webhooks::wait_for(&arrivals, sequential + per * 25, Duration::from_secs(120)).await?;
+        let all_in = start.elapsed();
+        println!("| measurement | result |");
+        println!("|---|---|");
+        println!(
+            "| SMTP 250 → webhook received, {sequential} messages one at a time | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms |",
+            pct(0.5),
+            pct(0.99),
+            lat[lat.len() - 1]
+        );
+        println!(
+            "| burst of {} messages over 25 SMTP sessions | accepted in {:.2} s; all webhooks delivered after {:.2} s: **{:.0} events/s** |",
+            per * 25,
+            sent_in.as_secs_f64(),
+            all_in.as_secs_f64(),
+            (per * 25) as f64 / all_in.as_secs_f64()
+        );
+        anyhow::Ok(())
+    })
 }
 
 fn hello(listen: SocketAddr) -> anyhow::Result<()> {

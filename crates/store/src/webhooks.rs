@@ -354,7 +354,9 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        let mut due = Vec::new();
+        // Lease the whole batch in one transaction: one commit (one fsync) for all of them.
+        let mut leased_ids = Vec::with_capacity(candidates.len());
+        let mut tx = self.write.begin().await?;
         for id in candidates {
             let leased = sqlx::query(
                 "UPDATE webhook_deliveries SET lease_until = $1 WHERE id = $2 AND lease_until < $3 \
@@ -363,11 +365,15 @@ impl Store {
             .bind(lease_until)
             .bind(&id)
             .bind(now)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-            if leased.rows_affected() == 0 {
-                continue;
+            if leased.rows_affected() > 0 {
+                leased_ids.push(id);
             }
+        }
+        tx.commit().await?;
+        let mut due = Vec::new();
+        for id in leased_ids {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT d.id, d.attempts, e.seq, e.id, e.account_id, e.inbox_id, e.type, e.data, \
                  e.created_at, {WEBHOOK_COLUMNS} FROM webhook_deliveries d \
