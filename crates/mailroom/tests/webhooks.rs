@@ -31,6 +31,8 @@ type Plan = (u16, Option<&'static str>, Duration);
 struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
     plan: Arc<Mutex<VecDeque<Plan>>>,
+    /// Sent as `Location` on every answer when set (to test redirects).
+    location: Arc<Mutex<Option<String>>>,
 }
 
 impl Receiver {
@@ -72,6 +74,9 @@ impl Receiver {
                     if let Some(ra) = plan.1 {
                         resp.headers_mut()
                             .insert("retry-after", ra.parse().unwrap());
+                    }
+                    if let Some(loc) = me.location.lock().unwrap().clone() {
+                        resp.headers_mut().insert("location", loc.parse().unwrap());
                     }
                     resp
                 }
@@ -605,5 +610,95 @@ async fn tiers_without_webhooks_get_upgrade_context() {
     assert_eq!(st, 403);
     assert_eq!(body["error"], "WEBHOOKS_REQUIRE_UPGRADE");
     assert!(body["upgrade_context"]["operator_action_url"].is_string());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_dev_only_public_https_urls_are_accepted() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.dev = false)
+        .await
+        .unwrap();
+    let a = s.new_account("prod").await;
+    for (url, code) in [
+        ("http://example.com/hook", "INVALID_URL"),
+        ("https://127.0.0.1/hook", "URL_NOT_ALLOWED"),
+        ("https://localhost/hook", "URL_NOT_ALLOWED"),
+        ("https://[::1]/hook", "URL_NOT_ALLOWED"),
+        ("https://192.168.0.10/hook", "URL_NOT_ALLOWED"),
+    ] {
+        let (st, body) = create(&s, &a, json!({"url": url, "events": ["*"]})).await;
+        assert_eq!(
+            (st.as_u16(), body["error"].as_str()),
+            (422, Some(code)),
+            "{url}: {body}"
+        );
+    }
+    let (st, _) = create(
+        &s,
+        &a,
+        json!({"url": "https://hooks.example.com/mailroom", "events": ["*"]}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let s = server(Backend::Sqlite).await.unwrap();
+    let a = s.new_account("redirected").await;
+    // The target of the redirect records any request it gets.
+    let target = Receiver::default();
+    let (target_addr, _t) = target.serve(None).await;
+    let rx = Receiver::default();
+    *rx.location.lock().unwrap() = Some(format!("http://{target_addr}/hook"));
+    let (addr, _h) = rx.serve(None).await;
+    for _ in 0..4 {
+        rx.plan
+            .lock()
+            .unwrap()
+            .push_back((307, None, Duration::ZERO));
+    }
+    // The redirect is real: a client that follows redirects reaches the target.
+    rx.plan
+        .lock()
+        .unwrap()
+        .push_front((307, None, Duration::ZERO));
+    let follower = reqwest::Client::builder().no_proxy().build().unwrap();
+    let probe = follower
+        .post(format!("http://{addr}/hook"))
+        .body("probe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    assert_eq!(
+        target.hits().len(),
+        1,
+        "a following client reached the target"
+    );
+    let (_, body) = create(
+        &s,
+        &a,
+        json!({"url": format!("http://{addr}/hook"), "events": ["*"]}),
+    )
+    .await;
+    let id = body["result"]["id"].as_str().unwrap().to_owned();
+    send_mail(&s, &a.email, "moved").await;
+    rx.wait_for(2, 10).await;
+    let attempts = get(&s, &a.account_key, &format!("/v1/webhooks/{id}/deliveries")).await;
+    assert!(
+        attempts["result"]["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status_code"] == 307),
+        "{attempts}"
+    );
+    assert_eq!(
+        target.hits().len(),
+        1,
+        "the webhook worker never called the redirect target"
+    );
     s.stop().await;
 }
