@@ -26,6 +26,9 @@ pub struct RunningServer {
     pub http_addr: SocketAddr,
     /// Where the SMTP (MX) server listens.
     pub smtp_addr: SocketAddr,
+    /// Submission with STARTTLS (587), and with implicit TLS (465).
+    pub submission_addr: SocketAddr,
+    pub submissions_addr: SocketAddr,
     /// The base URL links in answers start with.
     pub public_url: String,
     /// Whether the HTTP API is served over TLS.
@@ -36,6 +39,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     smtp: JoinHandle<()>,
+    submission: Vec<JoinHandle<()>>,
     webhooks: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
@@ -48,6 +52,9 @@ impl RunningServer {
         self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
         self.smtp.await.context("the SMTP server task failed")?;
+        for task in self.submission {
+            task.await.context("the submission server task failed")?;
+        }
         self.webhooks.await.context("the webhook worker failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
@@ -105,7 +112,7 @@ pub fn services(
 
 /// Creates what a first start needs, opens the store, binds the listeners and starts
 /// serving. Returns once every listener is bound, so callers may connect at once.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     datadir::ensure_dir(&config.data_dir)?;
     let master = datadir::master_secret(&config.data_dir, config.master_secret.as_deref())?;
     let (cert, key) = datadir::tls_files(
@@ -135,6 +142,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen for SMTP on {}", config.listen.smtp))?;
     let smtp_addr = smtp_listener.local_addr()?;
+    let submission_listener = TcpListener::bind(config.listen.submission)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for submission on {}",
+                config.listen.submission
+            )
+        })?;
+    let submission_addr = submission_listener.local_addr()?;
+    let submissions_listener = TcpListener::bind(config.listen.submissions)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for submissions on {}",
+                config.listen.submissions
+            )
+        })?;
+    let submissions_addr = submissions_listener.local_addr()?;
+    // Answers (GET /v1/account/smtp) give the ports actually bound, also when 0 was asked.
+    config.listen.http = http_addr;
+    config.listen.smtp = smtp_addr;
+    config.listen.submission = submission_addr;
+    config.listen.submissions = submissions_addr;
     let public_url = config
         .public_url
         .clone()
@@ -161,8 +191,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let smtp_server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
         services.clone(),
         config.smtp.clone(),
-        mail_tls,
+        mail_tls.clone(),
+        mailroom_smtp::Kind::Mx,
     ));
+    let mut submission = Vec::new();
+    for (listener, implicit_tls) in [(submission_listener, false), (submissions_listener, true)] {
+        let server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
+            services.clone(),
+            config.smtp.clone(),
+            mail_tls.clone(),
+            mailroom_smtp::Kind::Submission { implicit_tls },
+        ));
+        submission.push(tokio::spawn(mailroom_smtp::serve(
+            listener,
+            server,
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(starttls = %submission_addr, implicit_tls = %submissions_addr, "SMTP submission listening");
     let smtp_task = tokio::spawn(mailroom_smtp::serve(
         smtp_listener,
         smtp_server,
@@ -192,6 +238,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         http_addr,
         smtp_addr,
+        submission_addr,
+        submissions_addr,
         public_url,
         http_tls,
         tls_cert_path: cert,
@@ -199,6 +247,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown,
         http: http_task,
         smtp: smtp_task,
+        submission,
         webhooks: webhooks_task,
         follower,
     })

@@ -607,7 +607,7 @@ async fn smtp_credentials_follow_the_tier(s: TestServer) {
     assert_eq!(st, 200, "{body}");
     let r = &body["result"];
     assert_eq!(r["host"], "mail.test");
-    assert_eq!(r["port"], s.config.listen.submission.port());
+    assert_eq!(r["port"], s.server.as_ref().unwrap().submission_addr.port());
     assert_eq!(r["username"], a.account_id.as_str());
     let password = r["password"].as_str().unwrap();
     assert!(password.starts_with("smtp_") && password.len() > 20);

@@ -13,6 +13,7 @@ pub mod mailauth;
 mod messages;
 pub mod ratelimit;
 mod stream;
+pub mod submission;
 mod tenancy;
 mod upgrade;
 pub mod webhooks;
@@ -75,6 +76,8 @@ struct Inner {
     /// Bumped whenever mail arrives in this process, so that requests waiting for mail
     /// (`wait=`) and event streams look again.
     arrivals: tokio::sync::watch::Sender<u64>,
+    /// Failed logins, per IP and per user name (SMTP submission today; IMAP and POP3 next).
+    auth_failures: ratelimit::RateLimiter,
     /// Cancelled when the server begins to shut down: long polls and event streams end.
     stopping: tokio_util::sync::CancellationToken,
     config: ServiceConfig,
@@ -101,6 +104,7 @@ impl Services {
                 cache: cache::Cache::default(),
                 arrivals: tokio::sync::watch::Sender::new(0),
                 stopping: tokio_util::sync::CancellationToken::new(),
+                auth_failures: ratelimit::RateLimiter::new(),
                 config,
                 master,
             }),
@@ -142,6 +146,10 @@ impl Services {
 
     pub(crate) fn mail_auth(&self) -> Option<&mailauth::AuthChecker> {
         self.inner.mail_auth.as_ref()
+    }
+
+    pub(crate) fn auth_failures(&self) -> &ratelimit::RateLimiter {
+        &self.inner.auth_failures
     }
 
     pub(crate) fn cache(&self) -> &cache::Cache {

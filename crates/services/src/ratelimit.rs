@@ -64,6 +64,16 @@ impl RateLimiter {
         RateLimiter::default()
     }
 
+    /// Whether `key` has used up its window under `rule`, without counting a call (for
+    /// limits that count only failures, such as wrong passwords).
+    pub fn is_exhausted(&self, key: &str, rule: RateRule) -> bool {
+        let now = Instant::now();
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows
+            .get(key)
+            .is_some_and(|w| now.duration_since(w.started) < rule.window && w.count >= rule.limit)
+    }
+
     /// Counts one call of `key` under `rule` and says whether it may proceed. A refused call
     /// is not counted.
     pub fn check(&self, key: &str, rule: RateRule) -> RateDecision {

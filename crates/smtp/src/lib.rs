@@ -13,7 +13,7 @@ pub mod session;
 
 use std::time::Duration;
 
-pub use server::{SmtpServer, serve};
+pub use server::{Kind, SmtpServer, serve};
 
 /// Limits of the SMTP server. The defaults serve one busy peer MTA.
 #[derive(Debug, Clone)]

@@ -16,21 +16,37 @@ use tokio_util::task::TaskTracker;
 use crate::SmtpConfig;
 use crate::session::{Session, run_session};
 
+/// Which service a listener offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Inbound mail for hosted inboxes (port 25): no AUTH, never relays.
+    Mx,
+    /// Mail from authenticated clients (587 with STARTTLS, or 465 with `implicit_tls`).
+    Submission { implicit_tls: bool },
+}
+
 /// What every SMTP session shares.
 pub struct SmtpServer {
     pub services: Services,
     pub config: SmtpConfig,
     pub tls: Arc<ServerConfig>,
+    pub kind: Kind,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
 }
 
 impl SmtpServer {
-    pub fn new(services: Services, config: SmtpConfig, tls: Arc<ServerConfig>) -> SmtpServer {
+    pub fn new(
+        services: Services,
+        config: SmtpConfig,
+        tls: Arc<ServerConfig>,
+        kind: Kind,
+    ) -> SmtpServer {
         SmtpServer {
             services,
             config,
             tls,
+            kind,
             per_ip: Mutex::new(HashMap::new()),
             total: Mutex::new(0),
         }
@@ -131,6 +147,10 @@ async fn handle(
     };
     metrics::counter!("mailroom_smtp_sessions_total").increment(1);
     let session = Session::new(server.clone(), peer);
-    run_session(stream, session, stop).await;
+    if matches!(server.kind, Kind::Submission { implicit_tls: true }) {
+        crate::session::run_tls_session(stream, session, stop).await;
+    } else {
+        run_session(stream, session, stop).await;
+    }
     drop(slot);
 }

@@ -12,7 +12,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mailroom_services::{InboundEnvelope, RcptVerdict};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use mailroom_services::submission::{LoginRefused, Sender};
+use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError};
 use mailroom_store::Recipient;
 use smtp_proto::request::receiver::{
     BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
@@ -22,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::SmtpServer;
+use crate::server::{Kind, SmtpServer};
 
 /// The state of one session (it survives STARTTLS, minus what RFC 3207 says to forget).
 pub struct Session {
@@ -35,6 +38,9 @@ pub struct Session {
     /// Accepted RCPT commands (several may name one inbox).
     rcpt_count: usize,
     errors: usize,
+    /// Submission: who logged in, and the inbox of the MAIL FROM address.
+    sender: Option<Sender>,
+    from_inbox: Option<Recipient>,
 }
 
 enum Mode {
@@ -48,6 +54,19 @@ enum Mode {
     },
     /// Reading the rest of a DATA message that will be refused (too big).
     DiscardData(DummyDataReceiver),
+    /// Reading an AUTH continuation line (base64).
+    Auth(AuthStep, Vec<u8>),
+}
+
+/// Where an AUTH exchange is.
+#[derive(Debug, Clone)]
+enum AuthStep {
+    /// PLAIN: waiting for the whole response.
+    Plain,
+    /// LOGIN: waiting for the user name.
+    LoginUser,
+    /// LOGIN: waiting for the password of this user.
+    LoginPassword(String),
 }
 
 /// What a run over one stream ended with.
@@ -67,17 +86,24 @@ impl Session {
             recipients: Vec::new(),
             rcpt_count: 0,
             errors: 0,
+            sender: None,
+            from_inbox: None,
         }
     }
 
     fn reset(&mut self) {
         self.mail_from = None;
+        self.from_inbox = None;
         self.recipients.clear();
         self.rcpt_count = 0;
     }
 
     fn host(&self) -> &str {
         &self.server.config.hostname
+    }
+
+    fn submission(&self) -> bool {
+        matches!(self.server.kind, Kind::Submission { .. })
     }
 }
 
@@ -106,6 +132,23 @@ pub async fn run_session(stream: TcpStream, mut session: Session, stop: Cancella
             let _ = run(&mut tls, &mut session, &stop).await;
         }
     }
+}
+
+/// Runs a session on a connection that starts with a TLS handshake (port 465).
+pub async fn run_tls_session(stream: TcpStream, mut session: Session, stop: CancellationToken) {
+    let acceptor = session.server.tls_acceptor();
+    let handshake =
+        tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(stream)).await;
+    let Ok(Ok(mut tls)) = handshake else {
+        tracing::debug!(peer = %session.peer, "TLS handshake failed");
+        return;
+    };
+    session.tls = true;
+    let greeting = format!("220 {} ESMTP Mailroom\r\n", session.host());
+    if tls.write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = run(&mut tls, &mut session, &stop).await;
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -197,6 +240,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                                 };
                             }
                             Action::Quit => close = true,
+                            Action::Auth(step) => mode = Mode::Auth(step, Vec::new()),
                             Action::StartTls => {
                                 // Anything pipelined after STARTTLS is dropped unread.
                                 starttls = true;
@@ -223,6 +267,24 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     } else if message.len() > s.server.config.max_message_size {
                         mode = Mode::DiscardData(DummyDataReceiver::new_data(rx));
                         message = Vec::new();
+                    }
+                }
+                Mode::Auth(step, buf) => {
+                    let rest = bytes.as_slice();
+                    let nl = rest.iter().position(|b| *b == b'\n');
+                    let take = nl.map_or(rest.len(), |p| p + 1);
+                    buf.extend_from_slice(&rest[..take]);
+                    bytes = rest[take..].iter();
+                    if buf.len() > 4096 {
+                        out.push_str("500 5.5.2 Line too long\r\n");
+                        mode = Mode::Command;
+                    } else if nl.is_some() {
+                        let line = String::from_utf8_lossy(buf).trim().to_owned();
+                        let step = step.clone();
+                        mode = Mode::Command;
+                        if let Some(next) = auth_continue(s, step, &line, &mut out).await {
+                            mode = Mode::Auth(next, Vec::new());
+                        }
                     }
                 }
                 Mode::DiscardData(rx) => {
@@ -306,6 +368,7 @@ fn next_line_len(rest: &[u8]) -> usize {
 
 enum Action {
     None,
+    Auth(AuthStep),
     Data,
     Bdat {
         size: usize,
@@ -342,6 +405,9 @@ async fn command(
             if !s.tls {
                 caps.push("STARTTLS".to_owned());
             }
+            if s.submission() && s.tls {
+                caps.push("AUTH PLAIN LOGIN".to_owned());
+            }
             let last = caps.len() - 1;
             for (i, c) in caps.iter().enumerate() {
                 out.push_str(&format!("250{}{c}\r\n", if i == last { ' ' } else { '-' }));
@@ -367,6 +433,8 @@ async fn command(
                 reply(out, "503 5.5.1 Send EHLO or HELO first");
             } else if s.mail_from.is_some() {
                 reply(out, "503 5.5.1 Nested MAIL command; send RSET first");
+            } else if s.submission() && s.sender.is_none() {
+                reply(out, "530 5.7.0 Authentication required");
             } else if from.size > s.server.config.max_message_size {
                 reply(
                     out,
@@ -375,6 +443,22 @@ async fn command(
                         s.server.config.max_message_size
                     ),
                 );
+            } else if let Some(sender) = s.sender.clone() {
+                let address = from.address.to_string();
+                match s.server.services.sending_inbox(&sender, &address).await {
+                    Ok(inbox) => {
+                        s.from_inbox = Some(inbox);
+                        s.mail_from = Some(address);
+                        reply(out, "250 2.1.0 OK");
+                    }
+                    Err(ServiceError::Forbidden { message, .. }) => {
+                        reply(out, &format!("550 5.7.1 {}", printable(&message)));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sender check failed");
+                        reply(out, "451 4.3.0 Temporary failure; try again later");
+                    }
+                }
             } else {
                 s.mail_from = Some(from.address.to_string());
                 reply(out, "250 2.1.0 OK");
@@ -397,6 +481,32 @@ async fn command(
                 return Action::None;
             }
             let address = to.address.to_string();
+            if s.submission() {
+                match s.server.services.submission_recipient(&address).await {
+                    Ok(Some(rcpt)) => {
+                        s.rcpt_count += 1;
+                        if !s.recipients.contains(&rcpt) {
+                            s.recipients.push(rcpt);
+                        }
+                        reply(out, "250 2.1.5 OK");
+                    }
+                    Ok(None) => reply(
+                        out,
+                        &format!(
+                            "550 5.7.1 <{}>: only inboxes hosted here can be reached; delivery to other servers is not enabled yet",
+                            printable(&address)
+                        ),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recipient check failed");
+                        reply(
+                            out,
+                            "451 4.3.0 Temporary failure checking the recipient; try again later",
+                        );
+                    }
+                }
+                return Action::None;
+            }
             match s.server.services.inbound_recipient(&address).await {
                 Ok(RcptVerdict::Accept(rcpt)) => {
                     s.rcpt_count += 1;
@@ -475,12 +585,56 @@ async fn command(
             );
             Action::None
         }
-        Request::Auth { .. } => {
-            reply(
-                out,
-                "503 5.5.1 AUTH is not available on this port; use submission (587)",
-            );
-            Action::None
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => {
+            if !s.submission() {
+                reply(
+                    out,
+                    "503 5.5.1 AUTH is not available on this port; use submission (587)",
+                );
+                return Action::None;
+            }
+            if !s.tls {
+                reply(
+                    out,
+                    "538 5.7.11 Encryption required: plain authentication is not supported; send STARTTLS first",
+                );
+                return Action::None;
+            }
+            if s.sender.is_some() {
+                reply(out, "503 5.5.1 Already authenticated");
+                return Action::None;
+            }
+            let initial = initial_response.trim().to_owned();
+            let first = if mechanism == smtp_proto::AUTH_PLAIN {
+                AuthStep::Plain
+            } else if mechanism == smtp_proto::AUTH_LOGIN {
+                AuthStep::LoginUser
+            } else {
+                reply(
+                    out,
+                    "504 5.5.4 Unrecognized authentication type; use PLAIN or LOGIN",
+                );
+                return Action::None;
+            };
+            if initial.is_empty() {
+                // Ask for the response: PLAIN's in one line, LOGIN's user name first.
+                reply(
+                    out,
+                    if matches!(first, AuthStep::Plain) {
+                        "334 "
+                    } else {
+                        "334 VXNlcm5hbWU6"
+                    },
+                );
+                return Action::Auth(first);
+            }
+            match auth_continue(s, first, &initial, out).await {
+                Some(step) => Action::Auth(step),
+                None => Action::None,
+            }
         }
         Request::Expn { .. }
         | Request::Help { .. }
@@ -491,6 +645,76 @@ async fn command(
             Action::None
         }
     }
+}
+
+/// Handles one AUTH response (the initial one or a continuation line). Returns the next
+/// step when the exchange goes on.
+async fn auth_continue(
+    s: &mut Session,
+    step: AuthStep,
+    line: &str,
+    out: &mut String,
+) -> Option<AuthStep> {
+    if line == "*" {
+        reply(out, "501 5.0.0 Authentication cancelled");
+        return None;
+    }
+    let Ok(decoded) = B64.decode(line) else {
+        reply(
+            out,
+            "501 5.5.2 Cannot decode the response (base64 expected)",
+        );
+        return None;
+    };
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    let (user, password) = match step {
+        AuthStep::Plain => {
+            // authzid NUL authcid NUL password
+            let mut parts = text.split('\0');
+            let (_authz, user, pass) = (parts.next(), parts.next(), parts.next());
+            match (user, pass) {
+                (Some(u), Some(p)) => (u.to_owned(), p.to_owned()),
+                _ => {
+                    reply(out, "501 5.5.2 Malformed PLAIN response");
+                    return None;
+                }
+            }
+        }
+        AuthStep::LoginUser => {
+            reply(out, "334 UGFzc3dvcmQ6");
+            return Some(AuthStep::LoginPassword(text));
+        }
+        AuthStep::LoginPassword(user) => (user, text),
+    };
+    match s
+        .server
+        .services
+        .submission_login(&user, &password, s.peer.ip())
+        .await
+    {
+        Ok(Ok(sender)) => {
+            s.sender = Some(sender);
+            reply(out, "235 2.7.0 Authentication successful");
+        }
+        Ok(Err(LoginRefused::Invalid)) => {
+            s.errors += 1;
+            reply(out, "535 5.7.8 Authentication credentials invalid");
+        }
+        Ok(Err(LoginRefused::Throttled)) => {
+            reply(out, "454 4.7.0 Too many failed logins; try again later");
+        }
+        Ok(Err(LoginRefused::NotOnTier)) => {
+            reply(
+                out,
+                "535 5.7.8 SMTP access requires a paid tier (GET /v1/capabilities)",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "login check failed");
+            reply(out, "454 4.7.0 Temporary authentication failure");
+        }
+    }
+    None
 }
 
 /// An address fit to echo in a reply line.
@@ -556,6 +780,43 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
         metrics::counter!("mailroom_smtp_messages_rejected_total", "reason" => "bare_newline")
             .increment(1);
         return "554 5.6.0 Message refused: it contains a bare CR or LF; lines must end with CRLF\r\n".to_owned();
+    }
+    if let (Some(sender), Some(from_inbox)) = (s.sender.clone(), s.from_inbox.clone()) {
+        return match s
+            .server
+            .services
+            .submit(&sender, &from_inbox, &s.recipients, data)
+            .await
+        {
+            Ok(done) => {
+                metrics::counter!("mailroom_smtp_submitted_total").increment(1);
+                format!(
+                    "250 2.0.0 OK: queued as {}\r\n",
+                    done.message_ids.first().map(String::as_str).unwrap_or("-")
+                )
+            }
+            Err(ServiceError::Forbidden { message, .. }) => {
+                format!("550 5.7.1 {}\r\n", printable(&message))
+            }
+            Err(ServiceError::TierLimit {
+                code,
+                message,
+                upgrade,
+            }) => {
+                let link = upgrade
+                    .map(|u| format!(" Upgrade: {}", u.operator_action_url))
+                    .unwrap_or_default();
+                if code == "SEND_LIMIT_EXCEEDED" {
+                    format!("452 4.7.1 {}{link}\r\n", printable(&message))
+                } else {
+                    format!("554 5.7.1 {}{link}\r\n", printable(&message))
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not store a submitted message");
+                "451 4.3.0 Could not store the message; try again later\r\n".to_owned()
+            }
+        };
     }
     let envelope = InboundEnvelope {
         client_ip: s.peer.ip(),

@@ -404,6 +404,52 @@ impl Store {
         Ok(n.is_some())
     }
 
+    /// Counts `n` sends against the day and month periods, atomically, unless that would
+    /// pass a limit. Returns `Err(which)` (`"day"` or `"month"`) and counts nothing when it
+    /// would.
+    pub async fn reserve_sends(
+        &self,
+        account_id: &str,
+        n: u64,
+        day: &str,
+        month: &str,
+        max_day: Option<u64>,
+        max_month: Option<u64>,
+    ) -> Result<Result<(), &'static str>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        // Lock the account row (PostgreSQL) so concurrent sends cannot both pass.
+        sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        for (period, max, which) in [(day, max_day, "day"), (month, max_month, "month")] {
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT count FROM send_counts WHERE account_id = $1 AND period = $2",
+            )
+            .bind(account_id)
+            .bind(period)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = u64::try_from(current.unwrap_or(0)).unwrap_or(0);
+            if max.is_some_and(|m| current + n > m) {
+                return Ok(Err(which));
+            }
+        }
+        for period in [day, month] {
+            sqlx::query(
+                "INSERT INTO send_counts (account_id, period, count) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account_id, period) DO UPDATE SET count = send_counts.count + $3",
+            )
+            .bind(account_id)
+            .bind(period)
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
     /// Sends counted for the account in a period key (`d:YYYY-MM-DD` or `m:YYYY-MM`).
     pub async fn send_count(&self, account_id: &str, period: &str) -> Result<u64, StoreError> {
         let n: Option<i64> = sqlx::query_scalar(
