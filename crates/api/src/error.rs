@@ -96,7 +96,16 @@ impl From<ServiceError> for ApiError {
                 upgrade,
             } => ApiError {
                 upgrade_context: upgrade,
-                ..ApiError::new(StatusCode::FORBIDDEN, code, message)
+                // Over a sending quota is "try later" (429); every other tier limit is 403.
+                ..ApiError::new(
+                    if code == "SEND_LIMIT_EXCEEDED" {
+                        StatusCode::TOO_MANY_REQUESTS
+                    } else {
+                        StatusCode::FORBIDDEN
+                    },
+                    code,
+                    message,
+                )
             },
             ServiceError::Store(e) => {
                 tracing::error!(error = %e, "store error");

@@ -38,6 +38,7 @@ use crate::routes;
         routes::list_threads,
         routes::get_thread,
         routes::inbox_events,
+        routes::send,
         routes::create_webhook,
         routes::list_webhooks,
         routes::get_webhook,

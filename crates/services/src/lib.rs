@@ -12,6 +12,7 @@ mod inbound;
 pub mod mailauth;
 mod messages;
 pub mod ratelimit;
+pub mod send;
 mod stream;
 pub mod submission;
 mod tenancy;

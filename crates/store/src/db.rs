@@ -222,6 +222,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "webhooks",
         include_str!("../migrations/sqlite/0003_webhooks.sql"),
     ),
+    (
+        4,
+        "idempotency",
+        include_str!("../migrations/sqlite/0004_idempotency.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -239,6 +244,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         3,
         "webhooks",
         include_str!("../migrations/postgres/0003_webhooks.sql"),
+    ),
+    (
+        4,
+        "idempotency",
+        include_str!("../migrations/postgres/0004_idempotency.sql"),
     ),
 ];
 

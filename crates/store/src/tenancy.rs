@@ -77,6 +77,19 @@ pub enum CreateInboxOutcome {
     NoAccount,
 }
 
+/// What an idempotency key says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// First use: run the request, then complete (or release) the key.
+    New,
+    /// Seen with the same body: answer this again.
+    Replay { status: i64, response: String },
+    /// Seen with another body.
+    OtherRequest,
+    /// The first request is still running.
+    InProgress,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierChange {
     pub previous: Tier,
@@ -402,6 +415,90 @@ impl Store {
                 .fetch_optional(&self.read)
                 .await?;
         Ok(n.is_some())
+    }
+
+    /// Claims an idempotency key for a request with this body hash.
+    pub async fn claim_idempotency_key(
+        &self,
+        account_id: &str,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+    ) -> Result<Idempotency, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, key, request_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(account_id)
+        .bind(key)
+        .bind(request_hash)
+        .bind(now_ms)
+        .execute(&self.write)
+        .await;
+        match inserted {
+            Ok(_) => return Ok(Idempotency::New),
+            Err(e) if is_unique_violation(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, status, response FROM idempotency_keys \
+             WHERE account_id = $1 AND key = $2",
+        )
+        .bind(account_id)
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else {
+            // Released by a failed first request just now: try again.
+            return Box::pin(self.claim_idempotency_key(account_id, key, request_hash, now_ms))
+                .await;
+        };
+        let hash: String = row.try_get(0)?;
+        if hash != request_hash {
+            return Ok(Idempotency::OtherRequest);
+        }
+        let status: Option<i64> = row.try_get(1)?;
+        let response: Option<String> = row.try_get(2)?;
+        Ok(match (status, response) {
+            (Some(status), Some(response)) => Idempotency::Replay { status, response },
+            _ => Idempotency::InProgress,
+        })
+    }
+
+    /// Stores the answer of the request that claimed the key.
+    pub async fn complete_idempotency_key(
+        &self,
+        account_id: &str,
+        key: &str,
+        status: i64,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, response = $2 WHERE account_id = $3 AND key = $4",
+        )
+        .bind(status)
+        .bind(response)
+        .bind(account_id)
+        .bind(key)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a key back after its request failed, so that a retry can run.
+    pub async fn release_idempotency_key(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND response IS NULL",
+        )
+        .bind(account_id)
+        .bind(key)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     /// Counts `n` sends against the day and month periods, atomically, unless that would

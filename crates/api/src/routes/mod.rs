@@ -3,6 +3,7 @@
 mod account;
 mod inboxes;
 mod messages;
+mod send;
 mod system;
 mod upgrade_page;
 mod webhooks;
@@ -23,6 +24,7 @@ use crate::server::PeerAddr;
 pub(crate) use account::*;
 pub(crate) use inboxes::*;
 pub(crate) use messages::*;
+pub(crate) use send::*;
 pub(crate) use webhooks::*;
 
 /// Mailroom's success answer: the result, and what the caller can do next.
@@ -43,6 +45,9 @@ impl<T: Serialize> IntoResponse for Envelope<T> {
         axum::Json(self).into_response()
     }
 }
+
+/// Sends carry attachments in base64: room for a 25 MiB message.
+const SEND_BODY_LIMIT: usize = 36 * 1024 * 1024;
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     let v1 = Router::new()
@@ -69,6 +74,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/inboxes/{id}/messages/{mid}/attachments/{aid}",
             get(messages::get_attachment),
+        )
+        .route(
+            "/v1/inboxes/{id}/send",
+            post(send::send).layer(axum::extract::DefaultBodyLimit::max(SEND_BODY_LIMIT)),
         )
         .route("/v1/inboxes/{id}/threads", get(messages::list_threads))
         .route("/v1/inboxes/{id}/events", get(messages::inbox_events))

@@ -1,0 +1,317 @@
+//! `POST /v1/inboxes/{id}/send` over real HTTP, on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use base64::Engine as _;
+use mailroom_core::Tier;
+use mailroom_testkit::{Backend, TestServer, on_both_backends};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    sends_to_hosted_inboxes_with_attachments,
+    bad_input_sends_nothing,
+    idempotency_keys_send_once
+);
+
+async fn get(s: &TestServer, key: &str, path: &str) -> Value {
+    s.http
+        .get(s.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn send(
+    s: &TestServer,
+    key: &str,
+    inbox: &str,
+    body: Value,
+    idem: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = s
+        .http
+        .post(s.url(&format!("/v1/inboxes/{inbox}/send")))
+        .bearer_auth(key)
+        .json(&body);
+    if let Some(k) = idem {
+        req = req.header("Idempotency-Key", k);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+async fn sends_to_hosted_inboxes_with_attachments(s: TestServer) {
+    let a = s.new_account("writer").await;
+    let b = s.new_account("reader").await;
+    let c = s.new_account("hidden").await;
+    // Free tier: receive only.
+    let (st, body) = send(
+        &s,
+        &a.inbox_key,
+        &a.inbox_id,
+        json!({"to": b.email, "subject": "x", "text": "x"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert_eq!(body["error"], "SEND_REQUIRES_PAID");
+    assert!(body["upgrade_context"]["operator_action_url"].is_string());
+    s.set_tier(&a.account_id, Tier::Developer).await;
+    let pdf = vec![0u8, 1, 2, 255, 254, 10, 13];
+    let (st, body) = send(&s, &a.inbox_key, &a.inbox_id, json!({
+        "to": [b.email], "bcc": c.email, "subject": "Quarterly report ☕",
+        "text": "Numbers attached.", "html": "<p>Numbers <b>attached</b>.</p>",
+        "attachments": [{"filename": "r.bin", "content_type": "application/octet-stream", "content": base64::engine::general_purpose::STANDARD.encode(&pdf)}],
+        "headers": {"X-Campaign": "q3"}
+    }), None).await;
+    assert_eq!(st, 201, "{body}");
+    let r = &body["result"];
+    assert_eq!(r["recipients"].as_array().unwrap().len(), 2);
+    assert!(
+        r["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "delivered")
+    );
+    // The recipient reads it, parsed.
+    let list = get(
+        &s,
+        &b.inbox_key,
+        &format!("/v1/inboxes/{}/messages", b.inbox_id),
+    )
+    .await;
+    let mid = list["result"]["messages"][0]["id"].as_str().unwrap();
+    let m = get(
+        &s,
+        &b.inbox_key,
+        &format!("/v1/inboxes/{}/messages/{mid}", b.inbox_id),
+    )
+    .await;
+    let m = &m["result"];
+    assert_eq!(m["subject"], "Quarterly report ☕");
+    assert_eq!(m["from"]["address"], a.email.as_str());
+    assert_eq!(m["text"].as_str().unwrap().trim(), "Numbers attached.");
+    assert!(m["html"].as_str().unwrap().contains("<b>attached</b>"));
+    assert_eq!(m["message_id"], r["message_id"]);
+    assert!(
+        m["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "X-Campaign" && h["value"] == "q3")
+    );
+    assert!(
+        m["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h["name"].as_str().unwrap().eq_ignore_ascii_case("bcc")),
+        "Bcc is not in the headers"
+    );
+    let att = s
+        .http
+        .get(s.url(&format!(
+            "/v1/inboxes/{}/messages/{mid}/attachments/att_0",
+            b.inbox_id
+        )))
+        .bearer_auth(&b.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(att.bytes().await.unwrap().to_vec(), pdf);
+    // Bcc got it too; the sender has the Sent copy in the answer's thread.
+    assert_eq!(
+        get(
+            &s,
+            &c.inbox_key,
+            &format!("/v1/inboxes/{}/messages", c.inbox_id)
+        )
+        .await["result"]["total"],
+        1
+    );
+    let sent = get(
+        &s,
+        &a.inbox_key,
+        &format!(
+            "/v1/inboxes/{}/messages/{}",
+            a.inbox_id,
+            r["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(sent["result"]["mailbox"], "Sent");
+    assert_eq!(sent["result"]["thread_id"], r["thread_id"]);
+    assert_eq!(
+        get(&s, &a.account_key, "/v1/account").await["result"]["limits"]["current_sends_today"],
+        2
+    );
+    s.stop().await;
+}
+
+async fn bad_input_sends_nothing(s: TestServer) {
+    let a = s.new_account("careful").await;
+    let b = s.new_account("target").await;
+    s.set_tier(&a.account_id, Tier::Developer).await;
+    for (body, code) in [
+        (
+            json!({"to": format!("{}\r\nBcc: x@y.z", b.email), "subject": "s", "text": "t"}),
+            "INVALID_ADDRESS",
+        ),
+        (
+            json!({"to": b.email, "subject": "hi\r\nBcc: evil@example.com", "text": "t"}),
+            "INVALID_HEADER_VALUE",
+        ),
+        (
+            json!({"to": b.email, "subject": "s", "text": "t", "headers": {"Bcc": "evil@example.com"}}),
+            "INVALID_HEADER",
+        ),
+        (
+            json!({"to": b.email, "subject": "s", "text": "t", "headers": {"X-A": "1\r\nBcc: e@x.y"}}),
+            "INVALID_HEADER_VALUE",
+        ),
+        (
+            json!({"to": b.email, "subject": "s", "text": "t", "headers": {"X A": "1"}}),
+            "INVALID_HEADER",
+        ),
+        (
+            json!({"to": b.email, "subject": "s", "text": "t", "reply_to": "not an address"}),
+            "INVALID_ADDRESS",
+        ),
+        (json!({"subject": "s", "text": "t"}), "NO_RECIPIENTS"),
+        (json!({"to": b.email, "subject": "s"}), "NO_BODY"),
+        (
+            json!({"to": "someone@example.org", "subject": "s", "text": "t"}),
+            "RECIPIENT_NOT_REACHABLE",
+        ),
+        (
+            json!({"to": b.email, "subject": "s", "text": "t", "attachments": [{"filename": "a", "content_type": "text/plain", "content": "***"}]}),
+            "INVALID_ATTACHMENT",
+        ),
+        (
+            json!({"to": b.email, "subject": "s", "text": "t", "bogus": 1}),
+            "VALIDATION_ERROR",
+        ),
+    ] {
+        let (st, resp) = send(&s, &a.inbox_key, &a.inbox_id, body, None).await;
+        assert_eq!(st, 422, "{resp}");
+        assert_eq!(resp["error"], code, "{resp}");
+    }
+    // Another tenant's inbox: 404; wrong content type: 415.
+    let (st, _) = send(
+        &s,
+        &b.inbox_key,
+        &a.inbox_id,
+        json!({"to": b.email, "subject": "s", "text": "t"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let resp = s
+        .http
+        .post(s.url(&format!("/v1/inboxes/{}/send", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    assert_eq!(
+        get(
+            &s,
+            &b.inbox_key,
+            &format!("/v1/inboxes/{}/messages", b.inbox_id)
+        )
+        .await["result"]["total"],
+        0,
+        "nothing was sent"
+    );
+    assert_eq!(
+        get(&s, &a.account_key, "/v1/account").await["result"]["limits"]["current_sends_today"],
+        0,
+        "nothing was counted"
+    );
+    s.stop().await;
+}
+
+async fn idempotency_keys_send_once(s: TestServer) {
+    let a = s.new_account("retrying").await;
+    let b = s.new_account("once").await;
+    s.set_tier(&a.account_id, Tier::Developer).await;
+    let body = json!({"to": b.email, "subject": "only once", "text": "t"});
+    let (st1, first) = send(&s, &a.inbox_key, &a.inbox_id, body.clone(), Some("k-1")).await;
+    let (st2, again) = send(&s, &a.inbox_key, &a.inbox_id, body.clone(), Some("k-1")).await;
+    assert_eq!((st1, st2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first, again, "the same answer");
+    let (st, other) = send(
+        &s,
+        &a.inbox_key,
+        &a.inbox_id,
+        json!({"to": b.email, "subject": "different", "text": "t"}),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!(st, 409);
+    assert_eq!(other["error"], "IDEMPOTENCY_KEY_REUSED");
+    // client_id works the same way.
+    let with_cid =
+        json!({"to": b.email, "subject": "by client id", "text": "t", "client_id": "c-1"});
+    let (_, x) = send(&s, &a.inbox_key, &a.inbox_id, with_cid.clone(), None).await;
+    let (_, y) = send(&s, &a.inbox_key, &a.inbox_id, with_cid, None).await;
+    assert_eq!(x["result"]["id"], y["result"]["id"]);
+    assert_eq!(
+        get(
+            &s,
+            &b.inbox_key,
+            &format!("/v1/inboxes/{}/messages", b.inbox_id)
+        )
+        .await["result"]["total"],
+        2,
+        "two sends, not four"
+    );
+    // A failed request gives its key back: the retry runs.
+    let (st, _) = send(
+        &s,
+        &a.inbox_key,
+        &a.inbox_id,
+        json!({"to": "x@example.org", "subject": "s", "text": "t"}),
+        Some("k-2"),
+    )
+    .await;
+    assert_eq!(st, 422);
+    let (st, _) = send(
+        &s,
+        &a.inbox_key,
+        &a.inbox_id,
+        json!({"to": "x@example.org", "subject": "s", "text": "t"}),
+        Some("k-2"),
+    )
+    .await;
+    assert_eq!(st, 422, "not a replayed answer, a new attempt");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_is_429() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.tiers.developer.max_sends_per_day = Some(1)
+    })
+    .await
+    .unwrap();
+    let a = s.new_account("quota").await;
+    let b = s.new_account("quota-target").await;
+    s.set_tier(&a.account_id, Tier::Developer).await;
+    let body = json!({"to": b.email, "subject": "s", "text": "t"});
+    let (st, _) = send(&s, &a.inbox_key, &a.inbox_id, body.clone(), None).await;
+    assert_eq!(st, 201);
+    let (st, resp) = send(&s, &a.inbox_key, &a.inbox_id, body, None).await;
+    assert_eq!(st, 429);
+    assert_eq!(resp["error"], "SEND_LIMIT_EXCEEDED");
+    assert!(resp["message"].as_str().unwrap().contains("resets at"));
+    s.stop().await;
+}
