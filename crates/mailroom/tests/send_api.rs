@@ -315,3 +315,154 @@ async fn over_quota_is_429() {
     assert!(resp["message"].as_str().unwrap().contains("resets at"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_and_forwards_keep_the_thread() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let a = s.new_account("asker").await;
+    let b = s.new_account("answerer").await;
+    let c = s.new_account("copied").await;
+    let d = s.new_account("forwardee").await;
+    for acc in [&a, &b] {
+        s.set_tier(&acc.account_id, Tier::Developer).await;
+    }
+    let (_, sent) = send(
+        &s,
+        &a.inbox_key,
+        &a.inbox_id,
+        json!({"to": b.email, "cc": c.email, "subject": "Question", "text": "Is it done?"}),
+        None,
+    )
+    .await;
+    let original_mid = sent["result"]["message_id"].as_str().unwrap().to_owned();
+    let a_thread = sent["result"]["thread_id"].as_str().unwrap().to_owned();
+    let got = get(
+        &s,
+        &b.inbox_key,
+        &format!("/v1/inboxes/{}/messages", b.inbox_id),
+    )
+    .await;
+    let mid = got["result"]["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |path: String, body: Value| {
+        s.http
+            .post(s.url(&path))
+            .bearer_auth(&b.inbox_key)
+            .json(&body)
+            .send()
+    };
+    // Reply: to the sender only, Re:, In-Reply-To and References, and into a's thread.
+    let r = post(
+        format!("/v1/inboxes/{}/messages/{mid}/reply", b.inbox_id),
+        json!({"text": "Yes."}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let list = get(
+        &s,
+        &a.inbox_key,
+        &format!("/v1/inboxes/{}/messages", a.inbox_id),
+    )
+    .await;
+    let reply = &list["result"]["messages"][0];
+    assert_eq!(reply["subject"], "Re: Question");
+    assert_eq!(
+        reply["thread_id"],
+        a_thread.as_str(),
+        "the reply joins the asker's thread"
+    );
+    let full = get(
+        &s,
+        &a.inbox_key,
+        &format!(
+            "/v1/inboxes/{}/messages/{}",
+            a.inbox_id,
+            reply["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(full["result"]["in_reply_to"][0], original_mid.as_str());
+    assert_eq!(
+        full["result"]["references"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        original_mid.as_str()
+    );
+    assert_eq!(
+        get(
+            &s,
+            &c.inbox_key,
+            &format!("/v1/inboxes/{}/messages", c.inbox_id)
+        )
+        .await["result"]["total"],
+        1,
+        "a reply does not copy c"
+    );
+    // Reply-all: the sender and the other recipients, not ourselves.
+    let r = post(
+        format!("/v1/inboxes/{}/messages/{mid}/reply-all", b.inbox_id),
+        json!({"text": "All done."}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    let to: Vec<&str> = body["result"]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(to, [a.email.as_str(), c.email.as_str()]);
+    // Forward: Fwd:, with the original attached.
+    let r = post(
+        format!("/v1/inboxes/{}/messages/{mid}/forward", b.inbox_id),
+        json!({"to": d.email, "text": "FYI"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let fwd = get(
+        &s,
+        &d.inbox_key,
+        &format!("/v1/inboxes/{}/messages", d.inbox_id),
+    )
+    .await;
+    assert_eq!(fwd["result"]["messages"][0]["subject"], "Fwd: Question");
+    let fid = fwd["result"]["messages"][0]["id"].as_str().unwrap();
+    let full = get(
+        &s,
+        &d.inbox_key,
+        &format!("/v1/inboxes/{}/messages/{fid}", d.inbox_id),
+    )
+    .await;
+    assert!(
+        full["result"]["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["content_type"] == "message/rfc822"),
+        "{full}"
+    );
+    // A forward needs recipients; a missing message is 404.
+    let r = post(
+        format!("/v1/inboxes/{}/messages/{mid}/forward", b.inbox_id),
+        json!({"text": "x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = post(
+        format!("/v1/inboxes/{}/messages/msg_nothing/reply", b.inbox_id),
+        json!({"text": "x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    s.stop().await;
+}

@@ -53,6 +53,30 @@ pub struct SendRequest {
     pub attachments: Vec<Attachment>,
     pub reply_to: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// Threading headers (replies): the Message-ID answered, and the chain before it.
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+}
+
+/// What kind of answer to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Reply,
+    ReplyAll,
+    Forward,
+}
+
+/// What an answer adds to the caller's text.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerRequest {
+    /// For a forward: the recipients. For replies: extra recipients (optional).
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// What a send did, per recipient.
@@ -227,6 +251,21 @@ impl Services {
         if let Some(r) = &reply_to {
             builder = builder.reply_to(r.as_str());
         }
+        if let Some(irt) = &req.in_reply_to {
+            check_text("in_reply_to", irt, 998)?;
+            builder = builder.in_reply_to(irt.as_str());
+        }
+        if !req.references.is_empty() {
+            for r in &req.references {
+                check_text("references", r, 998)?;
+            }
+            builder = builder.references(
+                req.references
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>(),
+            );
+        }
         for (name, value) in &req.headers {
             builder = builder.header(
                 name.as_str(),
@@ -279,6 +318,94 @@ impl Services {
     }
 }
 
+/// "Re: subject" / "Fwd: subject", without stacking prefixes.
+pub fn prefixed(prefix: &str, subject: &str) -> String {
+    let trimmed = subject.trim();
+    if trimmed
+        .to_ascii_lowercase()
+        .starts_with(&format!("{}:", prefix.to_ascii_lowercase()))
+    {
+        trimmed.to_owned()
+    } else {
+        format!("{prefix}: {trimmed}")
+    }
+}
+
+impl Services {
+    /// Reply, reply-all or forward to message `message_id` of the inbox.
+    pub async fn answer(
+        &self,
+        principal: &Principal,
+        inbox_id: &str,
+        message_id: &str,
+        kind: Answer,
+        req: AnswerRequest,
+    ) -> Result<SendOutcome, ServiceError> {
+        let inbox = self.get_inbox(principal, inbox_id).await?;
+        let view = self.message_view(principal, inbox_id, message_id).await?;
+        let me = inbox.email.to_ascii_lowercase();
+        let subject = view.subject.clone().unwrap_or_default();
+        let mut send = SendRequest {
+            cc: req.cc,
+            bcc: req.bcc,
+            text: req.text,
+            html: req.html,
+            attachments: req.attachments,
+            headers: req.headers,
+            ..SendRequest::default()
+        };
+        match kind {
+            Answer::Reply | Answer::ReplyAll => {
+                let target = view
+                    .reply_to
+                    .first()
+                    .or(view.from.as_ref())
+                    .and_then(|a| a.address.clone())
+                    .ok_or_else(|| {
+                        invalid(
+                            "NO_REPLY_ADDRESS",
+                            "message",
+                            "the message has no From or Reply-To address to answer",
+                        )
+                    })?;
+                let mut to = vec![target];
+                if kind == Answer::ReplyAll {
+                    for a in view.to.iter().chain(&view.cc) {
+                        if let Some(addr) = &a.address {
+                            let addr = addr.to_ascii_lowercase();
+                            if addr != me && !to.iter().any(|t| t.eq_ignore_ascii_case(&addr)) {
+                                to.push(addr);
+                            }
+                        }
+                    }
+                }
+                to.extend(req.to);
+                send.to = to;
+                send.subject = prefixed("Re", &subject);
+                if let Some(mid) = &view.message_id {
+                    send.in_reply_to = Some(mid.clone());
+                    send.references = view.references.clone();
+                    send.references.push(mid.clone());
+                }
+            }
+            Answer::Forward => {
+                send.to = req.to;
+                send.subject = prefixed("Fwd", &subject);
+                let (_, raw) = self.message_raw(principal, inbox_id, message_id).await?;
+                send.attachments.push(Attachment {
+                    filename: "forwarded.eml".into(),
+                    content_type: "message/rfc822".into(),
+                    content: raw,
+                });
+                if send.text.is_none() && send.html.is_none() {
+                    send.text = Some(format!("Forwarded message: {subject}"));
+                }
+            }
+        }
+        self.send_from_inbox(principal, inbox_id, &send).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +431,13 @@ mod tests {
             check_address("to", " Agent@Example.COM ").unwrap(),
             "agent@example.com"
         );
+    }
+
+    #[test]
+    fn prefixes_do_not_stack() {
+        assert_eq!(prefixed("Re", "hello"), "Re: hello");
+        assert_eq!(prefixed("Re", "RE: hello"), "RE: hello");
+        assert_eq!(prefixed("Fwd", "Re: hello"), "Fwd: Re: hello");
     }
 
     #[test]

@@ -79,6 +79,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/v1/inboxes/{id}/send",
             post(send::send).layer(axum::extract::DefaultBodyLimit::max(SEND_BODY_LIMIT)),
         )
+        .route("/v1/inboxes/{id}/messages/{mid}/reply", post(send::reply))
+        .route(
+            "/v1/inboxes/{id}/messages/{mid}/reply-all",
+            post(send::reply_all),
+        )
+        .route(
+            "/v1/inboxes/{id}/messages/{mid}/forward",
+            post(send::forward),
+        )
         .route("/v1/inboxes/{id}/threads", get(messages::list_threads))
         .route("/v1/inboxes/{id}/events", get(messages::inbox_events))
         .route("/v1/inboxes/{id}/threads/{tid}", get(messages::get_thread))

@@ -110,31 +110,46 @@ pub async fn send(
             ),
         )
     })?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send the body as JSON with the header Content-Type: application/json",
-        ));
-    }
+    check_json(&headers)?;
     let parsed: SendBody = parse_json(&body)?;
+    let client_id = parsed.client_id.clone();
+    idempotent(
+        &state,
+        &principal,
+        &inbox_id,
+        "send",
+        &headers,
+        &body,
+        client_id,
+        || do_send(&state, &principal, &inbox_id, parsed),
+    )
+    .await
+}
+
+/// Runs `run` at most once per idempotency key (`Idempotency-Key` header, or `client_id`):
+/// a repeat with the same request gets the first answer; with another request, 409.
+#[allow(clippy::too_many_arguments)]
+async fn idempotent<F, Fut>(
+    state: &AppState,
+    principal: &mailroom_services::Principal,
+    inbox_id: &str,
+    scope: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    client_id: Option<String>,
+    run: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Envelope<Sent>, ApiError>>,
+{
     // Access first: a key for another inbox learns nothing from idempotency answers.
-    state.services.get_inbox(&principal, &inbox_id).await?;
+    state.services.get_inbox(principal, inbox_id).await?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(|k| format!("key:{}", k.trim()))
-        .or_else(|| parsed.client_id.as_ref().map(|c| format!("client_id:{c}")));
+        .or_else(|| client_id.map(|c| format!("client_id:{c}")));
     if key.as_ref().is_some_and(|k| k.len() > 300) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -146,9 +161,11 @@ pub async fn send(
     let store = state.services.store();
     if let Some(k) = &key {
         let mut h = Sha256::new();
+        h.update(scope.as_bytes());
+        h.update([0]);
         h.update(inbox_id.as_bytes());
         h.update([0]);
-        h.update(&body);
+        h.update(body);
         match store
             .claim_idempotency_key(
                 &account_id,
@@ -186,7 +203,7 @@ pub async fn send(
             }
         }
     }
-    let outcome = do_send(&state, &principal, &inbox_id, parsed).await;
+    let outcome = run().await;
     match (&key, outcome) {
         (Some(k), Ok(resp_body)) => {
             let text = serde_json::to_string(&resp_body).unwrap_or_default();
@@ -211,14 +228,9 @@ pub async fn send(
     }
 }
 
-async fn do_send(
-    state: &AppState,
-    principal: &mailroom_services::Principal,
-    inbox_id: &str,
-    body: SendBody,
-) -> Result<Envelope<Sent>, ApiError> {
-    let mut attachments = Vec::with_capacity(body.attachments.len());
-    for a in body.attachments {
+fn decode_attachments(list: Vec<AttachmentBody>) -> Result<Vec<Attachment>, ApiError> {
+    let mut attachments = Vec::with_capacity(list.len());
+    for a in list {
         let content = base64::engine::general_purpose::STANDARD
             .decode(a.content.trim())
             .map_err(|_| {
@@ -235,32 +247,21 @@ async fn do_send(
             content,
         });
     }
-    let req = SendRequest {
-        to: body.to.map(OneOrMany::into_vec).unwrap_or_default(),
-        cc: body.cc.map(OneOrMany::into_vec).unwrap_or_default(),
-        bcc: body.bcc.map(OneOrMany::into_vec).unwrap_or_default(),
-        subject: body.subject,
-        text: body.text,
-        html: body.html,
-        attachments,
-        reply_to: body.reply_to,
-        headers: body.headers.into_iter().collect(),
-    };
-    let done = state
-        .services
-        .send_from_inbox(principal, inbox_id, &req)
-        .await?;
+    Ok(attachments)
+}
+
+fn sent_envelope(inbox_id: &str, done: mailroom_services::send::SendOutcome) -> Envelope<Sent> {
     let steps = vec![
         format!(
             "The sent copy: GET /v1/inboxes/{inbox_id}/messages/{}",
             done.id
         ),
         format!(
-            "Replies will join thread {}: GET /v1/inboxes/{inbox_id}/threads/{}",
-            done.thread_id, done.thread_id
+            "The conversation: GET /v1/inboxes/{inbox_id}/threads/{}",
+            done.thread_id
         ),
     ];
-    Ok(Envelope::new(
+    Envelope::new(
         Sent {
             id: done.id,
             message_id: done.message_id,
@@ -275,5 +276,198 @@ async fn do_send(
                 .collect(),
         },
         steps,
-    ))
+    )
+}
+
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as JSON with the header Content-Type: application/json",
+        ))
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBody {
+    /// Forward: the recipients. Replies: extra recipients.
+    #[schema(value_type = Vec<String>)]
+    pub to: Option<OneOrMany>,
+    #[schema(value_type = Vec<String>)]
+    pub cc: Option<OneOrMany>,
+    #[schema(value_type = Vec<String>)]
+    pub bcc: Option<OneOrMany>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentBody>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub client_id: Option<String>,
+}
+
+async fn answer(
+    state: AppState,
+    principal: mailroom_services::Principal,
+    inbox_id: String,
+    mid: String,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    kind: mailroom_services::send::Answer,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "the request body is too large or unreadable: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let parsed: AnswerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AnswerBody::default()
+    } else {
+        check_json(&headers)?;
+        parse_json(&body)?
+    };
+    let scope = format!("{kind:?}:{mid}");
+    let client_id = parsed.client_id.clone();
+    idempotent(
+        &state,
+        &principal,
+        &inbox_id,
+        &scope,
+        &headers,
+        &body,
+        client_id,
+        || async {
+            let req = mailroom_services::send::AnswerRequest {
+                to: parsed.to.map(OneOrMany::into_vec).unwrap_or_default(),
+                cc: parsed.cc.map(OneOrMany::into_vec).unwrap_or_default(),
+                bcc: parsed.bcc.map(OneOrMany::into_vec).unwrap_or_default(),
+                text: parsed.text,
+                html: parsed.html,
+                attachments: decode_attachments(parsed.attachments)?,
+                headers: parsed.headers.into_iter().collect(),
+            };
+            let done = state
+                .services
+                .answer(&principal, &inbox_id, &mid, kind, req)
+                .await?;
+            Ok(sent_envelope(&inbox_id, done))
+        },
+    )
+    .await
+}
+
+/// Reply to the sender of a message (`Re:`, `In-Reply-To`, `References`, same thread).
+#[utoipa::path(post, path = "/v1/inboxes/{id}/messages/{mid}/reply", tag = "messages",
+    params(("id" = String, Path), ("mid" = String, Path)), security(("bearer" = [])),
+    request_body(content = AnswerBody, content_type = "application/json"),
+    responses((status = 201, body = Envelope<Sent>), (status = 404, description = "NOT_FOUND"), (status = 422, description = "validation")))]
+pub async fn reply(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((inbox_id, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(
+        state,
+        principal,
+        inbox_id,
+        mid,
+        headers,
+        body,
+        mailroom_services::send::Answer::Reply,
+    )
+    .await
+}
+
+/// Reply to the sender and every other recipient of a message.
+#[utoipa::path(post, path = "/v1/inboxes/{id}/messages/{mid}/reply-all", tag = "messages",
+    params(("id" = String, Path), ("mid" = String, Path)), security(("bearer" = [])),
+    request_body(content = AnswerBody, content_type = "application/json"),
+    responses((status = 201, body = Envelope<Sent>), (status = 404, description = "NOT_FOUND"), (status = 422, description = "validation")))]
+pub async fn reply_all(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((inbox_id, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(
+        state,
+        principal,
+        inbox_id,
+        mid,
+        headers,
+        body,
+        mailroom_services::send::Answer::ReplyAll,
+    )
+    .await
+}
+
+/// Forward a message (`Fwd:`, the original attached as message/rfc822) to `to`.
+#[utoipa::path(post, path = "/v1/inboxes/{id}/messages/{mid}/forward", tag = "messages",
+    params(("id" = String, Path), ("mid" = String, Path)), security(("bearer" = [])),
+    request_body(content = AnswerBody, content_type = "application/json"),
+    responses((status = 201, body = Envelope<Sent>), (status = 404, description = "NOT_FOUND"), (status = 422, description = "validation")))]
+pub async fn forward(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((inbox_id, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(
+        state,
+        principal,
+        inbox_id,
+        mid,
+        headers,
+        body,
+        mailroom_services::send::Answer::Forward,
+    )
+    .await
+}
+
+async fn do_send(
+    state: &AppState,
+    principal: &mailroom_services::Principal,
+    inbox_id: &str,
+    body: SendBody,
+) -> Result<Envelope<Sent>, ApiError> {
+    let req = SendRequest {
+        to: body.to.map(OneOrMany::into_vec).unwrap_or_default(),
+        cc: body.cc.map(OneOrMany::into_vec).unwrap_or_default(),
+        bcc: body.bcc.map(OneOrMany::into_vec).unwrap_or_default(),
+        subject: body.subject,
+        text: body.text,
+        html: body.html,
+        attachments: decode_attachments(body.attachments)?,
+        reply_to: body.reply_to,
+        headers: body.headers.into_iter().collect(),
+        ..SendRequest::default()
+    };
+    let done = state
+        .services
+        .send_from_inbox(principal, inbox_id, &req)
+        .await?;
+    Ok(sent_envelope(inbox_id, done))
 }
