@@ -26,19 +26,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|ct| {
-                let mime = ct
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            });
+        let is_json = is_json_content_type(req.headers());
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(_) => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -53,16 +41,39 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
-            if is_json != Some(true) {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UNSUPPORTED_MEDIA_TYPE",
-                    "send the body as JSON with the header Content-Type: application/json",
-                ));
-            }
+            require_json(is_json)?;
             &bytes
         };
         parse_json(body).map(ApiJson)
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `…+json`).
+pub fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+}
+
+/// 415 unless the body is declared JSON.
+pub fn require_json(is_json: bool) -> Result<(), ApiError> {
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as JSON with the header Content-Type: application/json",
+        ))
     }
 }
 

@@ -280,25 +280,7 @@ fn sent_envelope(inbox_id: &str, done: mailroom_services::send::SendOutcome) -> 
 }
 
 fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send the body as JSON with the header Content-Type: application/json",
-        ))
-    }
+    crate::extract::require_json(crate::extract::is_json_content_type(headers))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
