@@ -76,6 +76,9 @@ pub enum AttemptOutcome {
     Failed,
 }
 
+/// How old an event must be before fan-out reads it on PostgreSQL (see `fan_out`).
+pub const FANOUT_GRACE_MS: i64 = 500;
+
 const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.events, w.inbox_ids, w.client_id, w.status, \
      w.secret_generation, w.previous_expires_at, w.created_at, w.updated_at";
 
@@ -287,12 +290,21 @@ impl Store {
             sqlx::query_scalar("SELECT seq FROM outbox_cursors WHERE name = 'webhooks'")
                 .fetch_one(&mut *tx)
                 .await?;
+        // On PostgreSQL a transaction may take a sequence number and commit after a later
+        // one is visible; reading past it would skip its event for good. Events are read
+        // only once they are FANOUT_GRACE_MS old, so every transaction shorter than that
+        // has committed. SQLite has one writer: sequence order is commit order.
+        let visible_until = match self.backend() {
+            crate::Backend::Postgres => now - FANOUT_GRACE_MS,
+            crate::Backend::Sqlite => i64::MAX,
+        };
         let rows = sqlx::query(
             "SELECT seq, id, account_id, inbox_id, type, data, created_at FROM events \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
+             WHERE seq > $1 AND created_at <= $3 ORDER BY seq LIMIT $2",
         )
         .bind(cursor)
         .bind(i64::from(limit))
+        .bind(visible_until)
         .fetch_all(&mut *tx)
         .await?;
         let events: Vec<EventRow> = rows
