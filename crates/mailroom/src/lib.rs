@@ -171,6 +171,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         .unwrap_or_else(|| derive_public_url(&config, http_addr, http_tls));
 
     let services = services(store, &config, master, public_url.clone(), true);
+    services
+        .ensure_dkim_key(&config.default_domain)
+        .await
+        .context("cannot create the DKIM key of the default domain")?;
     let api = ApiConfig {
         inbox_create_rule: RateRule::per_hour(config.inbox_create_per_hour),
         trusted_proxies: config.trusted_proxies.clone(),

@@ -32,6 +32,13 @@ enum Command {
     /// Operator tasks on the data of a server (running or not).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print the DNS records to publish for the mail domain: MX, SPF, DKIM, DMARC.
+    ///
+    /// Uses the same settings as `serve` (host name, default domain, data directory); the
+    /// DKIM key exists once the server has started once.
+    ///
+    /// Example: mailroom dns-records --hostname mail.example.com --default-domain example.com
+    DnsRecords(Box<ServeArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +92,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server.run_until_signal().await
         }
         Command::Admin(cmd) => admin(cmd).await,
+        Command::DnsRecords(args) => {
+            let (_, store) = open_existing(&args.data).await?;
+            let config = Config::resolve(&args)?;
+            let services = mailroom::services(
+                store.clone(),
+                &config,
+                mailroom_core::secret::MasterSecret::generate(),
+                String::new(),
+                false,
+            );
+            let records = services.dns_records(&config.default_domain).await?;
+            store.close().await;
+            println!(
+                "; DNS records for {} (zone-file syntax)",
+                config.default_domain
+            );
+            for (name, kind, value) in records {
+                println!("{name}\t3600\tIN\t{kind}\t{value}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -466,3 +466,107 @@ async fn replies_and_forwards_keep_the_thread() {
     assert_eq!(r.status(), 404);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_mail_carries_a_dkim_signature_that_verifies() {
+    use mail_auth::hickory_resolver::config::{
+        ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+    };
+    use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let a = s.new_account("signer").await;
+    let b = s.new_account("verifier").await;
+    s.set_tier(&a.account_id, Tier::Developer).await;
+    let (st, _) = send(
+        &s,
+        &a.inbox_key,
+        &a.inbox_id,
+        json!({"to": b.email, "subject": "signed", "text": "hello"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201);
+    let list = get(
+        &s,
+        &b.inbox_key,
+        &format!("/v1/inboxes/{}/messages", b.inbox_id),
+    )
+    .await;
+    let mid = list["result"]["messages"][0]["id"].as_str().unwrap();
+    let raw = s
+        .http
+        .get(s.url(&format!("/v1/inboxes/{}/messages/{mid}/raw", b.inbox_id)))
+        .bearer_auth(&b.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        raw.starts_with(b"DKIM-Signature: v=1; a=rsa-sha256;"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let sig_end = text
+        .find("\r\nFrom:")
+        .or_else(|| text.find("\r\nfrom:"))
+        .unwrap_or(text.len());
+    let sig = &text[..sig_end];
+    assert!(
+        sig.contains("d=mailroom.test;") && sig.contains("s=mailroom1;"),
+        "{sig}"
+    );
+    // Publish what `mailroom dns-records` prints, and verify with an independent verifier.
+    let services = &s.server.as_ref().unwrap().services;
+    let records = services.dns_records("mailroom.test").await.unwrap();
+    let (name, _, value) = records.iter().find(|r| r.0.contains("_domainkey")).unwrap();
+    let joined: String = value.split('"').filter(|p| !p.trim().is_empty()).collect();
+    s.dns.txt(name, &joined);
+    let mut udp = ConnectionConfig::udp();
+    udp.port = s.dns.addr.port();
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+        s.dns.addr.ip(),
+        true,
+        vec![udp],
+    )]);
+    let auth = MessageAuthenticator::new(config, ResolverOpts::default()).unwrap();
+    let msg = AuthenticatedMessage::parse(&raw).unwrap();
+    let results = auth.verify_dkim(&msg).await;
+    assert!(!results.is_empty());
+    assert_eq!(
+        *results[0].result(),
+        DkimResult::Pass,
+        "{:?}",
+        results[0].result()
+    );
+    // The CLI prints the same record for operators.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args([
+            "dns-records",
+            "--database-url",
+            &s.database_url,
+            "--hostname",
+            "mail.test",
+            "--default-domain",
+            "mailroom.test",
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "mailroom.test.\t3600\tIN\tMX\t10 mail.test.",
+        "v=spf1 mx -all",
+        "mailroom1._domainkey.mailroom.test.",
+        "_dmarc.mailroom.test.",
+    ] {
+        assert!(printed.contains(want), "{want} in {printed}");
+    }
+    s.stop().await;
+}

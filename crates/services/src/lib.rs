@@ -7,6 +7,7 @@
 
 mod auth;
 mod cache;
+pub mod dkim;
 mod error;
 mod inbound;
 pub mod mailauth;
@@ -77,6 +78,8 @@ struct Inner {
     /// Bumped whenever mail arrives in this process, so that requests waiting for mail
     /// (`wait=`) and event streams look again.
     arrivals: tokio::sync::watch::Sender<u64>,
+    /// DKIM signers by domain.
+    dkim: dkim::SignerCache,
     /// Failed logins, per IP and per user name (SMTP submission today; IMAP and POP3 next).
     auth_failures: ratelimit::RateLimiter,
     /// Cancelled when the server begins to shut down: long polls and event streams end.
@@ -106,6 +109,7 @@ impl Services {
                 arrivals: tokio::sync::watch::Sender::new(0),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 auth_failures: ratelimit::RateLimiter::new(),
+                dkim: dkim::SignerCache::default(),
                 config,
                 master,
             }),
@@ -147,6 +151,10 @@ impl Services {
 
     pub(crate) fn mail_auth(&self) -> Option<&mailauth::AuthChecker> {
         self.inner.mail_auth.as_ref()
+    }
+
+    pub(crate) fn dkim_signers(&self) -> &dkim::SignerCache {
+        &self.inner.dkim
     }
 
     pub(crate) fn auth_failures(&self) -> &ratelimit::RateLimiter {

@@ -48,6 +48,13 @@ pub struct Submitted {
     pub message_ids: Vec<String>,
 }
 
+fn sender_domain(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -233,6 +240,10 @@ impl Services {
                 ),
             });
         }
+        // Every accepted message is signed for the sending inbox's domain.
+        let domain = sender_domain(&header_from);
+        let signed = self.dkim_sign(&domain, data).await?;
+        let data = signed.as_slice();
         let hash = hex::encode(Sha256::digest(data));
         let base = NewMessage {
             raw: data.to_vec(),

@@ -227,6 +227,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "idempotency",
         include_str!("../migrations/sqlite/0004_idempotency.sql"),
     ),
+    (
+        5,
+        "dkim",
+        include_str!("../migrations/sqlite/0005_dkim.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -249,6 +254,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         4,
         "idempotency",
         include_str!("../migrations/postgres/0004_idempotency.sql"),
+    ),
+    (
+        5,
+        "dkim",
+        include_str!("../migrations/postgres/0005_dkim.sql"),
     ),
 ];
 

@@ -417,6 +417,47 @@ impl Store {
         Ok(n.is_some())
     }
 
+    /// The newest DKIM key of a domain: (selector, algorithm, sealed private key, public key).
+    pub async fn dkim_key(
+        &self,
+        domain: &str,
+    ) -> Result<Option<(String, String, Vec<u8>, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT selector, algorithm, sealed_key, public_key FROM dkim_keys WHERE domain = $1 \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(domain)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .transpose()
+    }
+
+    /// Stores a DKIM key unless the domain already has one with this selector.
+    pub async fn insert_dkim_key(
+        &self,
+        domain: &str,
+        selector: &str,
+        algorithm: &str,
+        sealed_key: &[u8],
+        public_key: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dkim_keys (domain, selector, algorithm, sealed_key, public_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (domain, selector) DO NOTHING",
+        )
+        .bind(domain)
+        .bind(selector)
+        .bind(algorithm)
+        .bind(sealed_key)
+        .bind(public_key)
+        .bind(now_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     /// Claims an idempotency key for a request with this body hash.
     pub async fn claim_idempotency_key(
         &self,

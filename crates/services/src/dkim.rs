@@ -1,0 +1,196 @@
+//! DKIM for outgoing mail: one RSA-2048 key per domain, generated on first start, stored
+//! sealed with a key derived from the master secret, used to sign every accepted message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use mail_auth::common::crypto::{RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{DkimSigner, Done};
+use mailroom_core::time::now_ms;
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer};
+
+use crate::{ServiceError, Services};
+
+/// The selector of the keys generated here.
+pub const SELECTOR: &str = "mailroom1";
+
+/// The headers a signature covers.
+const SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+];
+
+pub(crate) type Signer = DkimSigner<RsaKey<Sha256>, Done>;
+
+/// Signers by domain, built once from the stored key.
+#[derive(Default)]
+pub(crate) struct SignerCache(Mutex<HashMap<String, Arc<Signer>>>);
+
+impl std::fmt::Debug for SignerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignerCache")
+    }
+}
+
+fn crypto_error(what: &str) -> ServiceError {
+    ServiceError::Store(mailroom_store::StoreError::Corrupt(format!(
+        "DKIM key: {what}"
+    )))
+}
+
+impl Services {
+    fn seal_key(&self, domain: &str) -> Result<LessSafeKey, ServiceError> {
+        let key = self.master().derive("dkim-key-seal", domain);
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &key)
+            .map_err(|_| crypto_error("bad sealing key"))?;
+        Ok(LessSafeKey::new(unbound))
+    }
+
+    /// Creates the domain's DKIM key if it has none. Slow (RSA key generation), so it runs
+    /// on a blocking thread; call it at start, not per message.
+    pub async fn ensure_dkim_key(&self, domain: &str) -> Result<(), ServiceError> {
+        if self.store().dkim_key(domain).await?.is_some() {
+            return Ok(());
+        }
+        let pair = tokio::task::spawn_blocking(|| {
+            mail_auth::dkim::generate::DkimKeyPair::generate_rsa(2048)
+        })
+        .await
+        .map_err(|_| crypto_error("key generation task failed"))?
+        .map_err(|e| crypto_error(&e.to_string()))?;
+        let mut nonce = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| crypto_error("no randomness"))?;
+        let mut sealed = pair.private_key().to_vec();
+        self.seal_key(domain)?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(domain.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| crypto_error("sealing failed"))?;
+        let mut stored = nonce.to_vec();
+        stored.extend_from_slice(&sealed);
+        self.store()
+            .insert_dkim_key(
+                domain,
+                SELECTOR,
+                "rsa-sha256",
+                &stored,
+                &STANDARD.encode(pair.public_key()),
+                now_ms(),
+            )
+            .await?;
+        tracing::info!(
+            domain,
+            selector = SELECTOR,
+            "created the DKIM key; publish it (mailroom dns-records)"
+        );
+        Ok(())
+    }
+
+    async fn signer(&self, domain: &str) -> Result<Option<Arc<Signer>>, ServiceError> {
+        if let Some(s) = self
+            .dkim_signers()
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+        {
+            return Ok(Some(s.clone()));
+        }
+        let Some((selector, _alg, stored, _public)) = self.store().dkim_key(domain).await? else {
+            return Ok(None);
+        };
+        if stored.len() < 12 {
+            return Err(crypto_error("sealed key too short"));
+        }
+        let (nonce, sealed) = stored.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| crypto_error("bad nonce"))?;
+        let mut buf = sealed.to_vec();
+        let der = self
+            .seal_key(domain)?
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(domain.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| crypto_error("cannot open the sealed key (another master secret?)"))?
+            .to_vec();
+        let key =
+            RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)))
+                .map_err(|e| crypto_error(&e.to_string()))?;
+        let signer = Arc::new(
+            DkimSigner::from_key(key)
+                .domain(domain)
+                .selector(selector)
+                .headers(SIGNED_HEADERS.iter().copied()),
+        );
+        self.dkim_signers()
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(domain.to_owned(), signer.clone());
+        Ok(Some(signer))
+    }
+
+    /// `message` with a `DKIM-Signature` for `domain` on top (unchanged if the domain has no
+    /// key).
+    pub async fn dkim_sign(&self, domain: &str, message: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let Some(signer) = self.signer(domain).await? else {
+            tracing::warn!(domain, "no DKIM key for this domain; sending unsigned");
+            return Ok(message.to_vec());
+        };
+        let signature = signer
+            .sign(message)
+            .map_err(|e| crypto_error(&e.to_string()))?;
+        let mut out = signature.to_header().into_bytes();
+        out.extend_from_slice(message);
+        Ok(out)
+    }
+
+    /// The DNS records to publish for `domain`: (name, type, value).
+    pub async fn dns_records(
+        &self,
+        domain: &str,
+    ) -> Result<Vec<(String, &'static str, String)>, ServiceError> {
+        let host = &self.config().hostname;
+        let mut records = vec![
+            (format!("{domain}."), "MX", format!("10 {host}.")),
+            (format!("{domain}."), "TXT", "\"v=spf1 mx -all\"".to_owned()),
+        ];
+        if let Some((selector, _alg, _sealed, public)) = self.store().dkim_key(domain).await? {
+            let value = format!("v=DKIM1; k=rsa; p={public}");
+            // DNS strings are at most 255 bytes: split, as zone files allow.
+            let chunks: Vec<String> = value
+                .as_bytes()
+                .chunks(255)
+                .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+                .collect();
+            records.push((
+                format!("{selector}._domainkey.{domain}."),
+                "TXT",
+                chunks.join(" "),
+            ));
+        }
+        records.push((
+            format!("_dmarc.{domain}."),
+            "TXT",
+            format!("\"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}\""),
+        ));
+        Ok(records)
+    }
+}
