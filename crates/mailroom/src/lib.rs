@@ -29,6 +29,9 @@ pub struct RunningServer {
     /// Submission with STARTTLS (587), and with implicit TLS (465).
     pub submission_addr: SocketAddr,
     pub submissions_addr: SocketAddr,
+    /// POP3 with STLS (110), and with implicit TLS (995).
+    pub pop3_addr: SocketAddr,
+    pub pop3s_addr: SocketAddr,
     /// The base URL links in answers start with.
     pub public_url: String,
     /// Whether the HTTP API is served over TLS.
@@ -40,6 +43,7 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     smtp: JoinHandle<()>,
     submission: Vec<JoinHandle<()>>,
+    pop3: Vec<JoinHandle<()>>,
     webhooks: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
@@ -52,8 +56,8 @@ impl RunningServer {
         self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
         self.smtp.await.context("the SMTP server task failed")?;
-        for task in self.submission {
-            task.await.context("the submission server task failed")?;
+        for task in self.submission.into_iter().chain(self.pop3) {
+            task.await.context("a mail server task failed")?;
         }
         self.webhooks.await.context("the webhook worker failed")?;
         self.services.store().close().await;
@@ -160,6 +164,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
             )
         })?;
     let submissions_addr = submissions_listener.local_addr()?;
+    let pop3_listener = TcpListener::bind(config.listen.pop3)
+        .await
+        .with_context(|| format!("cannot listen for POP3 on {}", config.listen.pop3))?;
+    let pop3_addr = pop3_listener.local_addr()?;
+    let pop3s_listener = TcpListener::bind(config.listen.pop3s)
+        .await
+        .with_context(|| format!("cannot listen for POP3S on {}", config.listen.pop3s))?;
+    let pop3s_addr = pop3s_listener.local_addr()?;
     // Answers (GET /v1/account/smtp) give the ports actually bound, also when 0 was asked.
     config.listen.http = http_addr;
     config.listen.smtp = smtp_addr;
@@ -213,6 +225,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         )));
     }
     tracing::info!(starttls = %submission_addr, implicit_tls = %submissions_addr, "SMTP submission listening");
+    let mut pop3 = Vec::new();
+    for (listener, implicit_tls) in [(pop3_listener, false), (pop3s_listener, true)] {
+        let server = std::sync::Arc::new(mailroom_pop3::Pop3Server::new(
+            services.clone(),
+            mail_tls.clone(),
+            implicit_tls,
+            config.dev,
+            config.hostname.clone(),
+        ));
+        pop3.push(tokio::spawn(mailroom_pop3::serve(
+            listener,
+            server,
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(stls = %pop3_addr, implicit_tls = %pop3s_addr, "POP3 listening");
     let smtp_task = tokio::spawn(mailroom_smtp::serve(
         smtp_listener,
         smtp_server,
@@ -244,6 +272,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         smtp_addr,
         submission_addr,
         submissions_addr,
+        pop3_addr,
+        pop3s_addr,
         public_url,
         http_tls,
         tls_cert_path: cert,
@@ -252,6 +282,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         http: http_task,
         smtp: smtp_task,
         submission,
+        pop3,
         webhooks: webhooks_task,
         follower,
     })
