@@ -32,6 +32,19 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Ports of the mail listeners, for connection info answers.
+    pub mail_ports: MailPorts,
+}
+
+/// The ports mail clients connect to.
+#[derive(Debug, Clone, Default)]
+pub struct MailPorts {
+    pub submission: u16,
+    pub submissions: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+    pub imap: u16,
+    pub imaps: u16,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +53,7 @@ impl Default for ApiConfig {
             inbox_create_rule: RateRule::per_hour(10),
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
+            mail_ports: MailPorts::default(),
         }
     }
 }

@@ -38,6 +38,11 @@ use crate::routes;
         routes::list_threads,
         routes::get_thread,
         routes::inbox_events,
+        routes::list,
+        routes::create,
+        routes::mobile,
+        routes::delete,
+        routes::rotate,
         routes::send,
         routes::reply,
         routes::reply_all,
@@ -58,6 +63,7 @@ use crate::routes;
         (name = "inboxes", description = "Accounts and inboxes (seed 003)"),
         (name = "messages", description = "Received mail: list, wait, read, label, move, delete, threads"),
         (name = "webhooks", description = "Signed webhooks with retries (Standard Webhooks), and the account's event log"),
+        (name = "keys", description = "API keys with scopes, and mail client connection info (seed 002)"),
         (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades"),
     )
 )]

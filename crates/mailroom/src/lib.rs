@@ -42,6 +42,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     smtp: JoinHandle<()>,
+    key_uses: JoinHandle<()>,
     submission: Vec<JoinHandle<()>>,
     pop3: Vec<JoinHandle<()>>,
     webhooks: JoinHandle<()>,
@@ -60,6 +61,7 @@ impl RunningServer {
             task.await.context("a mail server task failed")?;
         }
         self.webhooks.await.context("the webhook worker failed")?;
+        self.key_uses.await.context("the key-use recorder failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
         tracing::info!("stopped");
@@ -191,6 +193,33 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         inbox_create_rule: RateRule::per_hour(config.inbox_create_per_hour),
         trusted_proxies: config.trusted_proxies.clone(),
         max_body_bytes: config.max_body_bytes,
+        mail_ports: mailroom_api::MailPorts {
+            submission: submission_addr.port(),
+            submissions: submissions_addr.port(),
+            pop3: pop3_addr.port(),
+            pop3s: pop3s_addr.port(),
+            imap: config.listen.imap.port(),
+            imaps: config.listen.imaps.port(),
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let key_uses = {
+        let services = services.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                    _ = stop.cancelled() => {
+                        let _ = services.flush_key_uses().await;
+                        return;
+                    }
+                }
+                if let Err(e) = services.flush_key_uses().await {
+                    tracing::warn!(error = %e, "could not record API key uses");
+                }
+            }
+        })
     };
     let follower = {
         let services = services.clone();
@@ -202,7 +231,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     };
     let state = AppState::new(services.clone(), api, Some(telemetry::metrics_handle()));
     let router = mailroom_api::router(state);
-    let shutdown = CancellationToken::new();
     let stop = shutdown.clone().cancelled_owned();
     let smtp_server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
         services.clone(),
@@ -281,6 +309,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         shutdown,
         http: http_task,
         smtp: smtp_task,
+        key_uses,
         submission,
         pop3,
         webhooks: webhooks_task,

@@ -398,12 +398,7 @@ fn plaintext_allowed(s: &Session) -> bool {
 }
 
 async fn login(s: &mut Session, user: &str, pass: &str) -> String {
-    match s
-        .server
-        .services
-        .submission_login(user, pass, s.peer.ip())
-        .await
-    {
+    match s.server.services.pop3_login(user, pass, s.peer.ip()).await {
         Ok(Ok(sender)) => {
             let Some((inbox_id, _)) = sender.inbox else {
                 return "-ERR [AUTH] log in with an inbox address and its key\r\n".to_owned();
@@ -430,6 +425,9 @@ async fn login(s: &mut Session, user: &str, pass: &str) -> String {
                     "-ERR [SYS/TEMP] cannot open the mailbox; try again\r\n".to_owned()
                 }
             }
+        }
+        Ok(Err(LoginRefused::MissingScope(scope))) => {
+            format!("-ERR [AUTH] this key lacks the {scope} scope\r\n")
         }
         Ok(Err(LoginRefused::Throttled)) => {
             "-ERR [LOGIN-DELAY] too many failed logins; try again later\r\n".to_owned()

@@ -16,14 +16,20 @@ pub enum Principal {
         inbox_id: String,
         key_id: String,
     },
+    /// A named API key (seed 002): the account's inboxes, as far as its scopes allow.
+    ApiKey {
+        account_id: String,
+        key_id: String,
+        scopes: Vec<String>,
+    },
 }
 
 impl Principal {
     pub fn account_id(&self) -> &str {
         match self {
-            Principal::Account { account_id, .. } | Principal::Inbox { account_id, .. } => {
-                account_id
-            }
+            Principal::Account { account_id, .. }
+            | Principal::Inbox { account_id, .. }
+            | Principal::ApiKey { account_id, .. } => account_id,
         }
     }
 
@@ -31,10 +37,11 @@ impl Principal {
     pub fn require_account(&self) -> Result<&str, ServiceError> {
         match self {
             Principal::Account { account_id, .. } => Ok(account_id),
-            Principal::Inbox { .. } => Err(ServiceError::Forbidden {
+            Principal::Inbox { .. } | Principal::ApiKey { .. } => Err(ServiceError::Forbidden {
                 code: "ACCOUNT_KEY_REQUIRED",
-                message: "this needs the account API key; an inbox key reaches only its own inbox"
-                    .into(),
+                message:
+                    "this needs the account API key; inbox keys and scoped API keys reach only mail"
+                        .into(),
             }),
         }
     }
@@ -43,7 +50,7 @@ impl Principal {
     /// checks the account).
     pub fn may_access_inbox(&self, inbox_id: &str) -> bool {
         match self {
-            Principal::Account { .. } => true,
+            Principal::Account { .. } | Principal::ApiKey { .. } => true,
             Principal::Inbox { inbox_id: own, .. } => own == inbox_id,
         }
     }
@@ -52,6 +59,25 @@ impl Principal {
         match self {
             Principal::Account { .. } => "account",
             Principal::Inbox { .. } => "inbox",
+            Principal::ApiKey { .. } => "api",
+        }
+    }
+
+    /// Refuses a scoped API key without `scope` (`app` and `internal` grant every scope);
+    /// account and inbox keys are not scoped.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ServiceError> {
+        match self {
+            Principal::ApiKey { scopes, .. }
+                if !scopes
+                    .iter()
+                    .any(|s| s == scope || s == "app" || s == "internal") =>
+            {
+                Err(ServiceError::Forbidden {
+                    code: "SCOPE_REQUIRED",
+                    message: format!("this API key lacks the {scope} scope"),
+                })
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -67,6 +93,7 @@ impl Services {
         }
         let hash = hash_secret(secret);
         if let Some(principal) = self.cache().key(&hash) {
+            self.note_key_use(&principal);
             return Ok(principal);
         }
         let ticket = self.cache().ticket();
@@ -83,12 +110,18 @@ impl Services {
                 inbox_id,
                 key_id: key.key_id,
             },
+            ("api", _) => Principal::ApiKey {
+                account_id: key.account_id,
+                key_id: key.key_id,
+                scopes: key.scopes,
+            },
             (kind, _) => {
                 tracing::warn!(key_id = %key.key_id, kind, "key of unknown kind refused");
                 return Err(invalid());
             }
         };
         self.cache().put_key(ticket, &hash, &principal);
+        self.note_key_use(&principal);
         Ok(principal)
     }
 }

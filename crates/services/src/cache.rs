@@ -77,6 +77,13 @@ impl Cache {
         inboxes.remove(inbox_id);
     }
 
+    /// Forgets a named API key.
+    pub fn evict_key(&self, key_id: &str) {
+        let mut keys = write(&self.keys);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.retain(|_, p| !matches!(p, Principal::ApiKey { key_id: id, .. } if id == key_id));
+    }
+
     /// Forgets everything (a missed notification, or a change too broad to name).
     pub fn evict_all(&self) {
         let mut keys = write(&self.keys);
@@ -90,6 +97,7 @@ impl Cache {
     pub fn apply(&self, what: &str) {
         match what.split_once(':') {
             Some(("inbox", id)) => self.evict_inbox(id),
+            Some(("key", id)) => self.evict_key(id),
             _ => self.evict_all(),
         }
     }

@@ -10,6 +10,7 @@ mod cache;
 pub mod dkim;
 mod error;
 mod inbound;
+pub mod keys;
 pub mod mailauth;
 mod messages;
 pub mod ratelimit;
@@ -80,6 +81,8 @@ struct Inner {
     arrivals: tokio::sync::watch::Sender<u64>,
     /// DKIM signers by domain.
     dkim: dkim::SignerCache,
+    /// API key uses not yet written (`lastUsedAt`).
+    key_uses: keys::KeyUses,
     /// Failed logins, per IP and per user name (SMTP submission today; IMAP and POP3 next).
     auth_failures: ratelimit::RateLimiter,
     /// Cancelled when the server begins to shut down: long polls and event streams end.
@@ -110,6 +113,7 @@ impl Services {
                 stopping: tokio_util::sync::CancellationToken::new(),
                 auth_failures: ratelimit::RateLimiter::new(),
                 dkim: dkim::SignerCache::default(),
+                key_uses: keys::KeyUses::default(),
                 config,
                 master,
             }),
@@ -151,6 +155,10 @@ impl Services {
 
     pub(crate) fn mail_auth(&self) -> Option<&mailauth::AuthChecker> {
         self.inner.mail_auth.as_ref()
+    }
+
+    pub(crate) fn inner_key_uses(&self) -> &keys::KeyUses {
+        &self.inner.key_uses
     }
 
     pub(crate) fn dkim_signers(&self) -> &dkim::SignerCache {

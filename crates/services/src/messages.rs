@@ -164,7 +164,7 @@ impl Services {
         inbox_id: &str,
         message_id: &str,
     ) -> Result<MessageRow, ServiceError> {
-        self.get_inbox(principal, inbox_id).await?;
+        self.inbox_of(principal, inbox_id).await?;
         if !is_well_formed(IdKind::Message, message_id) {
             return Err(message_not_found());
         }
@@ -233,6 +233,7 @@ impl Services {
         inbox_id: &str,
         message_id: &str,
     ) -> Result<(MessageRow, Vec<u8>), ServiceError> {
+        principal.require_scope("api:read")?;
         let row = self.message_row(principal, inbox_id, message_id).await?;
         let raw = self
             .store()
@@ -291,6 +292,7 @@ impl Services {
         message_id: &str,
         patch: &MessagePatch,
     ) -> Result<MessageRow, ServiceError> {
+        principal.require_scope("api:write")?;
         let row = self.message_row(principal, inbox_id, message_id).await?;
         for l in patch.add_labels.iter().chain(&patch.remove_labels) {
             check_label(l)?;
@@ -322,6 +324,7 @@ impl Services {
         inbox_id: &str,
         message_id: &str,
     ) -> Result<Deleted, ServiceError> {
+        principal.require_scope("api:write")?;
         let row = self.message_row(principal, inbox_id, message_id).await?;
         if row.mailbox == "Trash" {
             self.store().delete_message(inbox_id, message_id).await?;

@@ -152,7 +152,8 @@ impl Services {
         inbox_id: &str,
         req: &SendRequest,
     ) -> Result<SendOutcome, ServiceError> {
-        let inbox = self.get_inbox(principal, inbox_id).await?;
+        principal.require_scope("api:write")?;
+        let inbox = self.inbox_of(principal, inbox_id).await?;
         let mut all = Vec::new();
         for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
             for a in list {
@@ -341,7 +342,8 @@ impl Services {
         kind: Answer,
         req: AnswerRequest,
     ) -> Result<SendOutcome, ServiceError> {
-        let inbox = self.get_inbox(principal, inbox_id).await?;
+        principal.require_scope("api:write")?;
+        let inbox = self.inbox_of(principal, inbox_id).await?;
         let view = self.message_view(principal, inbox_id, message_id).await?;
         let me = inbox.email.to_ascii_lowercase();
         let subject = view.subject.clone().unwrap_or_default();

@@ -40,6 +40,8 @@ pub enum LoginRefused {
     Throttled,
     /// The account's tier has no SMTP access.
     NotOnTier,
+    /// An API key without the scope for this protocol (`smtp`, `pop3`, `imap`).
+    MissingScope(&'static str),
 }
 
 /// What a submitted message did.
@@ -68,6 +70,28 @@ impl Services {
         password: &str,
         client_ip: IpAddr,
     ) -> Result<Result<Sender, LoginRefused>, ServiceError> {
+        self.mail_login("smtp", username, password, client_ip).await
+    }
+
+    /// A POP3 login: an inbox address with its inbox key, or with an API key that has the
+    /// `pop3` scope.
+    pub async fn pop3_login(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<Result<Sender, LoginRefused>, ServiceError> {
+        self.mail_login("pop3", username, password, client_ip).await
+    }
+
+    /// A login at a mail protocol door (`smtp`, `pop3`), throttled per IP and user name.
+    pub async fn mail_login(
+        &self,
+        door: &'static str,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<Result<Sender, LoginRefused>, ServiceError> {
         let user = username.trim().to_ascii_lowercase();
         let ip_key = format!("auth-fail:ip:{client_ip}");
         let user_key = format!("auth-fail:user:{user}");
@@ -77,7 +101,7 @@ impl Services {
         {
             return Ok(Err(LoginRefused::Throttled));
         }
-        let verdict = self.check_login(&user, password).await?;
+        let verdict = self.check_login(door, &user, password).await?;
         if matches!(verdict, Err(LoginRefused::Invalid)) {
             limiter.check(&ip_key, AUTH_FAILURES_PER_IP);
             limiter.check(&user_key, AUTH_FAILURES_PER_USER);
@@ -87,10 +111,12 @@ impl Services {
 
     async fn check_login(
         &self,
+        door: &'static str,
         user: &str,
         password: &str,
     ) -> Result<Result<Sender, LoginRefused>, ServiceError> {
-        if is_well_formed(IdKind::Account, user) {
+        // The account SMTP credential opens submission only.
+        if is_well_formed(IdKind::Account, user) && door == "smtp" {
             let Some(account) = self.store().get_account(user).await? else {
                 return Ok(Err(LoginRefused::Invalid));
             };
@@ -117,6 +143,20 @@ impl Services {
                         account_id,
                         inbox: Some((inbox_id, i.email)),
                     })),
+                    _ => Ok(Err(LoginRefused::Invalid)),
+                }
+            }
+            Ok(principal @ Principal::ApiKey { .. }) => {
+                if principal.require_scope(door).is_err() {
+                    return Ok(Err(LoginRefused::MissingScope(door)));
+                }
+                match self.store().find_inbox_by_email(user).await? {
+                    Some((account_id, inbox_id)) if account_id == principal.account_id() => {
+                        Ok(Ok(Sender {
+                            account_id,
+                            inbox: Some((inbox_id, user.to_owned())),
+                        }))
+                    }
                     _ => Ok(Err(LoginRefused::Invalid)),
                 }
             }

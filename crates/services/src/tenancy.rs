@@ -250,8 +250,20 @@ impl Services {
         }
     }
 
-    /// The inbox `inbox_id` as this principal may see it; anything else is "not found".
+    /// The inbox `inbox_id` as this principal may read it (`api:read` for scoped keys);
+    /// anything else is "not found".
     pub async fn get_inbox(
+        &self,
+        principal: &Principal,
+        inbox_id: &str,
+    ) -> Result<InboxRow, ServiceError> {
+        principal.require_scope("api:read")?;
+        self.inbox_of(principal, inbox_id).await
+    }
+
+    /// The inbox `inbox_id` if this principal may reach it at all (no scope check: callers
+    /// check the scope their action needs).
+    pub async fn inbox_of(
         &self,
         principal: &Principal,
         inbox_id: &str,
@@ -290,6 +302,9 @@ impl Services {
         inbox_id: &str,
     ) -> Result<InboxRow, ServiceError> {
         check_inbox_id(principal, inbox_id)?;
+        if matches!(principal, Principal::ApiKey { .. }) {
+            principal.require_account()?;
+        }
         let deleted = self
             .store()
             .delete_inbox(principal.account_id(), inbox_id, now_ms())
@@ -306,6 +321,9 @@ impl Services {
         principal: &Principal,
         inbox_id: &str,
     ) -> Result<(InboxRow, String), ServiceError> {
+        if matches!(principal, Principal::ApiKey { .. }) {
+            principal.require_account()?;
+        }
         let inbox = self.get_inbox(principal, inbox_id).await?;
         let (secret, key) = new_key_row(KeyKind::Inbox);
         let rotated = self

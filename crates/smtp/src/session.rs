@@ -703,6 +703,10 @@ async fn auth_continue(
         Ok(Err(LoginRefused::Throttled)) => {
             reply(out, "454 4.7.0 Too many failed logins; try again later");
         }
+        Ok(Err(LoginRefused::MissingScope(scope))) => {
+            s.errors += 1;
+            reply(out, &format!("535 5.7.8 This key lacks the {scope} scope"));
+        }
         Ok(Err(LoginRefused::NotOnTier)) => {
             reply(
                 out,

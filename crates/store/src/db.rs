@@ -232,6 +232,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "dkim",
         include_str!("../migrations/sqlite/0005_dkim.sql"),
     ),
+    (
+        6,
+        "api keys",
+        include_str!("../migrations/sqlite/0006_api_keys.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -259,6 +264,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         5,
         "dkim",
         include_str!("../migrations/postgres/0005_dkim.sql"),
+    ),
+    (
+        6,
+        "api keys",
+        include_str!("../migrations/postgres/0006_api_keys.sql"),
     ),
 ];
 

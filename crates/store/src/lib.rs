@@ -24,8 +24,8 @@ pub use messages::{
     MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
 };
 pub use tenancy::{
-    AccountRow, CreateInboxOutcome, Idempotency, InboxRow, KeyRecord, NewInbox, NewKeyRow,
-    TierChange,
+    AccountRow, ApiKeyRow, CreateInboxOutcome, Idempotency, InboxRow, KeyRecord, NewInbox,
+    NewKeyRow, TierChange,
 };
 pub use webhooks::{
     AttemptOutcome, AttemptRow, DueDelivery, NewWebhook, WebhookRow, WebhookUpdate, matches,

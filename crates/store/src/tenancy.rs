@@ -60,6 +60,20 @@ pub struct KeyRecord {
     pub account_id: String,
     pub inbox_id: Option<String>,
     pub kind: String,
+    /// Scopes of a named API key (empty for account and inbox keys).
+    pub scopes: Vec<String>,
+}
+
+/// A named API key, as lists show it (seed 002).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub platform: Option<String>,
+    pub device_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,19 +358,148 @@ impl Store {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
+    /// Stores a named API key.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_api_key(
+        &self,
+        account_id: &str,
+        key: &NewKeyRow,
+        name: &str,
+        scopes: &[String],
+        platform: Option<&str>,
+        device_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, inbox_id, kind, hash, display_prefix, created_at, \
+             name, scopes, platform, device_id) VALUES ($1, $2, NULL, 'api', $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&key.id)
+        .bind(account_id)
+        .bind(&key.hash)
+        .bind(&key.display_prefix)
+        .bind(now_ms)
+        .bind(name)
+        .bind(crate::messages::word_set(scopes))
+        .bind(platform)
+        .bind(device_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// The account's named API keys, oldest first.
+    pub async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, scopes, created_at, last_used_at, platform, device_id FROM api_keys \
+             WHERE account_id = $1 AND kind = 'api' ORDER BY created_at, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let scopes: String = r.try_get(2)?;
+                let name: Option<String> = r.try_get(1)?;
+                Ok(ApiKeyRow {
+                    id: r.try_get(0)?,
+                    name: name.unwrap_or_default(),
+                    scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                    created_at: r.try_get(3)?,
+                    last_used_at: r.try_get(4)?,
+                    platform: r.try_get(5)?,
+                    device_id: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a named API key of the account. False if there is none.
+    pub async fn delete_api_key(&self, account_id: &str, key_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done =
+            sqlx::query("DELETE FROM api_keys WHERE id = $1 AND account_id = $2 AND kind = 'api'")
+                .bind(key_id)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+        self.notify_stale(&mut tx, &format!("key:{key_id}")).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces a named API key by a new one with the same name and scopes, atomically.
+    pub async fn rotate_api_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        new: &NewKeyRow,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let copied = sqlx::query(
+            "INSERT INTO api_keys (id, account_id, inbox_id, kind, hash, display_prefix, created_at, \
+             name, scopes, platform, device_id) \
+             SELECT $1, account_id, NULL, 'api', $2, $3, $4, name, scopes, platform, device_id \
+             FROM api_keys WHERE id = $5 AND account_id = $6 AND kind = 'api'",
+        )
+        .bind(&new.id)
+        .bind(&new.hash)
+        .bind(&new.display_prefix)
+        .bind(now_ms)
+        .bind(key_id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        if copied.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_keys WHERE id = $1 AND account_id = $2")
+            .bind(key_id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        self.notify_stale(&mut tx, &format!("key:{key_id}")).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records when keys were last used (the server batches uses in memory).
+    pub async fn record_key_uses(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for (key_id, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
+                 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(*at)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Resolves a key by its hash.
     pub async fn find_key(&self, hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, account_id, inbox_id, kind FROM api_keys WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, account_id, inbox_id, kind, scopes FROM api_keys WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
         row.map(|r| {
+            let scopes: String = r.try_get(4)?;
             Ok(KeyRecord {
                 key_id: r.try_get(0)?,
                 account_id: r.try_get(1)?,
                 inbox_id: r.try_get(2)?,
                 kind: r.try_get(3)?,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
             })
         })
         .transpose()

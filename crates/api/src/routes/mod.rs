@@ -2,6 +2,7 @@
 
 mod account;
 mod inboxes;
+mod keys;
 mod messages;
 mod send;
 mod system;
@@ -23,6 +24,7 @@ use crate::server::PeerAddr;
 
 pub(crate) use account::*;
 pub(crate) use inboxes::*;
+pub(crate) use keys::*;
 pub(crate) use messages::*;
 pub(crate) use send::*;
 pub(crate) use webhooks::*;
@@ -115,6 +117,16 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             post(webhooks::replay_delivery),
         )
         .route("/v1/events", get(webhooks::list_events))
+        .route("/api/smtp-credentials", get(keys::list).post(keys::create))
+        .route("/api/smtp-credentials/mobile", post(keys::mobile))
+        .route(
+            "/api/smtp-credentials/{key_id}",
+            axum::routing::delete(keys::delete),
+        )
+        .route("/api/smtp-credentials/{key_id}/rotate", post(keys::rotate))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{key_id}", axum::routing::delete(keys::delete))
+        .route("/v1/keys/{key_id}/rotate", post(keys::rotate))
         .route("/v1/account", get(account::get_account))
         .route("/v1/account/smtp", get(account::get_smtp))
         .route("/v1/capabilities", get(account::get_capabilities))

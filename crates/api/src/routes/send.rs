@@ -143,8 +143,9 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Envelope<Sent>, ApiError>>,
 {
-    // Access first: a key for another inbox learns nothing from idempotency answers.
-    state.services.get_inbox(principal, inbox_id).await?;
+    // Access first: a key for another inbox learns nothing from idempotency answers. (The
+    // scope the action needs is checked by the action.)
+    state.services.inbox_of(principal, inbox_id).await?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
