@@ -25,6 +25,17 @@ fn start(dir: &std::path::Path, http: u16, smtp: u16, dns: std::net::SocketAddr)
         .current_dir(dir)
         .env("MAILROOM_HTTP_LISTEN", format!("127.0.0.1:{http}"))
         .env("MAILROOM_SMTP_LISTEN", format!("127.0.0.1:{smtp}"))
+        .envs(
+            [
+                "MAILROOM_SUBMISSION_LISTEN",
+                "MAILROOM_SUBMISSIONS_LISTEN",
+                "MAILROOM_POP3_LISTEN",
+                "MAILROOM_POP3S_LISTEN",
+                "MAILROOM_IMAP_LISTEN",
+                "MAILROOM_IMAPS_LISTEN",
+            ]
+            .map(|v| (v, "127.0.0.1:0")),
+        )
         .env_remove("MAILROOM_DATABASE_URL")
         .env_remove("MAILROOM_DATA_DIR")
         .env("MAILROOM_LOG", "warn")
@@ -32,7 +43,8 @@ fn start(dir: &std::path::Path, http: u16, smtp: u16, dns: std::net::SocketAddr)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
+    // The first start generates the DKIM key: allow for a slow, busy machine.
+    for _ in 0..600 {
         if TcpStream::connect(("127.0.0.1", smtp)).is_ok() {
             return child;
         }

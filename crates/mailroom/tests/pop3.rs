@@ -13,34 +13,8 @@ use serde_json::Value;
 on_both_backends!(poplib_reads_what_the_api_shows_and_deletes_into_trash);
 
 async fn deliver(s: &TestServer, to: &str, subject: &str, body: &str) {
-    let addr = s.server.as_ref().unwrap().smtp_addr;
-    let (to, subject, body) = (to.to_owned(), subject.to_owned(), body.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let w = TcpStream::connect(addr).unwrap();
-        let mut r = BufReader::new(w.try_clone().unwrap());
-        let mut w = w;
-        let reply = |r: &mut BufReader<TcpStream>| loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line;
-            }
-        };
-        reply(&mut r);
-        for cmd in [
-            "EHLO t".to_owned(),
-            "MAIL FROM:<a@example.com>".into(),
-            format!("RCPT TO:<{to}>"),
-            "DATA".into(),
-            format!("Subject: {subject}\r\n\r\n{body}\r\n."),
-        ] {
-            w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
-            let rep = reply(&mut r);
-            assert!(rep.starts_with('2') || rep.starts_with('3'), "{rep}");
-        }
-    })
-    .await
-    .unwrap();
+    s.deliver_smtp(to, &format!("Subject: {subject}\r\n\r\n{body}"))
+        .await;
 }
 
 fn poplib(port: u16, a: &TestAccount, extra: &[&str]) -> Value {
@@ -65,21 +39,14 @@ fn poplib(port: u16, a: &TestAccount, extra: &[&str]) -> Value {
 }
 
 async fn api(s: &TestServer, a: &TestAccount, path: &str) -> Value {
-    s.http
-        .get(s.url(path))
-        .bearer_auth(&a.inbox_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.get_json(&a.inbox_key, path).await
 }
 
 async fn poplib_reads_what_the_api_shows_and_deletes_into_trash(s: TestServer) {
     let a = s.new_account("popper").await;
-    // Dot-stuffed on the SMTP wire: stored as ".dot line", which POP3 must stuff again.
-    deliver(&s, &a.email, "first", "one\r\n..dot line").await;
+    // A line starting with a dot: stuffed on the SMTP wire, stored as ".dot line", which
+    // POP3 must stuff again.
+    deliver(&s, &a.email, "first", "one\r\n.dot line").await;
     deliver(&s, &a.email, "second", "two").await;
     let port = s.server.as_ref().unwrap().pop3_addr.port();
     let report = poplib(port, &a, &[]);

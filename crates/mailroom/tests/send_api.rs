@@ -15,15 +15,7 @@ on_both_backends!(
 );
 
 async fn get(s: &TestServer, key: &str, path: &str) -> Value {
-    s.http
-        .get(s.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.get_json(key, path).await
 }
 
 async fn send(

@@ -19,15 +19,7 @@ on_both_backends!(
 );
 
 async fn api(s: &TestServer, key: &str, path: &str) -> Value {
-    s.http
-        .get(s.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.get_json(key, path).await
 }
 
 async fn inbox(s: &TestServer, a: &TestAccount, name: &str) -> (String, String, String) {

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,36 +132,8 @@ async fn server(backend: Backend) -> Option<TestServer> {
 }
 
 async fn send_mail(s: &TestServer, to: &str, subject: &str) {
-    let addr = s.server.as_ref().unwrap().smtp_addr;
-    let to = to.to_owned();
-    let subject = subject.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let w = TcpStream::connect(addr).unwrap();
-        let mut r = BufReader::new(w.try_clone().unwrap());
-        let mut w = w;
-        let mut line = String::new();
-        let mut reply = |r: &mut BufReader<TcpStream>| loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line.clone();
-            }
-        };
-        reply(&mut r);
-        for cmd in [
-            "EHLO t".to_owned(),
-            "MAIL FROM:<a@example.com>".into(),
-            format!("RCPT TO:<{to}>"),
-            "DATA".into(),
-            format!("Subject: {subject}\r\n\r\nhi\r\n."),
-        ] {
-            w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
-            let r = reply(&mut r);
-            assert!(r.starts_with('2') || r.starts_with('3'), "{cmd}: {r}");
-        }
-    })
-    .await
-    .unwrap();
+    s.deliver_smtp(to, &format!("Subject: {subject}\r\n\r\nhi"))
+        .await;
 }
 
 async fn create(s: &TestServer, a: &TestAccount, body: Value) -> (StatusCode, Value) {
@@ -180,15 +152,7 @@ async fn create(s: &TestServer, a: &TestAccount, body: Value) -> (StatusCode, Va
 }
 
 async fn get(s: &TestServer, key: &str, path: &str) -> Value {
-    s.http
-        .get(s.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.get_json(key, path).await
 }
 
 on_both_backends!(

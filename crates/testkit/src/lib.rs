@@ -173,6 +173,73 @@ impl TestServer {
         }
     }
 
+    /// GETs `path` with `key` and returns the JSON answer, asserting a 200.
+    pub async fn get_json(&self, key: &str, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("a JSON body");
+        assert_eq!(status.as_u16(), 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Delivers `message` (headers and body, CRLF line ends) to `to` through the MX
+    /// listener with a plain SMTP session, dot-stuffing it as a client must, and asserting
+    /// every reply succeeds.
+    pub async fn deliver_smtp(&self, to: &str, message: &str) {
+        use std::io::{BufRead, BufReader, Write};
+        let addr = self.server.as_ref().expect("running").smtp_addr;
+        let stuffed: Vec<String> = message
+            .split("\r\n")
+            .map(|line| {
+                if line.starts_with('.') {
+                    format!(".{line}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        let (to, message) = (to.to_owned(), stuffed.join("\r\n"));
+        tokio::task::spawn_blocking(move || {
+            let stream = std::net::TcpStream::connect(addr).expect("connect to SMTP");
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .expect("a read timeout");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+            let mut writer = stream;
+            let mut reply = || loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("an SMTP reply");
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return line;
+                }
+            };
+            assert!(reply().starts_with("220"));
+            let commands = [
+                "EHLO testkit".to_owned(),
+                "MAIL FROM:<sender@example.com>".to_owned(),
+                format!("RCPT TO:<{to}>"),
+                "DATA".to_owned(),
+                format!("{message}\r\n."),
+                "QUIT".to_owned(),
+            ];
+            for cmd in commands {
+                writer
+                    .write_all(format!("{cmd}\r\n").as_bytes())
+                    .expect("write to SMTP");
+                let r = reply();
+                assert!(r.starts_with('2') || r.starts_with('3'), "{cmd}: {r}");
+            }
+        })
+        .await
+        .expect("the SMTP client task");
+    }
+
     /// Runs `mailroom admin set-tier` logic against this server's database.
     pub async fn set_tier(&self, account_id: &str, tier: mailroom_core::Tier) {
         self.server
