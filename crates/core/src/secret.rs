@@ -175,6 +175,16 @@ impl MasterSecret {
     }
 }
 
+/// HMAC-SHA256 of the concatenated `parts` under `key` (any length).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length; construction cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Encodes 32 bytes as base62 characters (for derived passwords that people copy into mail
 /// clients: no symbols that need quoting).
 pub fn bytes_to_base62(bytes: &[u8], len: usize) -> String {

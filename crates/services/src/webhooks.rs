@@ -5,12 +5,10 @@ use std::net::IpAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use mailroom_core::event::SUBSCRIBABLE;
 use mailroom_core::ids::{IdKind, is_well_formed, new_id};
 use mailroom_core::time::now_ms;
 use mailroom_store::{AttemptRow, EventRow, NewWebhook, WebhookRow};
-use sha2::Sha256;
 
 use crate::{Principal, ServiceError, Services};
 
@@ -66,8 +64,6 @@ impl WebhookPolicy {
         !non_public || self.allow_private
     }
 }
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// A change to a webhook (`PATCH`).
 #[derive(Debug, Clone, Default)]
@@ -245,14 +241,12 @@ impl Services {
                 let key = STANDARD
                     .decode(&secret["whsec_".len()..])
                     .unwrap_or_default();
-                let mut mac =
-                    <HmacSha256 as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!());
-                mac.update(msg_id.as_bytes());
-                mac.update(b".");
-                mac.update(timestamp.to_string().as_bytes());
-                mac.update(b".");
-                mac.update(body);
-                format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+                let ts = timestamp.to_string();
+                let sig = mailroom_core::secret::hmac_sha256(
+                    &key,
+                    &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body],
+                );
+                format!("v1,{}", STANDARD.encode(sig))
             })
             .collect::<Vec<_>>()
             .join(" ")
