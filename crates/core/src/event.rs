@@ -21,6 +21,14 @@ pub enum EventType {
     InboxDeleted,
     #[serde(rename = "message.received")]
     MessageReceived,
+    #[serde(rename = "message.sent")]
+    MessageSent,
+    #[serde(rename = "message.delivered")]
+    MessageDelivered,
+    #[serde(rename = "message.deferred")]
+    MessageDeferred,
+    #[serde(rename = "message.bounced")]
+    MessageBounced,
     #[serde(rename = "webhook.unhealthy")]
     WebhookUnhealthy,
     #[serde(rename = "webhook.test")]
@@ -51,6 +59,10 @@ impl EventType {
             EventType::InboxCreated => "inbox.created",
             EventType::InboxDeleted => "inbox.deleted",
             EventType::MessageReceived => "message.received",
+            EventType::MessageSent => "message.sent",
+            EventType::MessageDelivered => "message.delivered",
+            EventType::MessageDeferred => "message.deferred",
+            EventType::MessageBounced => "message.bounced",
             EventType::WebhookUnhealthy => "webhook.unhealthy",
             EventType::WebhookTest => "webhook.test",
         }
@@ -99,6 +111,33 @@ impl NewEvent {
     pub fn message_received(account_id: &str, inbox_id: &str, data: serde_json::Value) -> NewEvent {
         NewEvent {
             event_type: EventType::MessageReceived,
+            account_id: account_id.to_owned(),
+            inbox_id: Some(inbox_id.to_owned()),
+            data,
+        }
+    }
+
+    /// `message.sent`: a message was accepted for delivery (by the API or SMTP submission);
+    /// `data` lists its recipients.
+    pub fn message_sent(account_id: &str, inbox_id: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_type: EventType::MessageSent,
+            account_id: account_id.to_owned(),
+            inbox_id: Some(inbox_id.to_owned()),
+            data,
+        }
+    }
+
+    /// What happened to one recipient of a sent message: `message.delivered`,
+    /// `message.deferred` (a temporary failure; it will be retried) or `message.bounced`.
+    pub fn delivery_status(
+        event_type: EventType,
+        account_id: &str,
+        inbox_id: &str,
+        data: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            event_type,
             account_id: account_id.to_owned(),
             inbox_id: Some(inbox_id.to_owned()),
             data,

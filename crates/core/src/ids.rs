@@ -18,6 +18,8 @@ pub enum IdKind {
     Webhook,
     Delivery,
     Attempt,
+    /// A message in the outbound queue.
+    Queued,
 }
 
 impl IdKind {
@@ -32,6 +34,7 @@ impl IdKind {
             IdKind::Webhook => "wh_",
             IdKind::Delivery => "dlv_",
             IdKind::Attempt => "wha_",
+            IdKind::Queued => "q_",
         }
     }
 }

@@ -1,4 +1,656 @@
-//! The durable outbound queue: MX resolution, DKIM signing, retries, DSNs. Arrives with issue #4.
+//! The outbound queue worker: it takes due recipients from the durable queue, finds each
+//! domain's mail servers, delivers over SMTP with opportunistic STARTTLS, and records what
+//! happened to every recipient (with its event, and a DSN to the sender for a bounce).
 //!
-//! The crate exists so that the workspace has its final shape from the start (DESIGN.md):
-//! protocol crates depend on `mailroom-core` and `mailroom-store` only, never on each other.
+//! Messages enter the queue in the transaction that files the sender's Sent copy (see
+//! `mailroom_store::OutboundSpec`); DKIM signing happened before that, at submission. The
+//! worker never holds a message only in memory: it leases recipients for a while, and a
+//! lease that runs out (the process died) makes them due again, so nothing accepted is
+//! lost. A restart between a remote server's `250` and the write of that result is the one
+//! window in which a message can go out twice; it is as small as one database commit.
+
+pub mod client;
+pub mod dsn;
+pub mod route;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::MessageAuthenticator;
+use mailroom_core::event::{EventType, NewEvent};
+use mailroom_core::time::now_ms;
+use mailroom_services::Services;
+use mailroom_store::{DueRecipient, NewMessage, Recipient, RecipientOutcome, RecipientResult};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientError, Connection, Reply};
+use crate::route::RouteError;
+
+/// A smarthost that receives all outbound mail instead of each domain's MX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    pub host: String,
+    pub port: u16,
+    /// AUTH PLAIN with these, only over TLS (or to a loopback relay).
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// How the worker delivers.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The name this server gives in EHLO and in DSNs.
+    pub hostname: String,
+    /// The port of remote mail servers (25; tests point it elsewhere).
+    pub port: u16,
+    pub relay: Option<Relay>,
+    /// Delays after the 1st, 2nd, … failed attempt; the last one repeats until the queue
+    /// lifetime runs out.
+    pub retry_schedule: Vec<Duration>,
+    /// Destinations delivered to at the same time.
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    /// Time allowed for each reply (the final reply to DATA included).
+    pub timeout: Duration,
+    /// DNS server for MX lookups; `None`: the system's.
+    pub dns_resolver: Option<SocketAddr>,
+    /// How often the queue is looked at when nothing wakes the worker.
+    pub poll_interval: Duration,
+}
+
+impl DeliveryConfig {
+    pub fn new(hostname: String) -> DeliveryConfig {
+        DeliveryConfig {
+            hostname,
+            port: 25,
+            relay: None,
+            retry_schedule: default_retry_schedule(),
+            concurrency: 16,
+            connect_timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(300),
+            dns_resolver: None,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// 1 min, 5 min, 15 min, 30 min, 1 h, 2 h, then every 4 h until the lifetime (5 days by
+/// default) runs out: about 33 attempts in all.
+pub fn default_retry_schedule() -> Vec<Duration> {
+    [60, 300, 900, 1800, 3600, 7200, 14_400]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+/// How long one worker holds recipients before another may take them.
+const LEASE: Duration = Duration::from_secs(15 * 60);
+/// Recipients taken from the queue at once.
+const BATCH: u32 = 256;
+/// MX hosts, and addresses per host, tried for one destination.
+const MAX_HOSTS: usize = 5;
+const MAX_ADDRESSES: usize = 4;
+
+/// The outbound delivery worker.
+pub struct DeliveryWorker {
+    services: Services,
+    config: DeliveryConfig,
+    resolver: Option<MessageAuthenticator>,
+}
+
+impl DeliveryWorker {
+    pub fn new(services: Services, config: DeliveryConfig) -> DeliveryWorker {
+        let resolver = match mailroom_services::mailauth::resolver(config.dns_resolver) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "no DNS resolver: outbound mail is deferred until one works");
+                None
+            }
+        };
+        DeliveryWorker {
+            services,
+            config,
+            resolver,
+        }
+    }
+
+    /// Delivers until `stop`; then lets deliveries in flight finish for a few seconds and
+    /// gives the rest of their recipients back to the queue.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            if slots.available_permits() > 0 {
+                let now = now_ms();
+                let lease_until = now + LEASE.as_millis() as i64;
+                match self
+                    .services
+                    .store()
+                    .lease_due_recipients(now, BATCH, lease_until)
+                    .await
+                {
+                    Ok(due) if !due.is_empty() => {
+                        metrics::counter!("mailroom_delivery_leased_total")
+                            .increment(due.len() as u64);
+                        for (_, group) in group_by_destination(due, self.config.relay.is_some()) {
+                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let me = self.clone();
+                            tasks.spawn(async move {
+                                me.deliver_and_record(group).await;
+                                drop(permit);
+                            });
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the outbound queue"),
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.services.queue_wakeup() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        // Deliveries in flight finish if they can; the leases of the others run out.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tasks.abort_all();
+    }
+
+    async fn deliver_and_record(&self, group: Vec<DueRecipient>) {
+        let keys: Vec<(String, String)> = group
+            .iter()
+            .map(|d| (d.outbound_id.clone(), d.recipient.clone()))
+            .collect();
+        let attempts = self.deliver_group(&group).await;
+        let now = now_ms();
+        let results = self.results(&group, attempts, now).await;
+        let bounced = results.iter().any(|r| r.bounce.is_some());
+        match self
+            .services
+            .store()
+            .record_recipient_results(&results, now)
+            .await
+        {
+            Ok(()) => {
+                if bounced {
+                    self.services.mail_arrived();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record delivery results; they will be retried");
+                let _ = self.services.store().release_recipients(&keys).await;
+            }
+        }
+    }
+
+    /// Tries every recipient of one destination over (at most) one connection.
+    async fn deliver_group(&self, group: &[DueRecipient]) -> Vec<Attempt> {
+        let Some(first) = group.first() else {
+            return Vec::new();
+        };
+        let all = |a: Attempt| group.iter().map(|_| a.clone()).collect::<Vec<_>>();
+        let session = match self.open(&first.domain).await {
+            Ok(s) => s,
+            Err(RouteError::Permanent(text)) => return all(Attempt::permanent(text, None)),
+            Err(RouteError::Temporary(text)) => return all(Attempt::temporary(text, None)),
+        };
+        let (mut conn, mta) = session;
+        let mut attempts: Vec<Option<Attempt>> = vec![None; group.len()];
+        // One transaction per message, in queue order.
+        let mut order: Vec<&str> = Vec::new();
+        for d in group {
+            if !order.contains(&d.outbound_id.as_str()) {
+                order.push(&d.outbound_id);
+            }
+        }
+        let mut broken: Option<String> = None;
+        for outbound_id in order {
+            let idx: Vec<usize> = (0..group.len())
+                .filter(|&i| group[i].outbound_id == outbound_id)
+                .collect();
+            if let Some(err) = &broken {
+                for &i in &idx {
+                    attempts[i] = Some(Attempt::temporary(err.clone(), Some(mta.clone())));
+                }
+                continue;
+            }
+            let head = &group[idx[0]];
+            let body = match self.services.store().get_blob(&head.blob_hash).await {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    for &i in &idx {
+                        attempts[i] = Some(Attempt::permanent(
+                            "5.3.0 the message body is missing from the store".into(),
+                            None,
+                        ));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    for &i in &idx {
+                        attempts[i] = Some(Attempt::temporary(
+                            format!("4.3.0 cannot read the message: {e}"),
+                            None,
+                        ));
+                    }
+                    continue;
+                }
+            };
+            match self.transaction(&mut conn, head, &idx, group, &body).await {
+                Ok(results) => {
+                    for (i, a) in results {
+                        attempts[i] = Some(a.with_mta(&mta));
+                    }
+                }
+                Err(e) => {
+                    let text = format!("4.4.2 connection to {mta} lost: {e}");
+                    for &i in &idx {
+                        attempts[i] = Some(Attempt::temporary(text.clone(), Some(mta.clone())));
+                    }
+                    broken = Some(text);
+                }
+            }
+        }
+        if broken.is_none() {
+            conn.quit().await;
+        }
+        attempts
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Attempt::temporary("4.0.0 not attempted".into(), None)))
+            .collect()
+    }
+
+    /// MAIL, RCPT for each recipient, DATA. Returns each recipient's attempt.
+    async fn transaction(
+        &self,
+        conn: &mut Connection,
+        head: &DueRecipient,
+        idx: &[usize],
+        group: &[DueRecipient],
+        body: &[u8],
+    ) -> Result<Vec<(usize, Attempt)>, ClientError> {
+        let size = if conn.has_extension("SIZE") {
+            format!(" SIZE={}", body.len())
+        } else {
+            String::new()
+        };
+        let mail = conn
+            .command(&format!("MAIL FROM:<{}>{size}", head.mail_from))
+            .await?;
+        if !mail.is_positive() {
+            conn.command("RSET").await?;
+            return Ok(idx
+                .iter()
+                .map(|&i| (i, Attempt::from_reply(&mail)))
+                .collect());
+        }
+        let mut out = Vec::with_capacity(idx.len());
+        let mut accepted = Vec::new();
+        for &i in idx {
+            let reply = conn
+                .command(&format!("RCPT TO:<{}>", group[i].recipient))
+                .await?;
+            if reply.is_positive() {
+                accepted.push(i);
+            } else {
+                out.push((i, Attempt::from_reply(&reply)));
+            }
+        }
+        if accepted.is_empty() {
+            conn.command("RSET").await?;
+            return Ok(out);
+        }
+        let last = match conn.data(body).await? {
+            Ok(final_reply) => final_reply,
+            Err(refused) => {
+                conn.command("RSET").await?;
+                refused
+            }
+        };
+        for i in accepted {
+            out.push((i, Attempt::from_reply(&last)));
+        }
+        Ok(out)
+    }
+
+    /// A connection ready for transactions (EHLO done, TLS if offered, AUTH for a relay),
+    /// with the name of the host it reached.
+    async fn open(&self, domain: &str) -> Result<(Connection, String), RouteError> {
+        let Some(resolver) = &self.resolver else {
+            return Err(RouteError::Temporary(
+                "4.4.3 no DNS resolver is available".into(),
+            ));
+        };
+        let (hosts, port) = match &self.config.relay {
+            Some(r) => (vec![r.host.clone()], r.port),
+            None => (route::mx_hosts(resolver, domain).await?, self.config.port),
+        };
+        let mut last = RouteError::Temporary(format!("4.4.1 no mail server of {domain} answered"));
+        for host in hosts.iter().take(MAX_HOSTS) {
+            let ips = match route::addresses(resolver, host, MAX_ADDRESSES).await {
+                Ok(ips) => ips,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            for ip in ips {
+                match self.session(host, SocketAddr::new(ip, port)).await {
+                    Ok(conn) => return Ok((conn, host.clone())),
+                    Err(e) => {
+                        tracing::info!(host = %host, %ip, error = e.text(), "mail server not usable");
+                        last = e;
+                    }
+                }
+            }
+        }
+        // A refusal by one server is not the last word while others may answer; when none
+        // did, the recipient is retried later.
+        Err(match last {
+            RouteError::Permanent(t) if t.starts_with("5.1.") => RouteError::Permanent(t),
+            other => RouteError::Temporary(other.text().to_owned()),
+        })
+    }
+
+    async fn session(&self, host: &str, addr: SocketAddr) -> Result<Connection, RouteError> {
+        let c = &self.config;
+        let temp =
+            |e: ClientError| RouteError::Temporary(format!("4.4.1 {host} [{}]: {e}", addr.ip()));
+        let implicit_tls = c.relay.is_some() && addr.port() == 465;
+        let connected = if implicit_tls {
+            Connection::connect_tls(addr, host, c.connect_timeout, c.timeout).await
+        } else {
+            Connection::connect(addr, c.connect_timeout, c.timeout).await
+        }
+        .map_err(temp)?;
+        let mut conn = match connected {
+            Ok(conn) => conn,
+            Err(greeting) => {
+                return Err(RouteError::Temporary(format!(
+                    "4.4.1 {host} refused the connection: {}",
+                    greeting.line()
+                )));
+            }
+        };
+        let ehlo = conn.ehlo(&c.hostname).await.map_err(temp)?;
+        if !ehlo.is_positive() {
+            return Err(RouteError::Temporary(format!(
+                "4.4.1 {host} refused EHLO: {}",
+                ehlo.line()
+            )));
+        }
+        if !conn.tls && conn.has_extension("STARTTLS") {
+            conn = match conn.starttls(host, &c.hostname).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err((plain, reply))) => {
+                    tracing::info!(host, reply = %reply.line(), "STARTTLS refused; delivering without TLS");
+                    plain
+                }
+                Err(e) => {
+                    // Opportunistic TLS: a failed handshake falls back to plaintext.
+                    tracing::info!(host, error = %e, "TLS handshake failed; delivering without TLS");
+                    let mut plain = match Connection::connect(addr, c.connect_timeout, c.timeout)
+                        .await
+                        .map_err(temp)?
+                    {
+                        Ok(p) => p,
+                        Err(g) => {
+                            return Err(RouteError::Temporary(format!(
+                                "4.4.1 {host} refused the connection: {}",
+                                g.line()
+                            )));
+                        }
+                    };
+                    plain.ehlo(&c.hostname).await.map_err(temp)?;
+                    plain
+                }
+            };
+        }
+        metrics::counter!("mailroom_delivery_connections_total", "tls" => if conn.tls { "yes" } else { "no" })
+            .increment(1);
+        if let Some(Relay {
+            username: Some(user),
+            password: Some(password),
+            ..
+        }) = &c.relay
+        {
+            if !conn.tls && !is_loopback(addr.ip()) {
+                return Err(RouteError::Temporary(format!(
+                    "4.7.0 the relay {host} offers no TLS; the relay password is not sent in clear"
+                )));
+            }
+            let auth = conn.auth_plain(user, password).await.map_err(temp)?;
+            if !auth.is_positive() {
+                return Err(RouteError::Temporary(format!(
+                    "4.7.0 the relay {host} refused the login: {}",
+                    auth.line()
+                )));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// What each attempt means for its recipient, with events and DSNs.
+    async fn results(
+        &self,
+        group: &[DueRecipient],
+        attempts: Vec<Attempt>,
+        now: i64,
+    ) -> Vec<RecipientResult> {
+        let mut results = Vec::with_capacity(group.len());
+        let mut failed: HashMap<String, Vec<(usize, dsn::FailedRecipient)>> = HashMap::new();
+        for (i, (due, attempt)) in group.iter().zip(attempts).enumerate() {
+            let attempts_so_far = due.attempts + 1;
+            let (outcome, response) = if attempt.delivered {
+                (RecipientOutcome::Delivered, attempt.text.clone())
+            } else if attempt.permanent {
+                (RecipientOutcome::Bounced, attempt.text.clone())
+            } else if now >= due.expires_at {
+                (
+                    RecipientOutcome::Bounced,
+                    format!(
+                        "4.4.7 delivery time expired after {attempts_so_far} attempts; last error: {}",
+                        attempt.text
+                    ),
+                )
+            } else {
+                let idx = usize::try_from(due.attempts)
+                    .unwrap_or(0)
+                    .min(self.config.retry_schedule.len().saturating_sub(1));
+                let delay = self
+                    .config
+                    .retry_schedule
+                    .get(idx)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(3600));
+                let next = (now + delay.as_millis() as i64).min(due.expires_at.max(now));
+                (
+                    RecipientOutcome::Deferred {
+                        next_attempt_at: next,
+                    },
+                    attempt.text.clone(),
+                )
+            };
+            let (event_type, status) = match outcome {
+                RecipientOutcome::Delivered => (EventType::MessageDelivered, "delivered"),
+                RecipientOutcome::Deferred { .. } => (EventType::MessageDeferred, "deferred"),
+                RecipientOutcome::Bounced => (EventType::MessageBounced, "bounced"),
+            };
+            metrics::counter!("mailroom_delivery_results_total", "status" => status).increment(1);
+            let mut data = serde_json::json!({
+                "message_id": due.message_id,
+                "inbox_id": due.inbox_id,
+                "queue_id": due.outbound_id,
+                "recipient": due.recipient,
+                "status": status,
+                "response": response,
+                "attempts": attempts_so_far,
+                "remote_mta": attempt.mta,
+            });
+            if let RecipientOutcome::Deferred { next_attempt_at } = outcome {
+                data["next_attempt_at"] = mailroom_core::time::rfc3339(next_attempt_at).into();
+            }
+            if outcome == RecipientOutcome::Bounced {
+                failed.entry(due.outbound_id.clone()).or_default().push((
+                    i,
+                    dsn::FailedRecipient {
+                        address: due.recipient.clone(),
+                        // A DSN's failure is permanent even when the last error was not.
+                        status: {
+                            let st = dsn::status_of(&response);
+                            match st.strip_prefix('4') {
+                                Some(rest) => format!("5{rest}"),
+                                None => st,
+                            }
+                        },
+                        diagnostic: response.clone(),
+                        remote_mta: attempt.mta.clone(),
+                    },
+                ));
+            }
+            results.push(RecipientResult {
+                outbound_id: due.outbound_id.clone(),
+                recipient: due.recipient.clone(),
+                outcome,
+                response,
+                event: NewEvent::delivery_status(event_type, &due.account_id, &due.inbox_id, data),
+                bounce: None,
+            });
+        }
+        // One DSN per message, carried by its first bounced recipient's result.
+        for (_, list) in failed {
+            let Some(&(first, _)) = list.first() else {
+                continue;
+            };
+            let due = &group[first];
+            let recipients: Vec<dsn::FailedRecipient> = list.into_iter().map(|(_, f)| f).collect();
+            if let Some(bounce) = self.bounce_message(due, &recipients, now).await {
+                results[first].bounce = Some(bounce);
+            }
+        }
+        results
+    }
+
+    /// The DSN for `recipients` of `due`'s message, filed in the sender's inbox.
+    async fn bounce_message(
+        &self,
+        due: &DueRecipient,
+        recipients: &[dsn::FailedRecipient],
+        now: i64,
+    ) -> Option<NewMessage> {
+        if due.mail_from.is_empty() {
+            // Never bounce a bounce.
+            return None;
+        }
+        let original = match self.services.store().get_blob(&due.blob_hash).await {
+            Ok(Some(b)) => b,
+            _ => Vec::new(),
+        };
+        let raw = dsn::build(&dsn::Report {
+            reporting_mta: &self.config.hostname,
+            to: &due.mail_from,
+            arrival_ms: due.created_at,
+            now_ms: now,
+            recipients,
+            original: &original,
+        });
+        let facts = mailroom_services::parse_facts(&raw);
+        let original_facts = mailroom_services::parse_facts(&original);
+        Some(NewMessage {
+            hash: hex::encode(Sha256::digest(&raw)),
+            internal_date: now,
+            recipients: vec![Recipient {
+                account_id: due.account_id.clone(),
+                inbox_id: due.inbox_id.clone(),
+            }],
+            mailbox: "INBOX".into(),
+            message_id: facts.message_id,
+            // The bounce joins the sent message's thread.
+            references: original_facts.message_id.into_iter().collect(),
+            subject: facts.subject,
+            from_addr: facts.from_addr,
+            envelope_from: Some(String::new()),
+            auth_results: None,
+            flags: Vec::new(),
+            outbound: None,
+            raw,
+        })
+    }
+}
+
+/// The result of one attempt for one recipient, before it is turned into an outcome.
+#[derive(Debug, Clone)]
+struct Attempt {
+    delivered: bool,
+    permanent: bool,
+    text: String,
+    mta: Option<String>,
+}
+
+impl Attempt {
+    fn permanent(text: String, mta: Option<String>) -> Attempt {
+        Attempt {
+            delivered: false,
+            permanent: true,
+            text,
+            mta,
+        }
+    }
+
+    fn temporary(text: String, mta: Option<String>) -> Attempt {
+        Attempt {
+            delivered: false,
+            permanent: false,
+            text,
+            mta,
+        }
+    }
+
+    fn from_reply(reply: &Reply) -> Attempt {
+        Attempt {
+            delivered: (200..300).contains(&reply.code),
+            permanent: reply.is_permanent(),
+            text: reply.line(),
+            mta: None,
+        }
+    }
+
+    fn with_mta(mut self, mta: &str) -> Attempt {
+        self.mta = Some(mta.to_owned());
+        self
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+/// Recipients grouped by where they go: their domain, or the relay for all.
+fn group_by_destination(due: Vec<DueRecipient>, relay: bool) -> Vec<(String, Vec<DueRecipient>)> {
+    let mut groups: Vec<(String, Vec<DueRecipient>)> = Vec::new();
+    for d in due {
+        let key = if relay {
+            String::new()
+        } else {
+            d.domain.clone()
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(d),
+            None => groups.push((key, vec![d])),
+        }
+    }
+    groups
+}

@@ -151,6 +151,29 @@ pub struct ServeArgs {
     #[arg(long, env = "MAILROOM_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
 
+    /// Send all outbound mail through this smarthost (HOST:PORT) instead of each domain's
+    /// MX. Port 465 means TLS from the first byte; otherwise STARTTLS when offered.
+    #[arg(long, env = "MAILROOM_RELAY", value_name = "HOST:PORT")]
+    pub relay: Option<String>,
+    /// User name for AUTH PLAIN at the relay (sent only over TLS, or to a loopback relay).
+    #[arg(
+        long,
+        env = "MAILROOM_RELAY_USERNAME",
+        value_name = "NAME",
+        requires = "relay"
+    )]
+    pub relay_username: Option<String>,
+    /// Password for the relay. Prefer the environment variable to the flag, which other
+    /// users of the machine can see in the process list.
+    #[arg(
+        long,
+        env = "MAILROOM_RELAY_PASSWORD",
+        value_name = "SECRET",
+        requires = "relay_username",
+        hide_env_values = true
+    )]
+    pub relay_password: Option<String>,
+
     /// Log format. [default: text]
     #[arg(long, env = "MAILROOM_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -179,7 +202,23 @@ struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     smtp: FileSmtp,
+    #[serde(default)]
+    delivery: FileDelivery,
     tiers: Option<Tiers>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    relay: Option<String>,
+    relay_username: Option<String>,
+    relay_password: Option<String>,
+    port: Option<u16>,
+    queue_lifetime_hours: Option<u64>,
+    retry_schedule_secs: Option<Vec<u64>>,
+    concurrency: Option<usize>,
+    connect_timeout_secs: Option<u64>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +331,10 @@ pub struct Config {
     pub tiers: Tiers,
     /// SMTP limits (`[smtp]` in the file); the host name is filled in from `hostname`.
     pub smtp: mailroom_smtp::SmtpConfig,
+    /// Outbound delivery (`[delivery]` in the file); the resolver is `dns_resolver`.
+    pub delivery: mailroom_delivery::DeliveryConfig,
+    /// How long a message may wait in the outbound queue before it bounces (5 days).
+    pub queue_lifetime: std::time::Duration,
     pub log_format: LogFormat,
     /// From `MAILROOM_MASTER_SECRET` (64 hex characters); `None`: the data directory's
     /// `master.key`, created on first start.
@@ -385,6 +428,13 @@ impl Config {
                 .unwrap_or(d_smtp.max_connections_per_ip),
             max_errors: d_smtp.max_errors,
         };
+        let delivery = resolve_delivery(args, &file.delivery, &hostname)?;
+        let queue_lifetime = std::time::Duration::from_secs(
+            3600 * file.delivery.queue_lifetime_hours.unwrap_or(5 * 24),
+        );
+        if queue_lifetime.is_zero() {
+            bail!("delivery.queue_lifetime_hours must be at least 1");
+        }
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
@@ -419,6 +469,11 @@ impl Config {
             max_body_bytes,
             tiers: file.tiers.unwrap_or_default(),
             smtp,
+            delivery: mailroom_delivery::DeliveryConfig {
+                dns_resolver: args.dns_resolver.or(file.dns_resolver),
+                ..delivery
+            },
+            queue_lifetime,
             log_format: args
                 .log_format
                 .or(file.log_format)
@@ -451,6 +506,52 @@ impl Config {
             HttpTls::Auto => !self.listen.http.ip().is_loopback(),
         }
     }
+}
+
+/// The `[delivery]` settings, with the relay flags over the file.
+fn resolve_delivery(
+    args: &ServeArgs,
+    file: &FileDelivery,
+    hostname: &str,
+) -> anyhow::Result<mailroom_delivery::DeliveryConfig> {
+    let mut d = mailroom_delivery::DeliveryConfig::new(hostname.to_owned());
+    if let Some(port) = file.port {
+        d.port = port;
+    }
+    if let Some(schedule) = &file.retry_schedule_secs {
+        if schedule.is_empty() || schedule.contains(&0) {
+            bail!("delivery.retry_schedule_secs must list delays of at least 1 second");
+        }
+        d.retry_schedule = schedule
+            .iter()
+            .map(|s| std::time::Duration::from_secs(*s))
+            .collect();
+    }
+    if let Some(n) = file.concurrency {
+        d.concurrency = n.clamp(1, 1024);
+    }
+    if let Some(s) = file.connect_timeout_secs {
+        d.connect_timeout = std::time::Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = file.timeout_secs {
+        d.timeout = std::time::Duration::from_secs(s.max(1));
+    }
+    let relay = args.relay.clone().or(file.relay.clone());
+    if let Some(relay) = relay {
+        let (host, port) = relay
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .with_context(|| {
+                format!("the relay {relay:?} must be HOST:PORT, like smtp.example.com:587")
+            })?;
+        d.relay = Some(mailroom_delivery::Relay {
+            host: host.to_owned(),
+            port,
+            username: args.relay_username.clone().or(file.relay_username.clone()),
+            password: args.relay_password.clone().or(file.relay_password.clone()),
+        });
+    }
+    Ok(d)
 }
 
 /// Standard Webhooks' schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h,

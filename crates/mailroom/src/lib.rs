@@ -46,6 +46,7 @@ pub struct RunningServer {
     submission: Vec<JoinHandle<()>>,
     pop3: Vec<JoinHandle<()>>,
     webhooks: JoinHandle<()>,
+    delivery: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
 
@@ -61,6 +62,7 @@ impl RunningServer {
             task.await.context("a mail server task failed")?;
         }
         self.webhooks.await.context("the webhook worker failed")?;
+        self.delivery.await.context("the delivery worker failed")?;
         self.key_uses.await.context("the key-use recorder failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
@@ -106,6 +108,7 @@ pub fn services(
             tiers: config.tiers.clone(),
             check_mail_auth,
             dns_resolver: config.dns_resolver,
+            queue_lifetime: config.queue_lifetime,
             webhooks: mailroom_services::webhooks::WebhookPolicy {
                 allow_http: config.dev,
                 allow_loopback: config.dev || config.webhook_allow_private,
@@ -287,6 +290,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     )
     .context("cannot build the webhook HTTP client")?;
     let webhooks_task = tokio::spawn(std::sync::Arc::new(worker).run(shutdown.clone()));
+    let delivery = std::sync::Arc::new(mailroom_delivery::DeliveryWorker::new(
+        services.clone(),
+        config.delivery.clone(),
+    ));
+    let delivery_task = tokio::spawn(delivery.run(shutdown.clone()));
     let http_task = tokio::spawn(mailroom_api::server::serve(http, tls, router, stop));
     tracing::info!(
         addr = %http_addr,
@@ -313,6 +321,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         submission,
         pop3,
         webhooks: webhooks_task,
+        delivery: delivery_task,
         follower,
     })
 }

@@ -32,6 +32,9 @@ enum Command {
     /// Operator tasks on the data of a server (running or not).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Look at and act on the outbound queue (mail waiting for other servers).
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print the DNS records to publish for the mail domain: MX, SPF, DKIM, DMARC.
     ///
     /// Uses the same settings as `serve` (host name, default domain, data directory); the
@@ -71,6 +74,52 @@ enum AdminCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// List queued messages and where each recipient stands.
+    ///
+    /// Statuses: queued (not tried yet), deferred (a temporary failure; retried at the
+    /// time shown), delivered, bounced (a DSN went to the sender), removed.
+    ///
+    /// Example: mailroom queue list --status deferred
+    List {
+        /// Only entries with a recipient in this status (repeatable). Default: queued and
+        /// deferred.
+        #[arg(long, value_name = "STATUS")]
+        status: Vec<String>,
+        /// Show every entry, finished ones included.
+        #[arg(long, conflicts_with = "status")]
+        all: bool,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Make waiting recipients due now (one entry, or all with --all). A running server
+    /// tries them within a second.
+    ///
+    /// Example: mailroom queue retry q_0123456789abcdefghij
+    Retry {
+        /// The queue id (q_…), as `queue list` shows it.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Take an entry's waiting recipients out of the queue, without a bounce.
+    ///
+    /// Example: mailroom queue remove q_0123456789abcdefghij
+    Remove {
+        /// The queue id (q_…).
+        id: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -92,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server.run_until_signal().await
         }
         Command::Admin(cmd) => admin(cmd).await,
+        Command::Queue(cmd) => queue(cmd).await,
         Command::DnsRecords(args) => {
             let (_, store) = open_existing(&args.data).await?;
             let config = Config::resolve(&args)?;
@@ -196,6 +246,75 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             let change = services.redeem_upgrade_token(&token).await?;
             store.close().await;
             println!("upgrade granted: {} -> {}", change.previous, change.tier);
+            Ok(())
+        }
+    }
+}
+
+async fn queue(cmd: QueueCommand) -> anyhow::Result<()> {
+    let now = mailroom_core::time::now_ms();
+    match cmd {
+        QueueCommand::List {
+            status,
+            all,
+            limit,
+            data,
+        } => {
+            let (_, store) = open_existing(&data).await?;
+            let statuses: Vec<&str> = if all {
+                Vec::new()
+            } else if status.is_empty() {
+                vec!["queued", "deferred"]
+            } else {
+                status.iter().map(String::as_str).collect()
+            };
+            let entries = store.list_queue(&statuses, limit).await?;
+            store.close().await;
+            if entries.is_empty() {
+                println!("the queue is empty");
+                return Ok(());
+            }
+            for e in entries {
+                println!(
+                    "{}  {}  from <{}>  {} bytes  expires {}",
+                    e.outbound_id,
+                    mailroom_core::time::rfc3339(e.created_at),
+                    e.mail_from,
+                    e.size,
+                    mailroom_core::time::rfc3339(e.expires_at),
+                );
+                for r in e.recipients {
+                    let next = r
+                        .next_attempt_at
+                        .map(|t| format!("  next {}", mailroom_core::time::rfc3339(t)))
+                        .unwrap_or_default();
+                    println!(
+                        "    {:<40} {:<9} attempts {}{next}  {}",
+                        r.recipient,
+                        r.status,
+                        r.attempts,
+                        r.last_response.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        QueueCommand::Retry { id, all, data } => {
+            let (_, store) = open_existing(&data).await?;
+            let id = if all { None } else { id };
+            let n = store.retry_queue(id.as_deref(), now).await?;
+            store.close().await;
+            println!("{n} recipient(s) due now");
+            Ok(())
+        }
+        QueueCommand::Remove { id, data } => {
+            let (_, store) = open_existing(&data).await?;
+            let n = store.remove_from_queue(&id, now).await?;
+            store.close().await;
+            if n == 0 {
+                bail!("no waiting recipients in {id:?}; `mailroom queue list` shows the queue");
+            }
+            println!("removed {n} recipient(s) from {id}");
             Ok(())
         }
     }

@@ -178,8 +178,8 @@ async fn bad_input_sends_nothing(s: TestServer) {
         (json!({"subject": "s", "text": "t"}), "NO_RECIPIENTS"),
         (json!({"to": b.email, "subject": "s"}), "NO_BODY"),
         (
-            json!({"to": "someone@example.org", "subject": "s", "text": "t"}),
-            "RECIPIENT_NOT_REACHABLE",
+            json!({"to": "nobody-here@mailroom.test", "subject": "s", "text": "t"}),
+            "RECIPIENT_NOT_FOUND",
         ),
         (
             json!({"to": b.email, "subject": "s", "text": "t", "attachments": [{"filename": "a", "content_type": "text/plain", "content": "***"}]}),
@@ -271,7 +271,7 @@ async fn idempotency_keys_send_once(s: TestServer) {
         &s,
         &a.inbox_key,
         &a.inbox_id,
-        json!({"to": "x@example.org", "subject": "s", "text": "t"}),
+        json!({"to": "nobody-here@mailroom.test", "subject": "s", "text": "t"}),
         Some("k-2"),
     )
     .await;
@@ -280,7 +280,7 @@ async fn idempotency_keys_send_once(s: TestServer) {
         &s,
         &a.inbox_key,
         &a.inbox_id,
-        json!({"to": "x@example.org", "subject": "s", "text": "t"}),
+        json!({"to": "nobody-here@mailroom.test", "subject": "s", "text": "t"}),
         Some("k-2"),
     )
     .await;

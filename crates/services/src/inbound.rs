@@ -149,6 +149,7 @@ impl Services {
                 envelope_from: Some(envelope.mail_from.clone()),
                 auth_results: verdict.as_ref().and_then(|v| serde_json::to_string(v).ok()),
                 flags: Vec::new(),
+                outbound: None,
             })
             .await?;
         self.mail_arrived();

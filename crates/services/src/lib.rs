@@ -31,8 +31,8 @@ pub use auth::Principal;
 pub use error::{ServiceError, UpgradeContext};
 pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
 pub use messages::{
-    AddressView, AttachmentView, Deleted, Extracted, HeaderView, ListFilter, MAX_WAIT,
-    MessagePatch, MessageView, view_of,
+    AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
+    MAX_WAIT, MessagePatch, MessageView, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
 pub use stream::EventCursor;
@@ -63,6 +63,8 @@ pub struct ServiceConfig {
     pub dns_resolver: Option<std::net::SocketAddr>,
     /// Where webhooks may point.
     pub webhooks: webhooks::WebhookPolicy,
+    /// How long a message may wait in the outbound queue before it bounces.
+    pub queue_lifetime: std::time::Duration,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -79,6 +81,8 @@ struct Inner {
     /// Bumped whenever mail arrives in this process, so that requests waiting for mail
     /// (`wait=`) and event streams look again.
     arrivals: tokio::sync::watch::Sender<u64>,
+    /// Wakes the delivery worker when something was queued.
+    queued: tokio::sync::Notify,
     /// DKIM signers by domain.
     dkim: dkim::SignerCache,
     /// API key uses not yet written (`lastUsedAt`).
@@ -110,6 +114,7 @@ impl Services {
                 mail_auth,
                 cache: cache::Cache::default(),
                 arrivals: tokio::sync::watch::Sender::new(0),
+                queued: tokio::sync::Notify::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 auth_failures: ratelimit::RateLimiter::new(),
                 dkim: dkim::SignerCache::default(),
@@ -146,6 +151,16 @@ impl Services {
     /// Wakes everyone waiting for mail.
     pub fn mail_arrived(&self) {
         self.inner.arrivals.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Tells the delivery worker that the outbound queue has new work.
+    pub fn queue_changed(&self) {
+        self.inner.queued.notify_one();
+    }
+
+    /// Completes when something was queued since the last call (or now, if it was).
+    pub async fn queue_wakeup(&self) {
+        self.inner.queued.notified().await;
     }
 
     /// A receiver that changes whenever mail arrives.

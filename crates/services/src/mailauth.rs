@@ -48,30 +48,38 @@ impl std::fmt::Debug for AuthChecker {
     }
 }
 
-impl AuthChecker {
-    /// A checker asking `nameserver` (UDP, then TCP), or the system's resolvers when `None`.
-    pub fn new(nameserver: Option<SocketAddr>) -> Result<AuthChecker, String> {
-        let authenticator = match nameserver {
-            None => MessageAuthenticator::new_system_conf(),
-            Some(ns) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = ns.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = ns.port();
-                let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
-                    ns.ip(),
-                    true,
-                    vec![udp, tcp],
-                )]);
-                let mut opts = ResolverOpts::default();
-                opts.timeout = Duration::from_secs(3);
-                opts.attempts = 2;
-                opts.use_hosts_file = ResolveHosts::Never;
-                MessageAuthenticator::new(config, opts)
-            }
+/// A DNS resolver asking `nameserver` (UDP, then TCP), or the system's resolvers when
+/// `None`. Inbound checks and outbound MX lookups use the same one, so one setting points
+/// both at the operator's (or a test's) DNS server.
+pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, String> {
+    match nameserver {
+        None => MessageAuthenticator::new_system_conf(),
+        Some(ns) => {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = ns.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = ns.port();
+            let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+                ns.ip(),
+                true,
+                vec![udp, tcp],
+            )]);
+            let mut opts = ResolverOpts::default();
+            opts.timeout = Duration::from_secs(3);
+            opts.attempts = 2;
+            opts.use_hosts_file = ResolveHosts::Never;
+            MessageAuthenticator::new(config, opts)
         }
-        .map_err(|e| e.to_string())?;
-        Ok(AuthChecker { authenticator })
+    }
+    .map_err(|e| e.to_string())
+}
+
+impl AuthChecker {
+    /// A checker asking `nameserver`, or the system's resolvers when `None`.
+    pub fn new(nameserver: Option<SocketAddr>) -> Result<AuthChecker, String> {
+        Ok(AuthChecker {
+            authenticator: resolver(nameserver)?,
+        })
     }
 
     /// SPF (for the MAIL FROM identity, or HELO for the null sender), DKIM and DMARC.

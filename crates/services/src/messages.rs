@@ -76,6 +76,23 @@ pub struct MessageView {
     /// SPF/DKIM/DMARC verdicts, when the message was checked.
     pub authentication: Option<serde_json::Value>,
     pub extracted: Extracted,
+    /// For a message sent from here: where each recipient stands (`delivered`, `queued`,
+    /// `deferred`, `bounced`, `removed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Vec<DeliveryView>>,
+}
+
+/// The delivery status of one recipient of a sent message.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub recipient: String,
+    pub status: String,
+    pub attempts: i64,
+    /// The last reply of the recipient's server, or what went wrong before there was one.
+    pub last_response: Option<String>,
+    /// When the next attempt is due (queued and deferred recipients).
+    pub next_attempt_at: Option<String>,
+    pub updated_at: String,
 }
 
 /// A change to a message (`PATCH`).
@@ -255,7 +272,24 @@ impl Services {
         message_id: &str,
     ) -> Result<MessageView, ServiceError> {
         let (row, raw) = self.message_raw(principal, inbox_id, message_id).await?;
-        Ok(view_of(&row, &raw))
+        let mut view = view_of(&row, &raw);
+        let delivery = self.store().delivery_status(&row.id).await?;
+        if !delivery.is_empty() {
+            view.delivery = Some(
+                delivery
+                    .into_iter()
+                    .map(|d| DeliveryView {
+                        recipient: d.recipient,
+                        status: d.status,
+                        attempts: d.attempts,
+                        last_response: d.last_response,
+                        next_attempt_at: d.next_attempt_at.map(rfc3339),
+                        updated_at: rfc3339(d.updated_at),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(view)
     }
 
     /// One attachment, decoded: (filename, content type, bytes).
@@ -464,5 +498,6 @@ pub fn view_of(row: &MessageRow, raw: &[u8]) -> MessageView {
             .as_deref()
             .and_then(|a| serde_json::from_str(a).ok()),
         extracted,
+        delivery: None,
     }
 }

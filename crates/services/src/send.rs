@@ -5,7 +5,7 @@
 use mailroom_core::secret::random_base62;
 use mailroom_store::Recipient;
 
-use crate::submission::Sender;
+use crate::submission::{Destination, Sender};
 use crate::{Principal, ServiceError, Services};
 
 /// At most this many recipients (to + cc + bcc) per message.
@@ -210,21 +210,21 @@ impl Services {
                 ));
             }
         }
-        // Recipients must be hosted here until the outbound queue exists.
-        let mut recipients: Vec<Recipient> = Vec::new();
+        // Hosted inboxes get the message at once; other addresses are queued.
+        let mut destinations: Vec<Destination> = Vec::new();
         for a in &all {
             match self.submission_recipient(a).await? {
-                Some(r) => {
-                    if !recipients.contains(&r) {
-                        recipients.push(r);
+                Some(d) => {
+                    if !destinations.iter().any(|x| x.address() == d.address()) {
+                        destinations.push(d);
                     }
                 }
                 None => {
                     return Err(invalid(
-                        "RECIPIENT_NOT_REACHABLE",
+                        "RECIPIENT_NOT_FOUND",
                         "to",
                         format!(
-                            "{a}: only inboxes hosted on this server can be reached; delivery to other servers is not enabled yet"
+                            "{a}: no inbox has this address on this server, and it is not an address on another server that mail can be routed to"
                         ),
                     ));
                 }
@@ -301,7 +301,9 @@ impl Services {
             account_id: inbox.account_id.clone(),
             inbox_id: inbox.id.clone(),
         };
-        let done = self.submit(&sender, &from_inbox, &recipients, &raw).await?;
+        let done = self
+            .submit(&sender, &from_inbox, &inbox.email, &destinations, &raw)
+            .await?;
         // The Sent copy is the last one stored.
         let sent_id = done.message_ids.last().cloned().unwrap_or_default();
         let thread_id = self
@@ -314,7 +316,10 @@ impl Services {
             id: sent_id,
             message_id,
             thread_id,
-            recipients: all.into_iter().map(|a| (a, "delivered")).collect(),
+            recipients: destinations
+                .iter()
+                .map(|d| (d.address().to_owned(), d.initial_status()))
+                .collect(),
         })
     }
 }

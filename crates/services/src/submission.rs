@@ -44,9 +44,36 @@ pub enum LoginRefused {
     MissingScope(&'static str),
 }
 
+/// Where one recipient of a submitted message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// An inbox hosted here: delivered at once, no network hop.
+    Local { address: String, inbox: Recipient },
+    /// An address on another server: queued for delivery.
+    Remote(String),
+}
+
+impl Destination {
+    pub fn address(&self) -> &str {
+        match self {
+            Destination::Local { address, .. } => address,
+            Destination::Remote(a) => a,
+        }
+    }
+
+    /// `delivered` for hosted inboxes, `queued` for the rest.
+    pub fn initial_status(&self) -> &'static str {
+        match self {
+            Destination::Local { .. } => "delivered",
+            Destination::Remote(_) => "queued",
+        }
+    }
+}
+
 /// What a submitted message did.
 #[derive(Debug, Clone)]
 pub struct Submitted {
+    /// The copies stored here: one per hosted recipient inbox, then the Sent copy last.
     pub message_ids: Vec<String>,
 }
 
@@ -196,11 +223,15 @@ impl Services {
 
     /// Stores a submitted message: checks the From header and the tier, counts the quota
     /// (one send per recipient), delivers to hosted recipients and files a copy in Sent.
+    ///
+    /// Recipients on other servers are queued in the same transaction that files the Sent
+    /// copy, so an acknowledged message is always either delivered or queued.
     pub async fn submit(
         &self,
         sender: &Sender,
         from_inbox: &Recipient,
-        recipients: &[Recipient],
+        envelope_from: &str,
+        destinations: &[Destination],
         data: &[u8],
     ) -> Result<Submitted, ServiceError> {
         let facts = parse_facts(data);
@@ -235,7 +266,7 @@ impl Services {
             .store()
             .reserve_sends(
                 &account.id,
-                recipients.len() as u64,
+                destinations.len() as u64,
                 &day,
                 &month,
                 limits.max_sends_per_day,
@@ -285,11 +316,20 @@ impl Services {
         let signed = self.dkim_sign(&domain, data).await?;
         let data = signed.as_slice();
         let hash = hex::encode(Sha256::digest(data));
+        let mut local: Vec<Recipient> = Vec::new();
+        for d in destinations {
+            if let Destination::Local { inbox, .. } = d
+                && !local.contains(inbox)
+            {
+                local.push(inbox.clone());
+            }
+        }
+        let internal_date = now_ms();
         let base = NewMessage {
             raw: data.to_vec(),
             hash,
-            internal_date: now_ms(),
-            recipients: recipients.to_vec(),
+            internal_date,
+            recipients: local,
             mailbox: "INBOX".into(),
             message_id: facts.message_id,
             references: facts.references,
@@ -298,33 +338,90 @@ impl Services {
             envelope_from: Some(header_from),
             auth_results: None,
             flags: Vec::new(),
+            outbound: None,
         };
-        let mut ids: Vec<String> = self
-            .store()
-            .deliver(base.clone())
-            .await?
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
+        let mut ids: Vec<String> = if base.recipients.is_empty() {
+            Vec::new()
+        } else {
+            self.store()
+                .deliver(base.clone())
+                .await?
+                .into_iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        let lifetime = i64::try_from(self.config().queue_lifetime.as_millis()).unwrap_or(i64::MAX);
+        let outbound = mailroom_store::OutboundSpec {
+            mail_from: envelope_from.to_ascii_lowercase(),
+            local: destinations
+                .iter()
+                .filter(|d| matches!(d, Destination::Local { .. }))
+                .map(|d| d.address().to_owned())
+                .collect(),
+            remote: destinations
+                .iter()
+                .filter(|d| matches!(d, Destination::Remote(_)))
+                .map(|d| d.address().to_owned())
+                .collect(),
+            expires_at: internal_date.saturating_add(lifetime),
+        };
         let sent = NewMessage {
             recipients: vec![from_inbox.clone()],
             mailbox: "Sent".into(),
             flags: vec!["\\Seen".into()],
+            outbound: Some(outbound),
             ..base
         };
         ids.extend(self.store().deliver(sent).await?.into_iter().map(|m| m.id));
         self.mail_arrived();
+        self.queue_changed();
         Ok(Submitted { message_ids: ids })
     }
 
-    /// Decides `RCPT TO` on submission: hosted inboxes only, for now.
+    /// Decides `RCPT TO` on submission: a hosted inbox, an address on another server, or
+    /// `None` for an unknown address on a domain hosted here.
     pub async fn submission_recipient(
         &self,
         address: &str,
-    ) -> Result<Option<Recipient>, ServiceError> {
+    ) -> Result<Option<Destination>, ServiceError> {
+        let address = address.trim();
         Ok(match self.inbound_recipient(address).await? {
-            RcptVerdict::Accept(r) => Some(r),
-            RcptVerdict::UnknownUser | RcptVerdict::RelayDenied => None,
+            RcptVerdict::Accept(inbox) => Some(Destination::Local {
+                address: address.to_ascii_lowercase(),
+                inbox,
+            }),
+            RcptVerdict::UnknownUser => None,
+            RcptVerdict::RelayDenied if is_routable_address(address) => {
+                Some(Destination::Remote(address.to_ascii_lowercase()))
+            }
+            RcptVerdict::RelayDenied => None,
         })
     }
+}
+
+/// Whether `address` looks deliverable over SMTP: a local part and a domain name with at
+/// least one dot, printable ASCII only (no spaces, no brackets that would break `RCPT TO`).
+pub fn is_routable_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let printable = |s: &str| {
+        s.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'<' | b'>' | b'(' | b')' | b',' | b';' | b'\\' | b'"' | b'[' | b']'
+                )
+        })
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && printable(local)
+        && domain.len() <= 253
+        && domain.contains('.')
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

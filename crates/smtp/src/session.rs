@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use mailroom_services::submission::{LoginRefused, Sender};
+use mailroom_services::submission::{Destination, LoginRefused, Sender};
 use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError};
 use mailroom_store::Recipient;
 use smtp_proto::request::receiver::{
@@ -34,7 +34,10 @@ pub struct Session {
     tls: bool,
     helo: Option<String>,
     mail_from: Option<String>,
+    /// MX: the hosted inboxes of accepted RCPT commands.
     recipients: Vec<Recipient>,
+    /// Submission: where each accepted RCPT goes (hosted or queued).
+    destinations: Vec<Destination>,
     /// Accepted RCPT commands (several may name one inbox).
     rcpt_count: usize,
     errors: usize,
@@ -84,6 +87,7 @@ impl Session {
             helo: None,
             mail_from: None,
             recipients: Vec::new(),
+            destinations: Vec::new(),
             rcpt_count: 0,
             errors: 0,
             sender: None,
@@ -95,6 +99,7 @@ impl Session {
         self.mail_from = None;
         self.from_inbox = None;
         self.recipients.clear();
+        self.destinations.clear();
         self.rcpt_count = 0;
     }
 
@@ -483,20 +488,23 @@ async fn command(
             let address = to.address.to_string();
             if s.submission() {
                 match s.server.services.submission_recipient(&address).await {
-                    Ok(Some(rcpt)) => {
+                    Ok(Some(dest)) => {
                         s.rcpt_count += 1;
-                        if !s.recipients.contains(&rcpt) {
-                            s.recipients.push(rcpt);
+                        if !s.destinations.iter().any(|d| d.address() == dest.address()) {
+                            s.destinations.push(dest);
                         }
                         reply(out, "250 2.1.5 OK");
                     }
-                    Ok(None) => reply(
-                        out,
-                        &format!(
-                            "550 5.7.1 <{}>: only inboxes hosted here can be reached; delivery to other servers is not enabled yet",
-                            printable(&address)
-                        ),
-                    ),
+                    Ok(None) => {
+                        s.errors += 1;
+                        reply(
+                            out,
+                            &format!(
+                                "550 5.1.1 <{}>: no such mailbox here, and not an address on another server",
+                                printable(&address)
+                            ),
+                        )
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "recipient check failed");
                         reply(
@@ -729,7 +737,7 @@ fn printable(s: &str) -> String {
 fn transaction_ready(s: &Session) -> Option<&'static str> {
     if s.mail_from.is_none() {
         Some("503 5.5.1 Send MAIL FROM first")
-    } else if s.recipients.is_empty() {
+    } else if s.recipients.is_empty() && s.destinations.is_empty() {
         Some("554 5.5.1 No valid recipients")
     } else {
         None
@@ -789,7 +797,13 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
         return match s
             .server
             .services
-            .submit(&sender, &from_inbox, &s.recipients, data)
+            .submit(
+                &sender,
+                &from_inbox,
+                s.mail_from.as_deref().unwrap_or_default(),
+                &s.destinations,
+                data,
+            )
             .await
         {
             Ok(done) => {

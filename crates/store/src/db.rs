@@ -237,6 +237,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "api keys",
         include_str!("../migrations/sqlite/0006_api_keys.sql"),
     ),
+    (
+        7,
+        "outbound queue",
+        include_str!("../migrations/sqlite/0007_outbound.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -269,6 +274,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         6,
         "api keys",
         include_str!("../migrations/postgres/0006_api_keys.sql"),
+    ),
+    (
+        7,
+        "outbound queue",
+        include_str!("../migrations/postgres/0007_outbound.sql"),
     ),
 ];
 

@@ -13,6 +13,7 @@ mod db;
 mod error;
 mod events;
 mod messages;
+mod outbound;
 mod tenancy;
 pub mod testing;
 mod webhooks;
@@ -22,6 +23,9 @@ pub use error::StoreError;
 pub use events::EventRow;
 pub use messages::{
     MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
+};
+pub use outbound::{
+    DueRecipient, OutboundSpec, QueueEntry, RecipientOutcome, RecipientResult, RecipientStatus,
 };
 pub use tenancy::{
     AccountRow, ApiKeyRow, CreateInboxOutcome, Idempotency, InboxRow, KeyRecord, NewInbox,

@@ -81,6 +81,8 @@ pub struct NewMessage {
     pub auth_results: Option<String>,
     /// Flags to start with (`\Seen` for sent copies).
     pub flags: Vec<String>,
+    /// For a Sent copy: its recipients, queued in the same transaction.
+    pub outbound: Option<crate::outbound::OutboundSpec>,
 }
 
 /// One stored copy of a message.
@@ -245,7 +247,7 @@ async fn commit_batch(
     Ok(all)
 }
 
-async fn insert_message(
+pub(crate) async fn insert_message(
     tx: &mut Transaction<'_, Any>,
     msg: &NewMessage,
 ) -> Result<Vec<StoredMessage>, StoreError> {
@@ -323,6 +325,11 @@ async fn insert_message(
             thread_id,
             uid,
         });
+    }
+    if let (Some(spec), Some(sent), Some(rcpt)) =
+        (&msg.outbound, stored.first(), msg.recipients.first())
+    {
+        crate::outbound::insert_outbound(tx, msg, spec, sent, &rcpt.account_id).await?;
     }
     Ok(stored)
 }

@@ -293,6 +293,25 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Stops the server gracefully but keeps its data, for a later [`TestServer::resume`]
+    /// (a peer that is down for a while).
+    pub async fn halt(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+    }
+
+    /// Starts a halted server again with the same configuration.
+    pub async fn resume(&mut self) {
+        assert!(self.server.is_none(), "resume a halted server only");
+        let server = mailroom::start(self.config.clone())
+            .await
+            .expect("the server starts again");
+        self.base_url = server.public_url.clone();
+        self.http_addr = server.http_addr;
+        self.server = Some(server);
+    }
+
     /// Shuts the server down gracefully.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
@@ -325,4 +344,13 @@ macro_rules! on_both_backends {
             }
         }
     )*};
+}
+
+/// A loopback port that was free a moment ago, for a listener that must keep its port
+/// across restarts (a peer's MX that another server delivers to).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

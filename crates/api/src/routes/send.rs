@@ -68,7 +68,9 @@ pub struct SendBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecipientStatus {
     pub address: String,
-    /// `delivered` (into a hosted inbox).
+    /// `delivered` (into a hosted inbox, at once) or `queued` (for another server; the
+    /// sent message's `delivery` shows how it goes, and `message.delivered`,
+    /// `message.deferred` and `message.bounced` events follow).
     pub status: String,
 }
 
@@ -82,8 +84,8 @@ pub struct Sent {
     pub recipients: Vec<RecipientStatus>,
 }
 
-/// Send a message from this inbox. Recipients must be inboxes hosted on this server for
-/// now. `Idempotency-Key` (or `client_id`): a repeat with the same body gets the first
+/// Send a message from this inbox. Hosted recipients get it at once; others are queued
+/// for delivery to their mail servers. `Idempotency-Key` (or `client_id`): a repeat with the same body gets the first
 /// answer and sends nothing; with another body, 409.
 #[utoipa::path(post, path = "/v1/inboxes/{id}/send", tag = "messages",
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)), security(("bearer" = [])),
@@ -91,7 +93,7 @@ pub struct Sent {
     responses((status = 201, body = Envelope<Sent>),
         (status = 403, description = "SEND_REQUIRES_PAID (with upgrade_context), FROM_NOT_ALLOWED"),
         (status = 409, description = "IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_KEY_IN_USE"),
-        (status = 422, description = "INVALID_ADDRESS, NO_RECIPIENTS, INVALID_HEADER, INVALID_HEADER_VALUE, RECIPIENT_NOT_REACHABLE, …"),
+        (status = 422, description = "INVALID_ADDRESS, NO_RECIPIENTS, INVALID_HEADER, INVALID_HEADER_VALUE, RECIPIENT_NOT_FOUND, …"),
         (status = 429, description = "SEND_LIMIT_EXCEEDED")))]
 pub async fn send(
     State(state): State<AppState>,

@@ -1,0 +1,423 @@
+//! The outbound queue between two real servers: A delivers to B as B's MX, found through a
+//! DNS server of the test's own; B checks A's DKIM signature. With B down, A defers and
+//! retries; bounces come back to the sender as DSNs. On SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mailroom_core::Tier;
+use mailroom_testkit::{Backend, TestAccount, TestServer, free_port};
+use serde_json::{Value, json};
+
+mod a_delivers_to_b_with_dkim_and_retries_while_b_is_down {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        a_delivers_to_b_with_dkim_and_retries_while_b_is_down(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        a_delivers_to_b_with_dkim_and_retries_while_b_is_down(Backend::Postgres).await;
+    }
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// B: the domain `b.test` with its MX on a fixed port. A: `a.test`, delivering to that port,
+/// retrying after one second. Both ask B's test DNS server, which publishes B's MX and A's
+/// SPF and DKIM records.
+async fn two_servers(backend: Backend) -> Option<(TestServer, TestServer)> {
+    let mx_port = free_port();
+    let b = TestServer::start_with(backend, |c| {
+        c.hostname = "mx.b.test".into();
+        c.default_domain = "b.test".into();
+        c.listen.smtp = SocketAddr::new(LOOPBACK, mx_port);
+    })
+    .await?;
+    let dns = b.dns.clone();
+    let a = TestServer::start_with(backend, |c| {
+        c.hostname = "mail.a.test".into();
+        c.default_domain = "a.test".into();
+        c.dns_resolver = Some(dns.addr);
+        c.delivery.dns_resolver = Some(dns.addr);
+        c.delivery.port = mx_port;
+        c.delivery.retry_schedule = vec![Duration::from_secs(1)];
+        c.delivery.poll_interval = Duration::from_millis(200);
+        c.delivery.connect_timeout = Duration::from_secs(2);
+    })
+    .await?;
+    dns.mx("b.test", 10, "mx.b.test");
+    dns.ip("mx.b.test", LOOPBACK);
+    dns.txt("a.test", "v=spf1 ip4:127.0.0.1 -all");
+    let services = &a.server.as_ref().unwrap().services;
+    let records = services.dns_records("a.test").await.unwrap();
+    let (name, _, value) = records.iter().find(|r| r.0.contains("_domainkey")).unwrap();
+    let joined: String = value.split('"').filter(|p| !p.trim().is_empty()).collect();
+    dns.txt(name, &joined);
+    Some((a, b))
+}
+
+async fn send(s: &TestServer, from: &TestAccount, body: Value) -> Value {
+    let resp = s
+        .http
+        .post(s.url(&format!("/v1/inboxes/{}/send", from.inbox_id)))
+        .bearer_auth(&from.inbox_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["result"].clone()
+}
+
+/// Polls `check` every 100 ms for up to `secs` seconds until it gives `Some`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The delivery status of each recipient of a sent message, by address.
+async fn delivery(s: &TestServer, acc: &TestAccount, sent_id: &str) -> Vec<Value> {
+    let view = s
+        .get_json(
+            &acc.inbox_key,
+            &format!("/v1/inboxes/{}/messages/{sent_id}", acc.inbox_id),
+        )
+        .await;
+    view["result"]["delivery"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn status_of(s: &TestServer, acc: &TestAccount, sent_id: &str, rcpt: &str) -> Value {
+    delivery(s, acc, sent_id)
+        .await
+        .into_iter()
+        .find(|d| d["recipient"] == rcpt)
+        .unwrap_or(Value::Null)
+}
+
+async fn messages_with_subject(s: &TestServer, acc: &TestAccount, subject: &str) -> Vec<Value> {
+    let list = s
+        .get_json(
+            &acc.inbox_key,
+            &format!("/v1/inboxes/{}/messages?limit=100", acc.inbox_id),
+        )
+        .await;
+    list["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["subject"] == subject)
+        .cloned()
+        .collect()
+}
+
+async fn event_types(s: &TestServer, acc: &TestAccount) -> Vec<(String, Value)> {
+    let ev = s.get_json(&acc.account_key, "/v1/events?limit=500").await;
+    ev["result"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_owned(),
+                e["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn a_delivers_to_b_with_dkim_and_retries_while_b_is_down(backend: Backend) {
+    let Some((mut a, mut b)) = two_servers(backend).await else {
+        eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let alice = a.new_account("alice").await;
+    a.set_tier(&alice.account_id, Tier::Developer).await;
+    let bob = b.new_account("bob").await;
+    assert_eq!(bob.email, "bob@b.test");
+
+    // 1. Sent by API on A, delivered to B over SMTP, DKIM-verified by B.
+    let sent = send(
+        &a,
+        &alice,
+        json!({"to": bob.email, "subject": "across servers", "text": "hello from A"}),
+    )
+    .await;
+    assert_eq!(sent["recipients"][0]["status"], "queued", "{sent}");
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+    let arrived = eventually(20, "the message at B", || async {
+        messages_with_subject(&b, &bob, "across servers")
+            .await
+            .pop()
+    })
+    .await;
+    let mid = arrived["id"].as_str().unwrap();
+    let view = b
+        .get_json(
+            &bob.inbox_key,
+            &format!("/v1/inboxes/{}/messages/{mid}", bob.inbox_id),
+        )
+        .await;
+    let auth = &view["result"]["authentication"];
+    assert_eq!(auth["dkim"], "pass", "{auth}");
+    assert_eq!(auth["dkim_signatures"][0]["domain"], "a.test", "{auth}");
+    assert_eq!(auth["spf"], "pass", "{auth}");
+    assert_eq!(
+        view["result"]["text"].as_str().unwrap().trim(),
+        "hello from A"
+    );
+    let st = eventually(10, "delivered status at A", || async {
+        let st = status_of(&a, &alice, &sent_id, &bob.email).await;
+        (st["status"] == "delivered").then_some(st)
+    })
+    .await;
+    assert_eq!(st["attempts"], 1, "{st}");
+    assert!(
+        st["last_response"].as_str().unwrap().starts_with("250"),
+        "{st}"
+    );
+    let events = event_types(&a, &alice).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, d)| t == "message.sent" && d["message_id"] == sent_id.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(t, d)| t == "message.delivered" && d["recipient"] == bob.email.as_str()),
+        "{events:?}"
+    );
+
+    // 2. B is down: A defers and retries; A restarts meanwhile; once B is back the message
+    //    arrives exactly once.
+    b.halt().await;
+    let sent = send(
+        &a,
+        &alice,
+        json!({"to": bob.email, "subject": "while B is down", "text": "patience"}),
+    )
+    .await;
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+    let st = eventually(20, "deferred status at A", || async {
+        let st = status_of(&a, &alice, &sent_id, &bob.email).await;
+        (st["status"] == "deferred" && st["attempts"].as_i64() >= Some(2)).then_some(st)
+    })
+    .await;
+    assert!(
+        st["last_response"].as_str().unwrap().starts_with("4."),
+        "{st}"
+    );
+    assert!(st["next_attempt_at"].is_string(), "{st}");
+    let events = event_types(&a, &alice).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, d)| t == "message.deferred" && d["message_id"] == sent_id.as_str()),
+        "{events:?}"
+    );
+
+    // The operator's view of the queue, from the CLI, while the server runs.
+    let queue = cli(&a, &["queue", "list"]);
+    assert!(
+        queue.contains(&bob.email) && queue.contains("deferred"),
+        "{queue}"
+    );
+
+    a.restart().await;
+    b.resume().await;
+    let arrived = eventually(20, "the deferred message at B", || async {
+        let got = messages_with_subject(&b, &bob, "while B is down").await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let st = eventually(10, "delivered status at A", || async {
+        let st = status_of(&a, &alice, &sent_id, &bob.email).await;
+        (st["status"] == "delivered").then_some(st)
+    })
+    .await;
+    assert!(st["attempts"].as_i64().unwrap() >= 3, "{st}");
+    // Give a duplicate the time to show up, then count.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = messages_with_subject(&b, &bob, "while B is down").await;
+    assert_eq!(got.len(), 1, "delivered exactly once: {arrived:?}");
+
+    // 3. Permanent failures bounce: an unknown user at B (550 5.1.1) and a domain that does
+    //    not exist. A hosted recipient on A is delivered at once.
+    let carol = a.new_account("carol").await;
+    let sent = send(
+        &a,
+        &alice,
+        json!({"to": ["nobody@b.test", "someone@nowhere.test", carol.email], "subject": "some fail", "text": "x"}),
+    )
+    .await;
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+    let statuses: Vec<(String, String)> = sent["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&(carol.email.clone(), "delivered".into())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&("nobody@b.test".into(), "queued".into())),
+        "{statuses:?}"
+    );
+    for rcpt in ["nobody@b.test", "someone@nowhere.test"] {
+        let st = eventually(20, "a bounce", || async {
+            let st = status_of(&a, &alice, &sent_id, rcpt).await;
+            (st["status"] == "bounced").then_some(st)
+        })
+        .await;
+        let resp = st["last_response"].as_str().unwrap();
+        if rcpt.ends_with("b.test") {
+            assert!(resp.starts_with("550 5.1.1"), "{st}");
+        } else {
+            assert!(resp.starts_with("5.1.2"), "{st}");
+        }
+    }
+    // The DSNs arrive in alice's inbox, in the thread of the sent message.
+    let dsns = eventually(10, "the DSNs", || async {
+        let got = messages_with_subject(&a, &alice, "Undelivered Mail Returned to Sender").await;
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    let mut reported = String::new();
+    for d in &dsns {
+        let raw = a
+            .http
+            .get(a.url(&format!(
+                "/v1/inboxes/{}/messages/{}/raw",
+                alice.inbox_id,
+                d["id"].as_str().unwrap()
+            )))
+            .bearer_auth(&alice.inbox_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            raw.contains("multipart/report; report-type=delivery-status"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("Subject: some fail"),
+            "the original headers come back: {raw}"
+        );
+        reported.push_str(&raw);
+    }
+    assert!(
+        reported.contains("Final-Recipient: rfc822; nobody@b.test"),
+        "{reported}"
+    );
+    assert!(
+        reported.contains("Final-Recipient: rfc822; someone@nowhere.test"),
+        "{reported}"
+    );
+    assert!(reported.contains("Status: 5.1.1"), "{reported}");
+    assert_eq!(
+        dsns[0]["thread_id"],
+        a.get_json(
+            &alice.inbox_key,
+            &format!("/v1/inboxes/{}/messages/{sent_id}", alice.inbox_id)
+        )
+        .await["result"]["thread_id"],
+        "the DSN joins the sent message's thread"
+    );
+    let events = event_types(&a, &alice).await;
+    assert!(
+        events
+            .iter()
+            .filter(|(t, d)| t == "message.bounced" && d["message_id"] == sent_id.as_str())
+            .count()
+            == 2,
+        "{events:?}"
+    );
+    assert_eq!(
+        messages_with_subject(&a, &carol, "some fail").await.len(),
+        1,
+        "the hosted recipient got it"
+    );
+
+    // 4. An operator removes a queued message: it is never delivered.
+    b.halt().await;
+    let sent = send(
+        &a,
+        &alice,
+        json!({"to": bob.email, "subject": "removed", "text": "never"}),
+    )
+    .await;
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+    eventually(20, "a deferral", || async {
+        let st = status_of(&a, &alice, &sent_id, &bob.email).await;
+        (st["status"] == "deferred").then_some(())
+    })
+    .await;
+    let queue = cli(&a, &["queue", "list", "--status", "deferred"]);
+    let qid = queue
+        .split_whitespace()
+        .find(|w| w.starts_with("q_"))
+        .unwrap_or_else(|| panic!("a queue id in {queue}"))
+        .to_owned();
+    let out = cli(&a, &["queue", "remove", &qid]);
+    assert!(out.contains("removed 1"), "{out}");
+    let st = status_of(&a, &alice, &sent_id, &bob.email).await;
+    assert_eq!(st["status"], "removed", "{st}");
+    b.resume().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(messages_with_subject(&b, &bob, "removed").await.is_empty());
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Runs the `mailroom` binary against `s`'s database and returns its output, asserting
+/// success.
+fn cli(s: &TestServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .args(["--database-url", &s.database_url])
+        .env("MAILROOM_DATA_DIR", &s.config.data_dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "mailroom {args:?}: {text}");
+    text
+}
