@@ -122,6 +122,15 @@ impl DeliveryWorker {
     /// Delivers until `stop`; then lets deliveries in flight finish for a few seconds and
     /// gives the rest of their recipients back to the queue.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        if self.services.store().backend() == mailroom_store::Backend::Sqlite {
+            match self.services.store().release_all_recipient_leases().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(recipients = n, "took back deliveries left by a stopped run")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot release old delivery leases"),
+            }
+        }
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks: JoinSet<()> = JoinSet::new();
         loop {

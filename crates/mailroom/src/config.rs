@@ -331,7 +331,8 @@ pub struct Config {
     pub tiers: Tiers,
     /// SMTP limits (`[smtp]` in the file); the host name is filled in from `hostname`.
     pub smtp: mailroom_smtp::SmtpConfig,
-    /// Outbound delivery (`[delivery]` in the file); the resolver is `dns_resolver`.
+    /// Outbound delivery (`[delivery]` in the file); at start its host name and resolver
+    /// are set from `hostname` and `dns_resolver`.
     pub delivery: mailroom_delivery::DeliveryConfig,
     /// How long a message may wait in the outbound queue before it bounces (5 days).
     pub queue_lifetime: std::time::Duration,
@@ -469,10 +470,7 @@ impl Config {
             max_body_bytes,
             tiers: file.tiers.unwrap_or_default(),
             smtp,
-            delivery: mailroom_delivery::DeliveryConfig {
-                dns_resolver: args.dns_resolver.or(file.dns_resolver),
-                ..delivery
-            },
+            delivery,
             queue_lifetime,
             log_format: args
                 .log_format

@@ -292,7 +292,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     let webhooks_task = tokio::spawn(std::sync::Arc::new(worker).run(shutdown.clone()));
     let delivery = std::sync::Arc::new(mailroom_delivery::DeliveryWorker::new(
         services.clone(),
-        config.delivery.clone(),
+        // The host name and resolver are the server's own, whatever the file said.
+        mailroom_delivery::DeliveryConfig {
+            hostname: config.hostname.clone(),
+            dns_resolver: config.dns_resolver,
+            ..config.delivery.clone()
+        },
     ));
     let delivery_task = tokio::spawn(delivery.run(shutdown.clone()));
     let http_task = tokio::spawn(mailroom_api::server::serve(http, tls, router, stop));

@@ -43,7 +43,6 @@ async fn two_servers(backend: Backend) -> Option<(TestServer, TestServer)> {
         c.hostname = "mail.a.test".into();
         c.default_domain = "a.test".into();
         c.dns_resolver = Some(dns.addr);
-        c.delivery.dns_resolver = Some(dns.addr);
         c.delivery.port = mx_port;
         c.delivery.retry_schedule = vec![Duration::from_secs(1)];
         c.delivery.poll_interval = Duration::from_millis(200);
@@ -184,6 +183,20 @@ async fn a_delivers_to_b_with_dkim_and_retries_while_b_is_down(backend: Backend)
     assert_eq!(auth["dkim"], "pass", "{auth}");
     assert_eq!(auth["dkim_signatures"][0]["domain"], "a.test", "{auth}");
     assert_eq!(auth["spf"], "pass", "{auth}");
+    let raw = b
+        .http
+        .get(b.url(&format!("/v1/inboxes/{}/messages/{mid}/raw", bob.inbox_id)))
+        .bearer_auth(&bob.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        raw.contains("from mail.a.test") && raw.contains("with ESMTPS"),
+        "A says its name and upgrades to TLS when B offers it: {raw}"
+    );
     assert_eq!(
         view["result"]["text"].as_str().unwrap().trim(),
         "hello from A"
@@ -420,4 +433,159 @@ fn cli(s: &TestServer, args: &[&str]) -> String {
     );
     assert!(out.status.success(), "mailroom {args:?}: {text}");
     text
+}
+
+/// The queue survives SIGKILL: the built binary (A) accepts messages for B while B is
+/// down, is killed without warning, and restarted; once B is up every message arrives,
+/// each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_mail_survives_sigkill() {
+    use std::process::{Child, Command, Stdio};
+    let mx_port = free_port();
+    let mut b = TestServer::start_with(Backend::Sqlite, |c| {
+        c.hostname = "mx.b.test".into();
+        c.default_domain = "b.test".into();
+        c.listen.smtp = SocketAddr::new(LOOPBACK, mx_port);
+    })
+    .await
+    .unwrap();
+    let bob = b.new_account("bob").await;
+    let dns = b.dns.clone();
+    dns.mx("b.test", 10, "mx.b.test");
+    dns.ip("mx.b.test", LOOPBACK);
+    b.halt().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &config,
+        format!("[delivery]\nport = {mx_port}\nretry_schedule_secs = [1]\n"),
+    )
+    .unwrap();
+    let http = free_port();
+    let start = || -> Child {
+        let child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args([
+                "serve",
+                "--dev",
+                "--hostname",
+                "mail.a.test",
+                "--default-domain",
+                "a.test",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("MAILROOM_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+            .envs(
+                [
+                    "MAILROOM_SMTP_LISTEN",
+                    "MAILROOM_SUBMISSION_LISTEN",
+                    "MAILROOM_SUBMISSIONS_LISTEN",
+                    "MAILROOM_POP3_LISTEN",
+                    "MAILROOM_POP3S_LISTEN",
+                    "MAILROOM_IMAP_LISTEN",
+                    "MAILROOM_IMAPS_LISTEN",
+                ]
+                .map(|v| (v, "127.0.0.1:0")),
+            )
+            .env_remove("MAILROOM_DATABASE_URL")
+            .env_remove("MAILROOM_DATA_DIR")
+            .env("MAILROOM_LOG", "warn")
+            .env("MAILROOM_DNS_RESOLVER", dns.addr.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first start generates the DKIM key: allow for a slow, busy machine.
+        for _ in 0..600 {
+            if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not start");
+    };
+    let mut server = start();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http}");
+    let created: Value = client
+        .post(format!("{base}/v1/inboxes"))
+        .json(&json!({"username": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = &created["result"];
+    let (account, inbox, key) = (
+        r["account_id"].as_str().unwrap().to_owned(),
+        r["id"].as_str().unwrap().to_owned(),
+        r["inbox_api_key"].as_str().unwrap().to_owned(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["admin", "set-tier", &account, "developer", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("MAILROOM_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = 8;
+    for i in 0..n {
+        let resp = client
+            .post(format!("{base}/v1/inboxes/{inbox}/send"))
+            .bearer_auth(&key)
+            .json(&json!({"to": bob.email, "subject": format!("survivor {i}"), "text": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+
+    b.resume().await;
+    let mut server = start();
+    let got = eventually(30, "every queued message at B", || async {
+        let list = b
+            .get_json(
+                &bob.inbox_key,
+                &format!("/v1/inboxes/{}/messages?limit=100", bob.inbox_id),
+            )
+            .await;
+        let msgs = list["result"]["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (msgs.len() >= n).then_some(msgs)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list = b
+        .get_json(
+            &bob.inbox_key,
+            &format!("/v1/inboxes/{}/messages?limit=100", bob.inbox_id),
+        )
+        .await;
+    let mut subjects: Vec<String> = list["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap_or("").to_owned())
+        .collect();
+    subjects.sort();
+    let want: Vec<String> = (0..n).map(|i| format!("survivor {i}")).collect();
+    assert_eq!(
+        subjects,
+        want,
+        "each exactly once ({} seen before)",
+        got.len()
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    b.stop().await;
 }

@@ -340,6 +340,19 @@ impl Store {
         Ok(())
     }
 
+    /// Releases every lease: for a single-process SQLite server at start, where a lease
+    /// can only be left over from a run that died (with PostgreSQL, other processes may
+    /// hold live leases; theirs run out instead).
+    pub async fn release_all_recipient_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbound_recipients SET lease_until = 0 WHERE lease_until > 0 \
+             AND status IN ('queued', 'deferred')",
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The recipients of a sent message and where each stands, or nothing for a message
     /// that was not sent from here.
     pub async fn delivery_status(
