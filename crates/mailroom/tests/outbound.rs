@@ -464,7 +464,7 @@ async fn queued_mail_survives_sigkill() {
     .unwrap();
     let http = free_port();
     let start = || -> Child {
-        let child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
             .args([
                 "serve",
                 "--dev",
@@ -503,6 +503,8 @@ async fn queued_mail_survives_sigkill() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the server did not start");
     };
     let mut server = start();
