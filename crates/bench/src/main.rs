@@ -9,6 +9,7 @@
 
 mod load;
 mod smtp;
+mod submission;
 mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
@@ -72,6 +73,23 @@ enum Cmd {
         #[arg(long)]
         mailroom: Option<PathBuf>,
     },
+    /// Submission: authenticated sessions (STARTTLS + AUTH with an inbox key) sending to a
+    /// hosted inbox, then to remote addresses that the outbound queue relays to Postfix's
+    /// smtp-sink; and the same load sent straight to smtp-sink as the reference.
+    Submission {
+        #[arg(long, default_value_t = 10)]
+        sessions: usize,
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10240)]
+        size: usize,
+        /// The smtp-sink binary (Debian's postfix package).
+        #[arg(long, default_value = "/usr/sbin/smtp-sink")]
+        smtp_sink: PathBuf,
+        #[arg(long)]
+        mailroom: Option<PathBuf>,
+    },
     /// Webhooks: delay from SMTP 250 to the webhook arriving (sequential messages), and
     /// events delivered per second for a burst sent over concurrent sessions.
     Webhooks {
@@ -111,6 +129,13 @@ fn main() -> anyhow::Result<()> {
             reference_rcpt,
             mailroom,
         ),
+        Cmd::Submission {
+            sessions,
+            messages,
+            size,
+            smtp_sink,
+            mailroom,
+        } => submission_bench(sessions, messages, size, smtp_sink, mailroom),
         Cmd::Webhooks {
             sequential,
             burst,
@@ -124,6 +149,131 @@ fn main() -> anyhow::Result<()> {
             database_url,
         } => api(duration, connections, rounds, mailroom, database_url),
     }
+}
+
+fn submission_bench(
+    sessions: usize,
+    messages: usize,
+    size: usize,
+    smtp_sink: PathBuf,
+    mailroom: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let mailroom = mailroom.unwrap_or_else(|| me.with_file_name("mailroom"));
+    let rt = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir()?;
+    let sink = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?;
+    let _sink = Guard(
+        Command::new(&smtp_sink)
+            .args(["-u", user.trim(), "-c", &sink.to_string(), "1000"])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!("starting {} (apt-get install postfix)", smtp_sink.display())
+            })?,
+    );
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let submission = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let dns = rt.block_on(mailroom_testkit::TestDns::start())?;
+    let server = Guard(
+        Command::new(&mailroom)
+            .args(["serve", "--dev", "--default-domain", "bench.test"])
+            .args(["--relay", &sink.to_string()])
+            .current_dir(dir.path())
+            .env("MAILROOM_HTTP_LISTEN", http.to_string())
+            .env("MAILROOM_SUBMISSION_LISTEN", submission.to_string())
+            .env("MAILROOM_DNS_RESOLVER", dns.addr.to_string())
+            .env("MAILROOM_LOG", "warn")
+            .env_remove("MAILROOM_DATABASE_URL")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mailroom")?,
+    );
+    wait_ready(http, "/healthz")?;
+    let sender = rt.block_on(load::post_json(
+        http,
+        "/v1/inboxes",
+        None,
+        "{\"username\":\"sender\"}",
+    ))?;
+    let rcpt = rt.block_on(load::post_json(
+        http,
+        "/v1/inboxes",
+        None,
+        "{\"username\":\"rcpt\"}",
+    ))?;
+    let field = |v: &serde_json::Value, k: &str| -> anyhow::Result<String> {
+        v["result"][k]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{k} in {v}"))
+    };
+    let account = field(&sender, "account_id")?;
+    let from = field(&sender, "email")?;
+    let key = field(&sender, "inbox_api_key")?;
+    let local_rcpt = field(&rcpt, "email")?;
+    let out = Command::new(&mailroom)
+        .args(["admin", "set-tier", &account, "enterprise", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("MAILROOM_DATABASE_URL")
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("set-tier: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let run = |addr, login: Option<(String, String)>, rcpt: &str| {
+        rt.block_on(submission::run(submission::SubmissionLoad {
+            addr,
+            login,
+            from: from.clone(),
+            rcpt: rcpt.to_owned(),
+            sessions,
+            messages,
+            size,
+        }))
+    };
+    let login = Some((from.clone(), key.clone()));
+    let local = run(submission, login.clone(), &local_rcpt)?;
+    let started = std::time::Instant::now();
+    let remote = run(submission, login, "someone@remote.example")?;
+    // The queue drains to smtp-sink: wait until nothing waits.
+    let total = sessions * messages;
+    let drained = loop {
+        let out = Command::new(&mailroom)
+            .args(["queue", "list", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_remove("MAILROOM_DATABASE_URL")
+            .output()?;
+        if String::from_utf8_lossy(&out.stdout).contains("the queue is empty") {
+            break started.elapsed().as_secs_f64();
+        }
+        if started.elapsed() > std::time::Duration::from_secs(600) {
+            anyhow::bail!("the queue did not drain in 10 minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let reference = run(sink, None, "someone@remote.example")?;
+    let peak = vm_kib(server.0.id(), "VmHWM:")?;
+    println!("| measurement ({sessions} sessions × {messages} messages × {size} B) | result |");
+    println!("|---|---|");
+    println!(
+        "| submission (STARTTLS + AUTH) to a hosted inbox | {:.0} messages/s (p50 {:.1} ms, p99 {:.1} ms, {} accepted, {} refused) |",
+        local.per_sec, local.p50_ms, local.p99_ms, local.accepted, local.failed
+    );
+    println!(
+        "| submission to a remote address (queued) | {:.0} messages/s (p50 {:.1} ms, p99 {:.1} ms, {} accepted, {} refused) |",
+        remote.per_sec, remote.p50_ms, remote.p99_ms, remote.accepted, remote.failed
+    );
+    println!(
+        "| accepted and delivered to smtp-sink (queue empty) | {:.0} messages/s ({total} in {drained:.1} s) |",
+        total as f64 / drained
+    );
+    println!(
+        "| reference: the same load straight to smtp-sink (no TLS, no AUTH, no disk) | {:.0} messages/s |",
+        reference.per_sec
+    );
+    println!("| Mailroom peak RSS | {:.1} MiB |", peak as f64 / 1024.0);
+    Ok(())
 }
 
 fn vm_kib(pid: u32, field: &str) -> anyhow::Result<u64> {

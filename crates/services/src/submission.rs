@@ -260,57 +260,14 @@ impl Services {
             });
         }
         let now = chrono::Utc::now();
-        let day = format!("d:{}", now.format("%Y-%m-%d"));
-        let month = format!("m:{}", now.format("%Y-%m"));
-        if let Err(which) = self
-            .store()
-            .reserve_sends(
-                &account.id,
-                destinations.len() as u64,
-                &day,
-                &month,
-                limits.max_sends_per_day,
-                limits.max_sends_per_month,
-            )
-            .await?
-        {
-            let (limit, resets) = if which == "day" {
-                let tomorrow = (now + chrono::Duration::days(1))
-                    .format("%Y-%m-%dT00:00:00Z")
-                    .to_string();
-                (limits.max_sends_per_day.unwrap_or(0), tomorrow)
-            } else {
-                let next = if now.format("%m").to_string() == "12" {
-                    format!(
-                        "{}-01-01T00:00:00Z",
-                        now.format("%Y").to_string().parse::<i32>().unwrap_or(0) + 1
-                    )
-                } else {
-                    let m: u32 = now.format("%m").to_string().parse().unwrap_or(1);
-                    format!("{}-{:02}-01T00:00:00Z", now.format("%Y"), m + 1)
-                };
-                (limits.max_sends_per_month.unwrap_or(0), next)
-            };
-            return Err(ServiceError::TierLimit {
-                code: "SEND_LIMIT_EXCEEDED",
-                message: format!(
-                    "the {} sending limit of {limit} messages is reached; it resets at {resets}",
-                    if which == "day" { "daily" } else { "monthly" }
-                ),
-                upgrade: self.upgrade_context(
-                    &account.id,
-                    account.tier,
-                    "send more email",
-                    move |l| {
-                        if which == "day" {
-                            l.max_sends_per_day.is_none_or(|m| m > limit)
-                        } else {
-                            l.max_sends_per_month.is_none_or(|m| m > limit)
-                        }
-                    },
-                ),
-            });
-        }
+        let quota = mailroom_store::SendQuota {
+            account_id: account.id.clone(),
+            n: destinations.len() as u64,
+            day: format!("d:{}", now.format("%Y-%m-%d")),
+            month: format!("m:{}", now.format("%Y-%m")),
+            max_day: limits.max_sends_per_day,
+            max_month: limits.max_sends_per_month,
+        };
         // Every accepted message is signed for the sending inbox's domain.
         let domain = sender_domain(&header_from);
         let signed = self.dkim_sign(&domain, data).await?;
@@ -340,16 +297,6 @@ impl Services {
             flags: Vec::new(),
             outbound: None,
         };
-        let mut ids: Vec<String> = if base.recipients.is_empty() {
-            Vec::new()
-        } else {
-            self.store()
-                .deliver(base.clone())
-                .await?
-                .into_iter()
-                .map(|m| m.id)
-                .collect()
-        };
         let lifetime = i64::try_from(self.config().queue_lifetime.as_millis()).unwrap_or(i64::MAX);
         let outbound = mailroom_store::OutboundSpec {
             mail_from: envelope_from.to_ascii_lowercase(),
@@ -370,12 +317,67 @@ impl Services {
             mailbox: "Sent".into(),
             flags: vec!["\\Seen".into()],
             outbound: Some(outbound),
-            ..base
+            ..base.clone()
         };
-        ids.extend(self.store().deliver(sent).await?.into_iter().map(|m| m.id));
+        // The quota, the hosted copies, the Sent copy and the queue entry commit together:
+        // one transaction, shared with other messages committing at the same moment.
+        let mut batch = Vec::with_capacity(2);
+        if !base.recipients.is_empty() {
+            batch.push(base);
+        }
+        batch.push(sent);
+        let stored = match self.store().deliver_all(batch, Some(quota)).await {
+            Ok(stored) => stored,
+            Err(mailroom_store::StoreError::QuotaExceeded(which)) => {
+                return Err(self.over_quota(&account, &limits, which, now));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ids: Vec<String> = stored.into_iter().flatten().map(|m| m.id).collect();
         self.mail_arrived();
         self.queue_changed();
         Ok(Submitted { message_ids: ids })
+    }
+
+    /// The refusal for a send over the daily or monthly limit, saying when it resets.
+    fn over_quota(
+        &self,
+        account: &mailroom_store::AccountRow,
+        limits: &mailroom_core::TierLimits,
+        which: &'static str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ServiceError {
+        let (limit, resets) = if which == "day" {
+            let tomorrow = (now + chrono::Duration::days(1))
+                .format("%Y-%m-%dT00:00:00Z")
+                .to_string();
+            (limits.max_sends_per_day.unwrap_or(0), tomorrow)
+        } else {
+            let next = if now.format("%m").to_string() == "12" {
+                format!(
+                    "{}-01-01T00:00:00Z",
+                    now.format("%Y").to_string().parse::<i32>().unwrap_or(0) + 1
+                )
+            } else {
+                let m: u32 = now.format("%m").to_string().parse().unwrap_or(1);
+                format!("{}-{:02}-01T00:00:00Z", now.format("%Y"), m + 1)
+            };
+            (limits.max_sends_per_month.unwrap_or(0), next)
+        };
+        ServiceError::TierLimit {
+            code: "SEND_LIMIT_EXCEEDED",
+            message: format!(
+                "the {} sending limit of {limit} messages is reached; it resets at {resets}",
+                if which == "day" { "daily" } else { "monthly" }
+            ),
+            upgrade: self.upgrade_context(&account.id, account.tier, "send more email", move |l| {
+                if which == "day" {
+                    l.max_sends_per_day.is_none_or(|m| m > limit)
+                } else {
+                    l.max_sends_per_month.is_none_or(|m| m > limit)
+                }
+            }),
+        }
     }
 
     /// Decides `RCPT TO` on submission: a hosted inbox, an address on another server, or

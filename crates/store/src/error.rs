@@ -10,6 +10,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the store is shutting down")]
     Closed,
+    /// A sending limit (`day` or `month`) would be passed; nothing was stored.
+    #[error("the {0} sending limit is reached")]
+    QuotaExceeded(&'static str),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

@@ -29,7 +29,7 @@ pub use outbound::{
 };
 pub use tenancy::{
     AccountRow, ApiKeyRow, CreateInboxOutcome, Idempotency, InboxRow, KeyRecord, NewInbox,
-    NewKeyRow, TierChange,
+    NewKeyRow, SendQuota, TierChange,
 };
 pub use webhooks::{
     AttemptOutcome, AttemptRow, DueDelivery, NewWebhook, WebhookRow, WebhookUpdate, matches,

@@ -13,6 +13,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::append_event;
+use crate::tenancy::SendQuota;
 use crate::{Store, StoreError};
 
 /// The folders every inbox has, with their IMAP special-use attribute (RFC 6154).
@@ -185,41 +186,51 @@ pub struct MessageQuery {
 }
 
 pub(crate) struct Job {
-    msg: NewMessage,
-    reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
+    msgs: Vec<NewMessage>,
+    quota: Option<SendQuota>,
+    reply: oneshot::Sender<Result<Vec<Vec<StoredMessage>>, StoreError>>,
 }
 
-/// Most messages, and most bytes, one group commit takes.
+impl Job {
+    fn bytes(&self) -> usize {
+        self.msgs.iter().map(|m| m.raw.len()).sum()
+    }
+}
+
+/// Most jobs, and most bytes, one group commit takes.
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// The committer: takes every waiting delivery and writes them in one transaction.
 pub(crate) async fn committer(write: AnyPool, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
-        let mut bytes = first.msg.raw.len();
+        let mut bytes = first.bytes();
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
-                    bytes += job.msg.raw.len();
+                    bytes += job.bytes();
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
         metrics::histogram!("mailroom_store_group_commit_size").record(jobs.len() as f64);
-        let msgs: Vec<&NewMessage> = jobs.iter().map(|j| &j.msg).collect();
-        match commit_batch(&write, &msgs).await {
+        let refs: Vec<&Job> = jobs.iter().collect();
+        match commit_batch(&write, &refs).await {
             Ok(results) => {
                 for (job, stored) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(stored));
                 }
             }
             Err(e) if jobs.len() > 1 => {
-                // One bad message must not fail the others: retry each on its own.
-                tracing::warn!(error = %e, batch = jobs.len(), "group commit failed; retrying one by one");
+                // One bad job (or one over its sending quota) must not fail the others:
+                // retry each on its own.
+                if !matches!(e, StoreError::QuotaExceeded(_)) {
+                    tracing::warn!(error = %e, batch = jobs.len(), "group commit failed; retrying one by one");
+                }
                 for job in jobs {
-                    let result = commit_batch(&write, &[&job.msg])
+                    let result = commit_batch(&write, &[&job])
                         .await
                         .map(|mut r| r.pop().unwrap_or_default());
                     let _ = job.reply.send(result);
@@ -236,12 +247,21 @@ pub(crate) async fn committer(write: AnyPool, mut rx: mpsc::Receiver<Job>) {
 
 async fn commit_batch(
     write: &AnyPool,
-    msgs: &[&NewMessage],
-) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
+    jobs: &[&Job],
+) -> Result<Vec<Vec<Vec<StoredMessage>>>, StoreError> {
     let mut tx = write.begin().await?;
-    let mut all = Vec::with_capacity(msgs.len());
-    for msg in msgs {
-        all.push(insert_message(&mut tx, msg).await?);
+    let mut all = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(q) = &job.quota
+            && let Err(which) = crate::tenancy::reserve_sends_in(&mut tx, q).await?
+        {
+            return Err(StoreError::QuotaExceeded(which));
+        }
+        let mut stored = Vec::with_capacity(job.msgs.len());
+        for msg in &job.msgs {
+            stored.push(insert_message(&mut tx, msg).await?);
+        }
+        all.push(stored);
     }
     tx.commit().await?;
     Ok(all)
@@ -365,9 +385,24 @@ impl Store {
     /// Stores a message for its recipients and returns once it is durable. Concurrent
     /// calls are committed together.
     pub async fn deliver(&self, msg: NewMessage) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .deliver_all(vec![msg], None)
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Stores several messages in one transaction (all or none), after counting `quota`
+    /// in the same transaction: a message counts against the sending limits exactly when
+    /// it is stored. Over a limit: [`StoreError::QuotaExceeded`] and nothing is stored.
+    pub async fn deliver_all(
+        &self,
+        msgs: Vec<NewMessage>,
+        quota: Option<SendQuota>,
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.committer
-            .send(Job { msg, reply })
+            .send(Job { msgs, quota, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?

@@ -685,50 +685,18 @@ impl Store {
         Ok(())
     }
 
-    /// Counts `n` sends against the day and month periods, atomically, unless that would
-    /// pass a limit. Returns `Err(which)` (`"day"` or `"month"`) and counts nothing when it
-    /// would.
+    /// Counts `q.n` sends for the day and the month, unless that passes a limit
+    /// (`Ok(Err("day"))` / `Ok(Err("month"))`, nothing counted).
     pub async fn reserve_sends(
         &self,
-        account_id: &str,
-        n: u64,
-        day: &str,
-        month: &str,
-        max_day: Option<u64>,
-        max_month: Option<u64>,
+        q: &SendQuota,
     ) -> Result<Result<(), &'static str>, StoreError> {
         let mut tx = self.write.begin().await?;
-        // Lock the account row (PostgreSQL) so concurrent sends cannot both pass.
-        sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
-        for (period, max, which) in [(day, max_day, "day"), (month, max_month, "month")] {
-            let current: Option<i64> = sqlx::query_scalar(
-                "SELECT count FROM send_counts WHERE account_id = $1 AND period = $2",
-            )
-            .bind(account_id)
-            .bind(period)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let current = u64::try_from(current.unwrap_or(0)).unwrap_or(0);
-            if max.is_some_and(|m| current + n > m) {
-                return Ok(Err(which));
-            }
+        let verdict = reserve_sends_in(&mut tx, q).await?;
+        if verdict.is_ok() {
+            tx.commit().await?;
         }
-        for period in [day, month] {
-            sqlx::query(
-                "INSERT INTO send_counts (account_id, period, count) VALUES ($1, $2, $3) \
-                 ON CONFLICT (account_id, period) DO UPDATE SET count = send_counts.count + $3",
-            )
-            .bind(account_id)
-            .bind(period)
-            .bind(i64::try_from(n).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(()))
+        Ok(verdict)
     }
 
     /// Sends counted for the account in a period key (`d:YYYY-MM-DD` or `m:YYYY-MM`).
@@ -870,4 +838,54 @@ async fn inbox_by_client_id(
     .fetch_optional(&mut **tx)
     .await?;
     row.as_ref().map(inbox_from_row).transpose()
+}
+
+/// Sends to count against an account's limits, with the periods they fall in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendQuota {
+    pub account_id: String,
+    pub n: u64,
+    /// `d:YYYY-MM-DD`
+    pub day: String,
+    /// `m:YYYY-MM`
+    pub month: String,
+    pub max_day: Option<u64>,
+    pub max_month: Option<u64>,
+}
+
+/// Counts sends inside the caller's transaction, locking the account row first (PostgreSQL)
+/// so that concurrent sends cannot pass a limit together.
+pub(crate) async fn reserve_sends_in(
+    tx: &mut Transaction<'_, Any>,
+    q: &SendQuota,
+) -> Result<Result<(), &'static str>, StoreError> {
+    sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
+        .bind(&q.account_id)
+        .execute(&mut **tx)
+        .await?;
+    for (period, max, which) in [(&q.day, q.max_day, "day"), (&q.month, q.max_month, "month")] {
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT count FROM send_counts WHERE account_id = $1 AND period = $2",
+        )
+        .bind(&q.account_id)
+        .bind(period)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let current = u64::try_from(current.unwrap_or(0)).unwrap_or(0);
+        if max.is_some_and(|m| current + q.n > m) {
+            return Ok(Err(which));
+        }
+    }
+    for period in [&q.day, &q.month] {
+        sqlx::query(
+            "INSERT INTO send_counts (account_id, period, count) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id, period) DO UPDATE SET count = send_counts.count + $3",
+        )
+        .bind(&q.account_id)
+        .bind(period)
+        .bind(i64::try_from(q.n).unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Ok(()))
 }
