@@ -591,3 +591,51 @@ async fn queued_mail_survives_sigkill() {
     server.wait().unwrap();
     b.stop().await;
 }
+
+/// With a relay configured, every remote recipient goes to it, whatever DNS says: here B's
+/// MX port is A's smarthost and DNS has no MX record for B's domain at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_receives_all_outbound_mail() {
+    let mx_port = free_port();
+    let b = TestServer::start_with(Backend::Sqlite, |c| {
+        c.hostname = "mx.b.test".into();
+        c.default_domain = "b.test".into();
+        c.listen.smtp = SocketAddr::new(LOOPBACK, mx_port);
+    })
+    .await
+    .unwrap();
+    let a = TestServer::start_with(Backend::Sqlite, |c| {
+        c.hostname = "mail.a.test".into();
+        c.default_domain = "a.test".into();
+        c.delivery.relay = Some(mailroom_delivery::Relay {
+            host: "127.0.0.1".into(),
+            port: mx_port,
+            username: None,
+            password: None,
+        });
+    })
+    .await
+    .unwrap();
+    let alice = a.new_account("alice").await;
+    a.set_tier(&alice.account_id, Tier::Developer).await;
+    let bob = b.new_account("bob").await;
+    let sent = send(
+        &a,
+        &alice,
+        json!({"to": bob.email, "subject": "via the relay", "text": "hi"}),
+    )
+    .await;
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+    eventually(20, "the message at B", || async {
+        messages_with_subject(&b, &bob, "via the relay").await.pop()
+    })
+    .await;
+    let st = eventually(10, "delivered", || async {
+        let st = status_of(&a, &alice, &sent_id, &bob.email).await;
+        (st["status"] == "delivered").then_some(st)
+    })
+    .await;
+    assert_eq!(st["attempts"], 1, "{st}");
+    a.stop().await;
+    b.stop().await;
+}
