@@ -57,6 +57,14 @@ use crate::routes;
         routes::list_deliveries,
         routes::replay_delivery,
         routes::list_events,
+        routes::grant,
+        routes::refresh,
+        routes::revoke,
+        routes::me,
+        routes::create_user,
+        routes::list_users,
+        routes::patch_user,
+        routes::delete_user,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -65,6 +73,7 @@ use crate::routes;
         (name = "webhooks", description = "Signed webhooks with retries (Standard Webhooks), and the account's event log"),
         (name = "keys", description = "API keys with scopes, and mail client connection info (seed 002)"),
         (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades"),
+        (name = "auth", description = "Operator users: password login, JWT access and refresh tokens (seed 004)"),
     )
 )]
 struct ApiDoc;

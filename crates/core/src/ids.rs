@@ -20,6 +20,12 @@ pub enum IdKind {
     Attempt,
     /// A message in the outbound queue.
     Queued,
+    /// An operator user (seed 004).
+    User,
+    /// A refresh-token family.
+    TokenFamily,
+    /// A custom domain's SMTP credential (seed 001).
+    Credential,
 }
 
 impl IdKind {
@@ -35,6 +41,9 @@ impl IdKind {
             IdKind::Delivery => "dlv_",
             IdKind::Attempt => "wha_",
             IdKind::Queued => "q_",
+            IdKind::User => "usr_",
+            IdKind::TokenFamily => "tf_",
+            IdKind::Credential => "cred_",
         }
     }
 }

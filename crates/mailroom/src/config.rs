@@ -259,6 +259,7 @@ struct FileHttp {
     trusted_proxies: Option<Vec<IpAddr>>,
     inbox_create_per_hour: Option<u32>,
     max_body_bytes: Option<usize>,
+    access_token_ttl_secs: Option<u64>,
 }
 
 /// Listener addresses.
@@ -336,6 +337,8 @@ pub struct Config {
     pub delivery: mailroom_delivery::DeliveryConfig,
     /// How long a message may wait in the outbound queue before it bounces (5 days).
     pub queue_lifetime: std::time::Duration,
+    /// How long a user's JWT access token works (15 minutes).
+    pub access_token_ttl: std::time::Duration,
     pub log_format: LogFormat,
     /// From `MAILROOM_MASTER_SECRET` (64 hex characters); `None`: the data directory's
     /// `master.key`, created on first start.
@@ -472,6 +475,12 @@ impl Config {
             smtp,
             delivery,
             queue_lifetime,
+            access_token_ttl: std::time::Duration::from_secs(
+                file.http
+                    .access_token_ttl_secs
+                    .unwrap_or(900)
+                    .clamp(1, 86_400),
+            ),
             log_format: args
                 .log_format
                 .or(file.log_format)

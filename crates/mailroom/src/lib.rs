@@ -109,6 +109,7 @@ pub fn services(
             check_mail_auth,
             dns_resolver: config.dns_resolver,
             queue_lifetime: config.queue_lifetime,
+            access_token_ttl: config.access_token_ttl,
             webhooks: mailroom_services::webhooks::WebhookPolicy {
                 allow_http: config.dev,
                 allow_loopback: config.dev || config.webhook_allow_private,

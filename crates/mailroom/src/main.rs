@@ -60,6 +60,9 @@ enum AdminCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Operator users who log in with a password (seed 004).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Grant the upgrade an upgrade link asks for. Each link works once.
     ///
     /// Agents get links from POST /v1/upgrade-link or in `upgrade_context`; opening one
@@ -69,6 +72,30 @@ enum AdminCommand {
     RedeemUpgrade {
         /// The token: the `token=` part of the link, or the whole link.
         token: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user in an account. The password is read from MAILROOM_USER_PASSWORD or,
+    /// when that is not set, from the first line of standard input (never from a flag,
+    /// which other users of the machine could see).
+    ///
+    /// Example: echo 'a long passphrase' | mailroom admin user create acc_… jane@example.com --owner
+    Create {
+        /// The account id (acc_…).
+        account_id: String,
+        /// The email the user logs in with.
+        email: String,
+        /// Owners may do what the account key does.
+        #[arg(long)]
+        owner: bool,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        surname: String,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -221,6 +248,56 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             } else {
                 println!("{account_id}: {} -> {}", change.previous, change.tier);
             }
+            Ok(())
+        }
+        AdminCommand::User(UserCommand::Create {
+            account_id,
+            email,
+            owner,
+            first_name,
+            surname,
+            data,
+        }) => {
+            let password = match std::env::var("MAILROOM_USER_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let (config, store) = open_existing(&data).await?;
+            if store.get_account(&account_id).await?.is_none() {
+                bail!("no account {account_id:?} in this database");
+            }
+            let services = mailroom::services(
+                store.clone(),
+                &config,
+                mailroom_core::secret::MasterSecret::generate(),
+                String::new(),
+                false,
+            );
+            let user = services
+                .create_user_in(
+                    &account_id,
+                    &mailroom_services::users::CreateUser {
+                        email,
+                        password,
+                        first_name,
+                        surname,
+                        is_owner: owner,
+                    },
+                )
+                .await?;
+            store.close().await;
+            println!(
+                "created {} ({}{}) in {account_id}; log in with POST /v1/auth/token",
+                user.id,
+                user.email,
+                if user.is_owner { ", owner" } else { "" }
+            );
             Ok(())
         }
         AdminCommand::RedeemUpgrade { token, data } => {

@@ -303,11 +303,35 @@ async fn no_secret_is_stored_in_clear(s: TestServer) {
         .await
         .unwrap();
     let smtp_password = smtp["result"]["password"].as_str().unwrap().to_owned();
+    // A user's password and refresh token (seed 004).
+    let user_password = "a user password that must not be stored";
+    let resp = s
+        .http
+        .post(s.url("/v1/account/users"))
+        .bearer_auth(&a.account_key)
+        .json(&serde_json::json!({"email": "secretive@example.com", "password": user_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let grant: Value = s
+        .http
+        .post(s.url("/v1/auth/token"))
+        .json(&serde_json::json!({"email": "secretive@example.com", "password": user_password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
     let secrets = [
         a.account_key.clone(),
         a.inbox_key.clone(),
         new_key,
         smtp_password,
+        user_password.to_owned(),
+        refresh,
     ];
     let haystack = database_text(&s).await;
     assert!(haystack.contains(&a.account_id), "the dump holds the data");

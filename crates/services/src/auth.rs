@@ -22,6 +22,13 @@ pub enum Principal {
         key_id: String,
         scopes: Vec<String>,
     },
+    /// An operator user's access token (seed 004). An owner may do what the account key
+    /// does; other users reach the account's mail (`api:read`, `api:write`) only.
+    User {
+        account_id: String,
+        user_id: String,
+        owner: bool,
+    },
 }
 
 impl Principal {
@@ -29,14 +36,26 @@ impl Principal {
         match self {
             Principal::Account { account_id, .. }
             | Principal::Inbox { account_id, .. }
-            | Principal::ApiKey { account_id, .. } => account_id,
+            | Principal::ApiKey { account_id, .. }
+            | Principal::User { account_id, .. } => account_id,
         }
     }
 
     /// The account id, if this principal may manage the account.
     pub fn require_account(&self) -> Result<&str, ServiceError> {
         match self {
-            Principal::Account { account_id, .. } => Ok(account_id),
+            Principal::Account { account_id, .. }
+            | Principal::User {
+                account_id,
+                owner: true,
+                ..
+            } => Ok(account_id),
+            Principal::User { owner: false, .. } => Err(ServiceError::Forbidden {
+                code: "OWNER_REQUIRED",
+                message:
+                    "this needs the account API key or an owner's login; this user is not an owner"
+                        .into(),
+            }),
             Principal::Inbox { .. } | Principal::ApiKey { .. } => Err(ServiceError::Forbidden {
                 code: "ACCOUNT_KEY_REQUIRED",
                 message:
@@ -50,7 +69,7 @@ impl Principal {
     /// checks the account).
     pub fn may_access_inbox(&self, inbox_id: &str) -> bool {
         match self {
-            Principal::Account { .. } | Principal::ApiKey { .. } => true,
+            Principal::Account { .. } | Principal::ApiKey { .. } | Principal::User { .. } => true,
             Principal::Inbox { inbox_id: own, .. } => own == inbox_id,
         }
     }
@@ -60,6 +79,7 @@ impl Principal {
             Principal::Account { .. } => "account",
             Principal::Inbox { .. } => "inbox",
             Principal::ApiKey { .. } => "api",
+            Principal::User { .. } => "user",
         }
     }
 
@@ -77,8 +97,18 @@ impl Principal {
                     message: format!("this API key lacks the {scope} scope"),
                 })
             }
+            // A user's token is for the HTTP API; the mail doors take keys.
+            Principal::User { .. } if !scope.starts_with("api:") => Err(ServiceError::Forbidden {
+                code: "SCOPE_REQUIRED",
+                message: format!("a user's access token does not open {scope}; use an API key"),
+            }),
             _ => Ok(()),
         }
+    }
+
+    /// Whether this principal manages the account (the account key, or an owner).
+    pub fn is_account_manager(&self) -> bool {
+        self.require_account().is_ok()
     }
 }
 
@@ -88,6 +118,9 @@ impl Services {
     /// deleted key.
     pub async fn authenticate(&self, secret: &str) -> Result<Principal, ServiceError> {
         let invalid = || ServiceError::Unauthenticated("invalid API key".into());
+        if secret.starts_with("eyJ") && secret.matches('.').count() == 2 {
+            return self.authenticate_jwt(secret).await;
+        }
         if !looks_like_key(secret) {
             return Err(invalid());
         }

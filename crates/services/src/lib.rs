@@ -19,6 +19,7 @@ mod stream;
 pub mod submission;
 mod tenancy;
 mod upgrade;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct ServiceConfig {
     pub webhooks: webhooks::WebhookPolicy,
     /// How long a message may wait in the outbound queue before it bounces.
     pub queue_lifetime: std::time::Duration,
+    /// How long a user's access token (JWT) works.
+    pub access_token_ttl: std::time::Duration,
 }
 
 /// The services, shared by every front end. Cheap to clone.

@@ -418,7 +418,7 @@ impl Services {
         let view = self.limits_view(&account).await?;
         let mut can = Vec::new();
         let mut cannot = Vec::new();
-        let is_account = matches!(principal, Principal::Account { .. });
+        let is_account = principal.is_account_manager();
         let tier = account.tier;
         let upgrade_url = |need: &str, pred: &dyn Fn(&TierLimits) -> bool| {
             self.upgrade_context(&account.id, tier, need, pred)

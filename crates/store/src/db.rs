@@ -242,6 +242,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "outbound queue",
         include_str!("../migrations/sqlite/0007_outbound.sql"),
     ),
+    (
+        8,
+        "users",
+        include_str!("../migrations/sqlite/0008_users.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -279,6 +284,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         7,
         "outbound queue",
         include_str!("../migrations/postgres/0007_outbound.sql"),
+    ),
+    (
+        8,
+        "users",
+        include_str!("../migrations/postgres/0008_users.sql"),
     ),
 ];
 

@@ -16,6 +16,7 @@ mod messages;
 mod outbound;
 mod tenancy;
 pub mod testing;
+mod users;
 mod webhooks;
 
 pub use db::{Backend, Stale, StaleListener, Store};
@@ -31,6 +32,7 @@ pub use tenancy::{
     AccountRow, ApiKeyRow, CreateInboxOutcome, Idempotency, InboxRow, KeyRecord, NewInbox,
     NewKeyRow, SendQuota, TierChange,
 };
+pub use users::{NewUser, RefreshLookup, UserRow};
 pub use webhooks::{
     AttemptOutcome, AttemptRow, DueDelivery, NewWebhook, WebhookRow, WebhookUpdate, matches,
 };

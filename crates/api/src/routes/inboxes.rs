@@ -285,7 +285,7 @@ fn inbox_steps(principal: &Principal, id: &str) -> Vec<String> {
     let mut steps = vec![format!(
         "Replace this inbox's key with POST /v1/inboxes/{id}/rotate-key"
     )];
-    if matches!(principal, Principal::Account { .. }) {
+    if principal.is_account_manager() {
         steps.push(format!("Delete it with DELETE /v1/inboxes/{id}"));
     }
     steps.push("See what this key may do with GET /v1/capabilities".to_owned());

@@ -7,6 +7,7 @@ mod messages;
 mod send;
 mod system;
 mod upgrade_page;
+mod users;
 mod webhooks;
 
 use axum::Router;
@@ -27,6 +28,7 @@ pub(crate) use inboxes::*;
 pub(crate) use keys::*;
 pub(crate) use messages::*;
 pub(crate) use send::*;
+pub(crate) use users::*;
 pub(crate) use webhooks::*;
 
 /// Mailroom's success answer: the result, and what the caller can do next.
@@ -127,6 +129,18 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{key_id}", axum::routing::delete(keys::delete))
         .route("/v1/keys/{key_id}/rotate", post(keys::rotate))
+        .route("/v1/auth/token", post(users::grant))
+        .route("/v1/auth/refresh", post(users::refresh))
+        .route("/v1/auth/revoke", post(users::revoke))
+        .route("/v1/me", get(users::me))
+        .route(
+            "/v1/account/users",
+            get(users::list_users).post(users::create_user),
+        )
+        .route(
+            "/v1/account/users/{id}",
+            axum::routing::patch(users::patch_user).delete(users::delete_user),
+        )
         .route("/v1/account", get(account::get_account))
         .route("/v1/account/smtp", get(account::get_smtp))
         .route("/v1/capabilities", get(account::get_capabilities))
