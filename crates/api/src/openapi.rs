@@ -57,6 +57,15 @@ use crate::routes;
         routes::list_deliveries,
         routes::replay_delivery,
         routes::list_events,
+        routes::add_domain,
+        routes::list_domains,
+        routes::get_domain,
+        routes::verify_domain,
+        routes::delete_domain,
+        routes::zone_file,
+        routes::create_credential,
+        routes::list_credentials,
+        routes::delete_credential,
         routes::grant,
         routes::refresh,
         routes::revoke,
@@ -73,6 +82,7 @@ use crate::routes;
         (name = "webhooks", description = "Signed webhooks with retries (Standard Webhooks), and the account's event log"),
         (name = "keys", description = "API keys with scopes, and mail client connection info (seed 002)"),
         (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades"),
+        (name = "domains", description = "Custom domains, their DNS records and verification, and their SMTP credentials (seed 001)"),
         (name = "auth", description = "Operator users: password login, JWT access and refresh tokens (seed 004)"),
     )
 )]

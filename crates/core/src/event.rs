@@ -29,6 +29,8 @@ pub enum EventType {
     MessageDeferred,
     #[serde(rename = "message.bounced")]
     MessageBounced,
+    #[serde(rename = "domain.verified")]
+    DomainVerified,
     #[serde(rename = "webhook.unhealthy")]
     WebhookUnhealthy,
     #[serde(rename = "webhook.test")]
@@ -63,6 +65,7 @@ impl EventType {
             EventType::MessageDelivered => "message.delivered",
             EventType::MessageDeferred => "message.deferred",
             EventType::MessageBounced => "message.bounced",
+            EventType::DomainVerified => "domain.verified",
             EventType::WebhookUnhealthy => "webhook.unhealthy",
             EventType::WebhookTest => "webhook.test",
         }
@@ -141,6 +144,16 @@ impl NewEvent {
             account_id: account_id.to_owned(),
             inbox_id: Some(inbox_id.to_owned()),
             data,
+        }
+    }
+
+    /// `domain.verified`: a custom domain's DNS records were found and it is in use.
+    pub fn domain_verified(account_id: &str, domain: &str) -> NewEvent {
+        NewEvent {
+            event_type: EventType::DomainVerified,
+            account_id: account_id.to_owned(),
+            inbox_id: None,
+            data: serde_json::json!({"domain": domain}),
         }
     }
 

@@ -24,8 +24,6 @@ pub enum IdKind {
     User,
     /// A refresh-token family.
     TokenFamily,
-    /// A custom domain's SMTP credential (seed 001).
-    Credential,
 }
 
 impl IdKind {
@@ -43,7 +41,6 @@ impl IdKind {
             IdKind::Queued => "q_",
             IdKind::User => "usr_",
             IdKind::TokenFamily => "tf_",
-            IdKind::Credential => "cred_",
         }
     }
 }

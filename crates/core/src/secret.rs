@@ -79,6 +79,23 @@ pub fn random_base62(n: usize) -> String {
         .collect()
 }
 
+/// A random (version 4) UUID in its usual text form, for ids that other systems expect
+/// as UUIDs (seed 001's `user_smtp_guid`).
+pub fn random_uuid() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 /// The stored form of a key: lowercase hex SHA-256.
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))

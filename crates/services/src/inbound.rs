@@ -76,7 +76,11 @@ impl Services {
         let Some((local, domain)) = address.rsplit_once('@') else {
             return Ok(RcptVerdict::UnknownUser);
         };
-        if !domain.eq_ignore_ascii_case(&self.config().default_domain) {
+        let domain = domain.to_ascii_lowercase();
+        // The default domain, or a verified custom domain of some account.
+        if domain != self.config().default_domain
+            && self.store().verified_domain(&domain).await?.is_none()
+        {
             return Ok(RcptVerdict::RelayDenied);
         }
         let local = local
@@ -84,7 +88,7 @@ impl Services {
             .next()
             .unwrap_or(local)
             .to_ascii_lowercase();
-        let email = format!("{local}@{}", self.config().default_domain);
+        let email = format!("{local}@{domain}");
         Ok(match self.store().find_inbox_by_email(&email).await? {
             Some((account_id, inbox_id)) => RcptVerdict::Accept(Recipient {
                 account_id,

@@ -8,6 +8,7 @@
 mod auth;
 mod cache;
 pub mod dkim;
+pub mod domains;
 mod error;
 mod inbound;
 pub mod keys;

@@ -74,6 +74,26 @@ pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, 
     .map_err(|e| e.to_string())
 }
 
+/// The MX host names of `domain` (lower case, without the trailing dot), or `None` when
+/// the lookup failed or found nothing.
+pub async fn mx_hosts(resolver: &MessageAuthenticator, domain: &str) -> Option<Vec<String>> {
+    use mail_auth::common::cache::NoCache;
+    use mail_auth::{MX, RecordSet};
+    let fqdn = format!("{}.", domain.trim_end_matches('.'));
+    let set = resolver
+        .mx_lookup(fqdn.as_str(), None::<&NoCache<Box<str>, RecordSet<MX>>>)
+        .await
+        .ok()?;
+    Some(
+        set.rrset
+            .iter()
+            .flat_map(|mx| mx.exchanges.iter())
+            .map(|e| e.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect(),
+    )
+}
+
 impl AuthChecker {
     /// A checker asking `nameserver`, or the system's resolvers when `None`.
     pub fn new(nameserver: Option<SocketAddr>) -> Result<AuthChecker, String> {

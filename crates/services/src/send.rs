@@ -296,6 +296,7 @@ impl Services {
         let sender = Sender {
             account_id: inbox.account_id.clone(),
             inbox: Some((inbox.id.clone(), inbox.email.clone())),
+            domain: None,
         };
         let from_inbox = Recipient {
             account_id: inbox.account_id.clone(),

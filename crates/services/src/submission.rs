@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use mailroom_core::ids::{IdKind, is_well_formed};
+use mailroom_core::secret::hash_secret;
 use mailroom_core::time::now_ms;
 use mailroom_store::{NewMessage, Recipient};
 use sha2::{Digest, Sha256};
@@ -29,6 +30,8 @@ pub struct Sender {
     /// `None`: any inbox address of the account (the account SMTP credential); otherwise
     /// exactly this inbox.
     pub inbox: Option<(String, String)>,
+    /// A domain credential (seed 001): only inbox addresses of this domain.
+    pub domain: Option<String>,
 }
 
 /// Why a login was refused.
@@ -156,6 +159,27 @@ impl Services {
             return Ok(Ok(Sender {
                 account_id: account.id,
                 inbox: None,
+                domain: None,
+            }));
+        }
+        // A domain credential (seed 001): `username@domain` of a verified domain.
+        if door == "smtp"
+            && let Some((local, domain)) = user.rsplit_once('@')
+            && let Some((cred, hash)) = self.store().credential_for_login(domain, local).await?
+        {
+            if !constant_time_eq(hash_secret(password).as_bytes(), hash.as_bytes()) {
+                return Ok(Err(LoginRefused::Invalid));
+            }
+            let Some(account) = self.store().get_account(&cred.account_id).await? else {
+                return Ok(Err(LoginRefused::Invalid));
+            };
+            if !self.config().tiers.limits(account.tier).smtp_enabled {
+                return Ok(Err(LoginRefused::NotOnTier));
+            }
+            return Ok(Ok(Sender {
+                account_id: cred.account_id,
+                inbox: None,
+                domain: Some(cred.domain),
             }));
         }
         match self.authenticate(password).await {
@@ -169,6 +193,7 @@ impl Services {
                     Some(i) if i.email == user => Ok(Ok(Sender {
                         account_id,
                         inbox: Some((inbox_id, i.email)),
+                        domain: None,
                     })),
                     _ => Ok(Err(LoginRefused::Invalid)),
                 }
@@ -182,6 +207,7 @@ impl Services {
                         Ok(Ok(Sender {
                             account_id,
                             inbox: Some((inbox_id, user.to_owned())),
+                            domain: None,
                         }))
                     }
                     _ => Ok(Err(LoginRefused::Invalid)),
@@ -205,6 +231,16 @@ impl Services {
             ),
         };
         let address = address.trim().to_ascii_lowercase();
+        if let Some(domain) = &sender.domain
+            && !address.ends_with(&format!("@{domain}"))
+        {
+            return Err(ServiceError::Forbidden {
+                code: "FROM_NOT_ALLOWED",
+                message: format!(
+                    "<{address}> is not an address you may send from (From address validation: this credential sends as addresses of {domain} only)"
+                ),
+            });
+        }
         match &sender.inbox {
             Some((inbox_id, email)) if *email == address => Ok(Recipient {
                 account_id: sender.account_id.clone(),

@@ -116,7 +116,7 @@ fn check_inbox_id(principal: &Principal, inbox_id: &str) -> Result<(), ServiceEr
 }
 
 impl Services {
-    fn limits(&self, tier: Tier) -> &TierLimits {
+    pub(crate) fn limits(&self, tier: Tier) -> &TierLimits {
         self.config().tiers.limits(tier)
     }
 
@@ -130,18 +130,10 @@ impl Services {
             None => format!("agent-{}", random_base62(10).to_ascii_lowercase()),
         };
         let default_domain = &self.config().default_domain;
+        // A custom domain is checked against the account once it is known (create_inbox).
         let domain = match &req.domain {
             None => default_domain.clone(),
-            Some(d) if d.trim().eq_ignore_ascii_case(default_domain) => default_domain.clone(),
-            Some(d) => {
-                return Err(ServiceError::Invalid {
-                    code: "DOMAIN_NOT_AVAILABLE",
-                    field: "domain",
-                    message: format!(
-                        "inboxes can be created on {default_domain}; {d:?} is not a domain of this account"
-                    ),
-                });
-            }
+            Some(d) => d.trim().trim_end_matches('.').to_ascii_lowercase(),
         };
         if let Some(cid) = &req.client_id
             && (cid.is_empty()
@@ -179,6 +171,16 @@ impl Services {
             message: format!("{} is taken; choose another username", new.email()),
         };
         let Some(principal) = principal else {
+            if new.domain != self.config().default_domain {
+                return Err(ServiceError::Invalid {
+                    code: "DOMAIN_NOT_AVAILABLE",
+                    field: "domain",
+                    message: format!(
+                        "a new account's first inbox is on {}; custom domains come after (POST /v1/domains)",
+                        self.config().default_domain
+                    ),
+                });
+            }
             let account_id = new_id(IdKind::Account);
             let (account_secret, account_key) = new_key_row(KeyKind::Account);
             let tier = Tier::Free;
@@ -204,6 +206,24 @@ impl Services {
             };
         };
         let account_id = principal.require_account()?;
+        if new.domain != self.config().default_domain {
+            let usable = self
+                .store()
+                .get_domain(account_id, &new.domain)
+                .await?
+                .is_some_and(|d| d.verified_at.is_some());
+            if !usable {
+                return Err(ServiceError::Invalid {
+                    code: "DOMAIN_NOT_AVAILABLE",
+                    field: "domain",
+                    message: format!(
+                        "inboxes can be created on {} or on a verified domain of this account; {} is neither (POST /v1/domains, then verify it)",
+                        self.config().default_domain,
+                        new.domain
+                    ),
+                });
+            }
+        }
         let account = self
             .store()
             .get_account(account_id)

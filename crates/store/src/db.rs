@@ -247,6 +247,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "users",
         include_str!("../migrations/sqlite/0008_users.sql"),
     ),
+    (
+        9,
+        "domains",
+        include_str!("../migrations/sqlite/0009_domains.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -289,6 +294,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         8,
         "users",
         include_str!("../migrations/postgres/0008_users.sql"),
+    ),
+    (
+        9,
+        "domains",
+        include_str!("../migrations/postgres/0009_domains.sql"),
     ),
 ];
 

@@ -10,6 +10,7 @@
 //! event row in the same transaction (see `mailroom_core::event`).
 
 mod db;
+mod domains;
 mod error;
 mod events;
 mod messages;
@@ -20,6 +21,7 @@ mod users;
 mod webhooks;
 
 pub use db::{Backend, Stale, StaleListener, Store};
+pub use domains::{AddDomain, CredentialRow, DomainRow};
 pub use error::StoreError;
 pub use events::EventRow;
 pub use messages::{

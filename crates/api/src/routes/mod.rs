@@ -1,6 +1,7 @@
 //! The routes, grouped by resource. Every success answer is an [`Envelope`].
 
 mod account;
+mod domains;
 mod inboxes;
 mod keys;
 mod messages;
@@ -24,6 +25,7 @@ use crate::error::ApiError;
 use crate::server::PeerAddr;
 
 pub(crate) use account::*;
+pub(crate) use domains::*;
 pub(crate) use inboxes::*;
 pub(crate) use keys::*;
 pub(crate) use messages::*;
@@ -129,6 +131,24 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{key_id}", axum::routing::delete(keys::delete))
         .route("/v1/keys/{key_id}/rotate", post(keys::rotate))
+        .route(
+            "/v1/domains",
+            post(domains::add_domain).get(domains::list_domains),
+        )
+        .route(
+            "/v1/domains/{domain}",
+            get(domains::get_domain).delete(domains::delete_domain),
+        )
+        .route("/v1/domains/{domain}/verify", post(domains::verify_domain))
+        .route("/v1/domains/{domain}/zone-file", get(domains::zone_file))
+        .route(
+            "/api/domains/{domain}/credentials",
+            post(domains::create_credential).get(domains::list_credentials),
+        )
+        .route(
+            "/api/domains/{domain}/credentials/{guid}",
+            axum::routing::delete(domains::delete_credential),
+        )
         .route("/v1/auth/token", post(users::grant))
         .route("/v1/auth/refresh", post(users::refresh))
         .route("/v1/auth/revoke", post(users::revoke))
