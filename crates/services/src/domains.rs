@@ -315,7 +315,7 @@ impl Services {
         for r in self.records_for(&row).await? {
             let status = match r.purpose.as_str() {
                 "mx" => match crate::mailauth::mx_hosts(&resolver, &row.domain).await {
-                    Some(hosts) if hosts.iter().any(|h| *h == host) => "verified",
+                    Some(hosts) if hosts.contains(&host) => "verified",
                     Some(hosts) if !hosts.is_empty() => "mismatch",
                     _ => "missing",
                 },
