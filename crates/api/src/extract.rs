@@ -240,11 +240,19 @@ pub(crate) fn peer_of(parts: &Parts) -> SocketAddr {
 }
 
 pub(crate) fn client_ip(parts: &Parts, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
+    client_ip_of(&parts.headers, peer, trusted)
+}
+
+/// The client's address from the peer and, for a trusted proxy, `X-Forwarded-For`.
+pub(crate) fn client_ip_of(
+    headers: &axum::http::HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpAddr],
+) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = parts
-        .headers
+    let forwarded: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -34,6 +34,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Ports of the mail listeners, for connection info answers.
     pub mail_ports: MailPorts,
+    /// Requests per minute on the API for each presented credential (key or token), and
+    /// for each client IP without one; `None`: unlimited.
+    pub request_rule: Option<RateRule>,
 }
 
 /// The ports mail clients connect to.
@@ -54,6 +57,7 @@ impl Default for ApiConfig {
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
             mail_ports: MailPorts::default(),
+            request_rule: Some(RateRule::per_minute(6000)),
         }
     }
 }

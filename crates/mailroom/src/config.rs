@@ -141,6 +141,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAILROOM_INBOX_CREATE_PER_HOUR", value_name = "N")]
     pub inbox_create_per_hour: Option<u32>,
 
+    /// API requests per minute for each key or token (and each client IP without one);
+    /// 0 = unlimited. [default: 6000]
+    #[arg(long, env = "MAILROOM_REQUESTS_PER_MINUTE", value_name = "N")]
+    pub requests_per_minute: Option<u32>,
+
     /// DNS server (IP:PORT) for SPF/DKIM/DMARC checks of inbound mail.
     /// [default: the system's resolvers]
     #[arg(long, env = "MAILROOM_DNS_RESOLVER", value_name = "ADDR")]
@@ -260,6 +265,7 @@ struct FileHttp {
     inbox_create_per_hour: Option<u32>,
     max_body_bytes: Option<usize>,
     access_token_ttl_secs: Option<u64>,
+    requests_per_minute: Option<u32>,
 }
 
 /// Listener addresses.
@@ -328,6 +334,8 @@ pub struct Config {
     pub http_tls: HttpTls,
     pub trusted_proxies: Vec<IpAddr>,
     pub inbox_create_per_hour: u32,
+    /// API requests per minute per key, token or client IP; 0 = unlimited.
+    pub requests_per_minute: u32,
     pub max_body_bytes: usize,
     pub tiers: Tiers,
     /// SMTP limits (`[smtp]` in the file); the host name is filled in from `hostname`.
@@ -471,6 +479,10 @@ impl Config {
                 .or(file.http.inbox_create_per_hour)
                 .unwrap_or(10),
             max_body_bytes,
+            requests_per_minute: args
+                .requests_per_minute
+                .or(file.http.requests_per_minute)
+                .unwrap_or(6000),
             tiers: file.tiers.unwrap_or_default(),
             smtp,
             delivery,

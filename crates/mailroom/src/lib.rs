@@ -195,6 +195,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         .context("cannot create the DKIM key of the default domain")?;
     let api = ApiConfig {
         inbox_create_rule: RateRule::per_hour(config.inbox_create_per_hour),
+        request_rule: (config.requests_per_minute > 0)
+            .then(|| RateRule::per_minute(config.requests_per_minute)),
         trusted_proxies: config.trusted_proxies.clone(),
         max_body_bytes: config.max_body_bytes,
         mail_ports: mailroom_api::MailPorts {

@@ -127,7 +127,8 @@ async fn unauthenticated_creation_is_rate_limited_per_ip() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 201);
-        assert!(resp.headers().get("x-ratelimit-limit").is_none());
+        // The general per-key limit, not the creation limit of 3 per IP.
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "6000");
     }
     s.stop().await;
 }
@@ -519,4 +520,63 @@ fn the_binary_starts_fresh_and_stops_on_sigterm() {
     );
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful exit on SIGTERM: {status}");
+}
+
+/// One rate limit on every API route: per key (or token), per IP without one, with the
+/// headers on every answer and 429 + Retry-After over the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_rate_limited_per_key_and_per_ip() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.requests_per_minute = 5)
+        .await
+        .unwrap();
+    let a = s.new_account("limited").await;
+    let b = s.new_account("unlimited-neighbour").await;
+    let get = |key: Option<&str>, path: &str| {
+        let mut req = s.http.get(s.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    let mut remaining = Vec::new();
+    for path in [
+        "/v1/account",
+        "/v1/inboxes",
+        "/v1/capabilities",
+        "/v1/events",
+        "/v1/webhooks",
+    ] {
+        let r = get(Some(&a.account_key), path).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(r.headers()["x-ratelimit-limit"], "5");
+        remaining.push(
+            r.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(remaining, ["4", "3", "2", "1", "0"]);
+    let r = get(Some(&a.account_key), "/v1/account").await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "RATE_LIMITED");
+    // Another key has its own budget.
+    let r = get(Some(&b.account_key), "/v1/account").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "4");
+    // Without a key, the client IP is the bucket.
+    let mut last = 0;
+    for _ in 0..6 {
+        last = get(None, "/v1/capabilities")
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429);
+    // Health and metrics are not limited.
+    assert_eq!(get(None, "/healthz").await.unwrap().status().as_u16(), 200);
+    s.stop().await;
 }

@@ -168,6 +168,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/upgrade", get(upgrade_page::show))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            rate_limit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             require_secure_transport,
         ));
     Router::new()
@@ -206,6 +210,48 @@ async fn require_secure_transport(
         ));
     }
     Ok(next.run(req).await)
+}
+
+/// One rate limit for every API route: per presented credential (an API key or a user's
+/// token, by its hash, so a forged token cannot spend someone else's budget), or per client
+/// IP without one. Every answer says where the caller stands (`X-RateLimit-Limit`,
+/// `X-RateLimit-Remaining`); over the limit it is 429 with `Retry-After`. Routes with a
+/// stricter limit of their own (account creation, credentials) report that one instead.
+async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(rule) = state.config.request_rule else {
+        return next.run(req).await;
+    };
+    let bucket = match req.headers().get(axum::http::header::AUTHORIZATION) {
+        Some(v) => format!(
+            "req:cred:{}",
+            mailroom_core::secret::hash_secret(&String::from_utf8_lossy(v.as_bytes()))
+        ),
+        None => {
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<PeerAddr>>()
+                .map(|c| c.0.addr.ip())
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            let ip =
+                crate::extract::client_ip_of(req.headers(), peer, &state.config.trusted_proxies);
+            format!("req:ip:{ip}")
+        }
+    };
+    let d = state.limiter.check(&bucket, rule);
+    let mut resp = if d.allowed {
+        next.run(req).await
+    } else {
+        ApiError::rate_limited(d.reset_after_secs).into_response()
+    };
+    let h = resp.headers_mut();
+    if !h.contains_key("x-ratelimit-limit") {
+        h.insert("x-ratelimit-limit", axum::http::HeaderValue::from(d.limit));
+        h.insert(
+            "x-ratelimit-remaining",
+            axum::http::HeaderValue::from(d.remaining),
+        );
+    }
+    resp
 }
 
 pub async fn not_found() -> ApiError {
