@@ -68,6 +68,9 @@ pub struct AppState {
     pub services: Services,
     pub config: Arc<ApiConfig>,
     pub limiter: Arc<RateLimiter>,
+    /// Keyed (per process, at random) hashing of presented credentials into rate-limit
+    /// buckets: cheap, and nobody can aim at another caller's bucket.
+    pub bucket_hasher: std::collections::hash_map::RandomState,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -77,6 +80,7 @@ impl AppState {
             services,
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::new()),
+            bucket_hasher: std::collections::hash_map::RandomState::new(),
             metrics,
         }
     }

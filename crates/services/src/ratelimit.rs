@@ -51,9 +51,22 @@ struct Window {
 }
 
 /// Counts calls per key. Keys name the rule and the caller (`"inbox-create:ip:1.2.3.4"`).
+/// The map is split in shards, each behind its own lock, so that concurrent requests of
+/// different callers rarely wait for each other.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, Window>>,
+    shards: [Mutex<HashMap<String, Window>>; SHARDS],
+}
+
+const SHARDS: usize = 16;
+
+fn shard_of(key: &str) -> usize {
+    // FNV-1a: cheap, and only spreads keys over the shards.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize % SHARDS
 }
 
 /// Above this many tracked keys, expired windows are swept on the next call.
@@ -68,7 +81,9 @@ impl RateLimiter {
     /// limits that count only failures, such as wrong passwords).
     pub fn is_exhausted(&self, key: &str, rule: RateRule) -> bool {
         let now = Instant::now();
-        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let windows = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         windows
             .get(key)
             .is_some_and(|w| now.duration_since(w.started) < rule.window && w.count >= rule.limit)
@@ -83,16 +98,32 @@ impl RateLimiter {
     fn check_at(&self, key: &str, rule: RateRule, now: Instant) -> RateDecision {
         // A poisoned lock only means another thread panicked mid-update of a counter;
         // the counters are still usable.
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() > SWEEP_THRESHOLD {
+        let mut windows = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if windows.len() > SWEEP_THRESHOLD / SHARDS {
             windows.retain(|_, w| {
                 now.duration_since(w.started) < rule.window.max(Duration::from_secs(3600))
             });
         }
-        let window = windows.entry(key.to_owned()).or_insert(Window {
-            started: now,
-            count: 0,
-        });
+        // The common case (a known caller) allocates nothing.
+        if !windows.contains_key(key) {
+            windows.insert(
+                key.to_owned(),
+                Window {
+                    started: now,
+                    count: 0,
+                },
+            );
+        }
+        let Some(window) = windows.get_mut(key) else {
+            return RateDecision {
+                allowed: true,
+                limit: rule.limit,
+                remaining: rule.limit,
+                reset_after_secs: rule.window.as_secs().max(1),
+            };
+        };
         if now.duration_since(window.started) >= rule.window {
             *window = Window {
                 started: now,

@@ -213,7 +213,7 @@ async fn require_secure_transport(
 }
 
 /// One rate limit for every API route: per presented credential (an API key or a user's
-/// token, by its hash, so a forged token cannot spend someone else's budget), or per client
+/// token, by a keyed hash of it, so a forged token cannot spend someone else's budget), or per client
 /// IP without one. Every answer says where the caller stands (`X-RateLimit-Limit`,
 /// `X-RateLimit-Remaining`); over the limit it is 429 with `Retry-After`. Routes with a
 /// stricter limit of their own (account creation, credentials) report that one instead.
@@ -222,10 +222,13 @@ async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> 
         return next.run(req).await;
     };
     let bucket = match req.headers().get(axum::http::header::AUTHORIZATION) {
-        Some(v) => format!(
-            "req:cred:{}",
-            mailroom_core::secret::hash_secret(&String::from_utf8_lossy(v.as_bytes()))
-        ),
+        Some(v) => {
+            use std::hash::BuildHasher as _;
+            format!(
+                "req:cred:{:016x}",
+                state.bucket_hasher.hash_one(v.as_bytes())
+            )
+        }
         None => {
             let peer = req
                 .extensions()
