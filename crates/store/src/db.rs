@@ -237,6 +237,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "api keys",
         include_str!("../migrations/sqlite/0006_api_keys.sql"),
     ),
+    (
+        10,
+        "imap",
+        include_str!("../migrations/sqlite/0010_imap.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -269,6 +274,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         6,
         "api keys",
         include_str!("../migrations/postgres/0006_api_keys.sql"),
+    ),
+    (
+        10,
+        "imap",
+        include_str!("../migrations/postgres/0010_imap.sql"),
     ),
 ];
 

@@ -12,6 +12,7 @@
 mod db;
 mod error;
 mod events;
+mod imap;
 mod messages;
 mod tenancy;
 pub mod testing;
@@ -20,6 +21,7 @@ mod webhooks;
 pub use db::{Backend, Stale, StaleListener, Store};
 pub use error::StoreError;
 pub use events::EventRow;
+pub use imap::{ImapMailbox, ImapMessage, MailboxCounts, MailboxRefusal, MailboxState};
 pub use messages::{
     MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
 };

@@ -1,0 +1,400 @@
+//! IMAP with clients nobody here wrote (Python's imaplib, mbsync) and raw sockets for the
+//! protocol's edges, over the same store as the API.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use mailroom_testkit::{Backend, TestAccount, TestServer, on_both_backends};
+use serde_json::Value;
+
+on_both_backends!(imaplib_reads_what_the_api_shows);
+on_both_backends!(imaplib_organises_and_the_api_agrees);
+
+/// A message with a text part and a binary attachment.
+const MULTIPART: &str = "From: Ann <ann@example.com>\r\nTo: reader@mailroom.test\r\nSubject: first\r\nMessage-ID: <first@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello from the first message.\r\n--b1\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\nContent-Disposition: attachment; filename=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECA/8=\r\n--b1--\r\n";
+
+async fn deliver(s: &TestServer, to: &str, message: &str) {
+    s.deliver_smtp(to, message).await;
+}
+
+fn imaplib(port: u16, a: &TestAccount, scenario: &str, extra: &[&str]) -> Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/clients/imap_session.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&a.email)
+        .arg(&a.inbox_key)
+        .arg(scenario)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn api(s: &TestServer, a: &TestAccount, path: &str) -> Value {
+    s.get_json(&a.inbox_key, path).await
+}
+
+async fn raw_of(s: &TestServer, a: &TestAccount, id: &str) -> Vec<u8> {
+    s.http
+        .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+fn b64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+}
+
+async fn imaplib_reads_what_the_api_shows(s: TestServer) {
+    let a = s.new_account("reader").await;
+    deliver(&s, &a.email, MULTIPART).await;
+    deliver(
+        &s,
+        &a.email,
+        "From: bob@example.org\r\nSubject: second\r\n\r\nplain body\r\n",
+    )
+    .await;
+    let srv = s.server.as_ref().unwrap();
+    let report = imaplib(srv.imap_addr.port(), &a, "read", &[]);
+    let caps: Vec<&str> = report["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for cap in [
+        "IMAP4REV1",
+        "IDLE",
+        "MOVE",
+        "UIDPLUS",
+        "CONDSTORE",
+        "SPECIAL-USE",
+        "LITERAL+",
+    ] {
+        assert!(caps.contains(&cap), "{cap}: {caps:?}");
+    }
+    let list = report["list"].to_string();
+    assert!(list.contains("\\\\Sent) \\\"/\\\" \\\"Sent\\\""), "{list}");
+    assert!(list.contains("\\\"INBOX\\\""), "{list}");
+    assert_eq!(report["exists"], 2);
+    // Byte-exact bodies: BODY[] is /raw of the API.
+    let listed = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
+    let ids: Vec<String> = listed["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let msgs = report["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2, "{report}");
+    for (m, id) in msgs.iter().zip(&ids) {
+        let raw = raw_of(&s, &a, id).await;
+        assert_eq!(b64(&m["literals"]["BODY[]"]), raw, "BODY[] of {id}");
+        assert_eq!(
+            b64(&m["literals"]["BODY[]<0>"]),
+            raw[..10].to_vec(),
+            "partial"
+        );
+        let meta = m["meta"].as_str().unwrap();
+        assert!(
+            meta.contains(&format!("RFC822.SIZE {}", raw.len())),
+            "{meta}"
+        );
+    }
+    let first = &msgs[0];
+    let meta = first["meta"].as_str().unwrap();
+    assert!(meta.contains("UID 1"), "{meta}");
+    assert!(meta.contains("FLAGS ()"), "{meta}");
+    assert!(
+        meta.contains("ENVELOPE (NIL \"first\" ((\"Ann\" NIL \"ann\" \"example.com\"))"),
+        "{meta}"
+    );
+    assert!(meta.contains("\"<first@example.com>\")"), "{meta}");
+    assert!(
+        meta.contains(
+            "BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 29 1"
+        ),
+        "{meta}"
+    );
+    assert!(
+        meta.contains("(\"APPLICATION\" \"OCTET-STREAM\" (\"NAME\" \"data.bin\") NIL NIL \"BASE64\" 8 NIL (\"ATTACHMENT\" (\"FILENAME\" \"data.bin\")) NIL NIL) \"MIXED\""),
+        "{meta}"
+    );
+    assert_eq!(
+        b64(&first["literals"]["BODY[1]"]),
+        b"Hello from the first message."
+    );
+    assert_eq!(
+        b64(&first["literals"]["BODY[HEADER.FIELDS (SUBJECT)]"]),
+        b"Subject: first\r\n\r\n"
+    );
+    assert_eq!(
+        b64(&first["literals"]["BINARY[1]"]),
+        b"Hello from the first message."
+    );
+    assert_eq!(report["search_all"], "1 2");
+    assert_eq!(report["search_subject"], "2");
+    assert_eq!(report["uid_search_unseen"], "1 2");
+    let status = report["status"].as_str().unwrap();
+    assert!(
+        status.contains("MESSAGES 2")
+            && status.contains("UNSEEN 2")
+            && status.contains("UIDNEXT 3"),
+        "{status}"
+    );
+    // BODY[TEXT] (not PEEK) marked the first message read: \Seen in IMAP, read in the API.
+    assert!(
+        report["fetch_text_flags"]
+            .as_str()
+            .unwrap()
+            .contains("\\Seen"),
+        "{report}"
+    );
+    assert!(report["flags_after"].as_str().unwrap().contains("\\Seen"));
+    let unread = api(
+        &s,
+        &a,
+        &format!("/v1/inboxes/{}/messages?unread=true", a.inbox_id),
+    )
+    .await;
+    assert_eq!(unread["result"]["total"], 1);
+    assert_eq!(unread["result"]["messages"][0]["id"], ids[1]);
+    // Over implicit TLS too.
+    let again = imaplib(srv.imaps_addr.port(), &a, "read", &["--implicit-tls"]);
+    assert_eq!(again["exists"], 2);
+    s.stop().await;
+}
+
+async fn imaplib_organises_and_the_api_agrees(s: TestServer) {
+    let a = s.new_account("organiser").await;
+    deliver(&s, &a.email, MULTIPART).await;
+    deliver(
+        &s,
+        &a.email,
+        "From: bob@example.org\r\nSubject: second\r\n\r\nplain body\r\n",
+    )
+    .await;
+    let srv = s.server.as_ref().unwrap();
+    let report = imaplib(srv.imap_addr.port(), &a, "organise", &[]);
+    assert!(
+        report["flags_1"].as_str().unwrap().contains("\\Flagged"),
+        "{report}"
+    );
+    assert_eq!(report["unseen"], "1 2");
+    assert_eq!(report["flagged"], "1");
+    assert_eq!(report["move"], "OK");
+    assert_eq!(report["after_move_exists"], "1");
+    assert_eq!(report["append"][0], "OK");
+    assert!(
+        report["append"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("[APPENDUID "),
+        "{report}"
+    );
+    assert_eq!(report["expunge"], serde_json::json!(["1"]));
+    let renamed = report["list_after_rename"].to_string();
+    assert!(
+        renamed.contains("Old/Sub") && renamed.contains("HasChildren"),
+        "{renamed}"
+    );
+    assert_eq!(report["delete_trash"], "NO");
+    let lsub = report["lsub"].to_string();
+    assert!(!lsub.contains("Junk") && lsub.contains("Archive"), "{lsub}");
+    assert!(
+        report["status_work"]
+            .as_str()
+            .unwrap()
+            .contains("MESSAGES 0"),
+        "{report}"
+    );
+    assert!(
+        report["status_drafts"]
+            .as_str()
+            .unwrap()
+            .contains("MESSAGES 1 UNSEEN 0"),
+        "{report}"
+    );
+    // The API sees the same: the first message moved to Archive (flagged, same id),
+    // INBOX holds the second, the APPENDed draft is in Drafts.
+    let archive = api(
+        &s,
+        &a,
+        &format!("/v1/inboxes/{}/messages?mailbox=Archive", a.inbox_id),
+    )
+    .await;
+    assert_eq!(archive["result"]["total"], 1);
+    assert_eq!(archive["result"]["messages"][0]["subject"], "first");
+    let inbox = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
+    assert_eq!(inbox["result"]["total"], 1);
+    assert_eq!(inbox["result"]["messages"][0]["subject"], "second");
+    let drafts = api(
+        &s,
+        &a,
+        &format!("/v1/inboxes/{}/messages?mailbox=Drafts", a.inbox_id),
+    )
+    .await;
+    assert_eq!(drafts["result"]["messages"][0]["subject"], "draft");
+    assert_eq!(drafts["result"]["messages"][0]["read"], true);
+    s.stop().await;
+}
+
+/// A raw IMAP connection for the protocol's edges.
+struct Raw {
+    c: BufReader<TcpStream>,
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut r = Raw {
+            c: BufReader::new(stream),
+        };
+        let greeting = r.line();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        r
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.c.read_line(&mut line).unwrap();
+        line
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        self.c.get_mut().write_all(data).unwrap();
+    }
+
+    /// Sends a command and reads until its tagged answer; returns every line.
+    fn cmd(&mut self, tag: &str, command: &str) -> Vec<String> {
+        self.send(format!("{tag} {command}\r\n").as_bytes());
+        self.until(tag)
+    }
+
+    fn until(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed; got {lines:?}");
+            let done = l.starts_with(&format!("{tag} "));
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    fn login(&mut self, a: &TestAccount) {
+        let r = self.cmd("l", &format!("LOGIN {} {}", a.email, a.inbox_key));
+        assert!(r.last().unwrap().starts_with("l OK"), "{r:?}");
+    }
+}
+
+fn last(lines: &[String]) -> &str {
+    lines.last().unwrap().as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_answers() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let a = s.new_account("hostile").await;
+    deliver(&s, &a.email, "Subject: one\r\n\r\nbody\r\n").await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let mut r = Raw::connect(port);
+    // Wrong state, unknown commands, garbage.
+    assert!(last(&r.cmd("a1", "SELECT INBOX")).starts_with("a1 BAD"));
+    assert!(last(&r.cmd("a2", "FROBNICATE")).starts_with("a2 BAD"));
+    assert!(last(&r.cmd("a3", "FETCH 1 (FLAGS)")).starts_with("a3 BAD"));
+    // Wrong password.
+    let wrong = r.cmd(
+        "a4",
+        &format!("LOGIN {} mr_inb_wrongwrongwrongwrongwrongwrongwr", a.email),
+    );
+    assert!(
+        last(&wrong).starts_with("a4 NO [AUTHENTICATIONFAILED]"),
+        "{wrong:?}"
+    );
+    r.login(&a);
+    assert!(
+        last(&r.cmd("a5", "FETCH 1 (FLAGS)")).starts_with("a5 BAD"),
+        "no mailbox selected"
+    );
+    let sel = r.cmd("a6", "SELECT INBOX");
+    assert!(sel.iter().any(|l| l == "* 1 EXISTS\r\n"), "{sel:?}");
+    // Invalid sequence sets.
+    assert!(last(&r.cmd("a7", "FETCH 5 (FLAGS)")).starts_with("a7 BAD"));
+    assert!(last(&r.cmd("a8", "FETCH 0 (FLAGS)")).starts_with("a8 BAD"));
+    assert!(last(&r.cmd("a9", "FETCH x:y (FLAGS)")).starts_with("a9 BAD"));
+    // A huge synchronizing literal is refused before it is sent.
+    let big = r.cmd("b1", "APPEND INBOX {999999999999}");
+    assert!(last(&big).starts_with("b1 NO [TOOBIG]"), "{big:?}");
+    // A line over the limit.
+    let long = format!("b2 LOGIN {} x", "y".repeat(70_000));
+    let l = r.cmd("b2", &long[3..]);
+    assert!(last(&l).starts_with("b2 BAD"), "{l:?}");
+    // Still alive and well.
+    assert!(last(&r.cmd("b3", "NOOP")).starts_with("b3 OK"));
+    // An unterminated literal followed by the client going away: no crash, next client fine.
+    r.send(b"b4 APPEND INBOX {100}\r\n");
+    assert!(r.line().starts_with("+"));
+    r.send(b"only a few bytes");
+    drop(r);
+    let mut r = Raw::connect(port);
+    r.login(&a);
+    let st = r.cmd("c1", "STATUS INBOX (MESSAGES)");
+    assert!(
+        st[0].contains("MESSAGES 1"),
+        "nothing half-appended: {st:?}"
+    );
+    // A flood of garbage ends the session with BYE.
+    let mut flood = Vec::new();
+    for i in 0..30 {
+        flood.extend_from_slice(format!("f{i} GARBAGE\r\n").as_bytes());
+    }
+    r.send(&flood);
+    let mut all = String::new();
+    let _ = r.c.read_to_string(&mut all);
+    assert!(all.contains("* BYE too many bad commands"), "{all}");
+    s.stop().await;
+    // Without --dev, plain-text logins need STARTTLS first.
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.dev = false)
+        .await
+        .unwrap();
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let mut r = Raw::connect(port);
+    let caps = r.cmd("a", "CAPABILITY");
+    assert!(
+        caps[0].contains("STARTTLS") && caps[0].contains("LOGINDISABLED"),
+        "{caps:?}"
+    );
+    let l = r.cmd("b", "LOGIN someone@mailroom.test x");
+    assert!(last(&l).starts_with("b NO [PRIVACYREQUIRED]"), "{l:?}");
+    s.stop().await;
+}
