@@ -1370,6 +1370,8 @@ impl Session {
         conn: &mut BufReader<S>,
         out: &mut Out,
     ) -> Result<(), FetchError> {
+        // New mail (and, for UID commands, removals) first, so `1:*` covers it.
+        self.sync(out, uid).await.map_err(FetchError::Store)?;
         let mut idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(why) => {
@@ -1447,11 +1449,9 @@ impl Session {
         }
         let mut any_gone = false;
         for &i in &idx {
+            // A message removed elsewhere but not yet reported is still served while its
+            // body exists (it may have moved to another mailbox).
             let m = sel.msgs[i].clone();
-            if m.gone {
-                any_gone = true;
-                continue;
-            }
             let raw = if needs_body {
                 match store.get_blob(&m.blob).await.map_err(FetchError::Store)? {
                     Some(r) => Some(r),
@@ -1615,7 +1615,6 @@ impl Session {
                 out.flush(conn.get_mut()).await.map_err(FetchError::Io)?;
             }
         }
-        self.sync(out, false).await.map_err(FetchError::Store)?;
         if any_gone {
             out.line(&format!(
                 "{tag} NO [EXPUNGEISSUED] some messages were expunged meanwhile"
@@ -1641,6 +1640,7 @@ impl Session {
         unchanged_since: Option<u64>,
         out: &mut Out,
     ) -> Result<(), mailroom_store::StoreError> {
+        self.sync(out, uid).await?;
         let idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(why) => {
@@ -1742,7 +1742,6 @@ impl Session {
             }
             out.line(&format!("* {} FETCH ({})", i + 1, parts.join(" ")));
         }
-        self.sync(out, false).await?;
         modified.sort_unstable();
         if modified.is_empty() {
             out.line(&format!(
@@ -1769,6 +1768,7 @@ impl Session {
         if with_modseq {
             self.condstore = true;
         }
+        self.sync(out, uid).await?;
         let needs = search::needs_content(keys);
         let store = self.server.services.store().clone();
         let Some(sel) = self.selected.as_ref() else {
@@ -1825,7 +1825,6 @@ impl Session {
             }
             out.line(&line);
         }
-        self.sync(out, uid).await?;
         out.line(&format!(
             "{tag} OK {}SEARCH completed",
             if uid { "UID " } else { "" }
@@ -1886,6 +1885,7 @@ impl Session {
         moving: bool,
         out: &mut Out,
     ) -> Result<(), mailroom_store::StoreError> {
+        self.sync(out, uid).await?;
         let idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(why) => {
@@ -1949,7 +1949,6 @@ impl Session {
             self.sync(out, true).await?;
             out.line(&format!("{tag} OK MOVE completed"));
         } else {
-            self.sync(out, uid).await?;
             out.line(&format!("{tag} OK {code}COPY completed"));
         }
         Ok(())

@@ -398,3 +398,199 @@ async fn bad_input_gets_clear_answers() {
     assert!(last(&l).starts_with("b NO [PRIVACYREQUIRED]"), "{l:?}");
     s.stop().await;
 }
+
+impl Raw {
+    /// Reads lines until one contains `needle`, failing after `secs`.
+    fn wait_for(&mut self, needle: &str, secs: u64) -> (String, Duration) {
+        let start = std::time::Instant::now();
+        self.c
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(secs)))
+            .unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.c.read_line(&mut line) {
+                Ok(n) if n > 0 => {}
+                other => panic!("no {needle:?} within {secs}s ({other:?}); saw {seen:?}"),
+            }
+            if line.contains(needle) {
+                self.c
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                return (line, start.elapsed());
+            }
+            seen.push(line);
+        }
+    }
+}
+
+on_both_backends!(sessions_see_each_others_changes_and_idle_hears_smtp);
+
+async fn sessions_see_each_others_changes_and_idle_hears_smtp(s: TestServer) {
+    let a = s.new_account("watcher").await;
+    deliver(&s, &a.email, "Subject: one\r\n\r\nfirst\r\n").await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let mut actor = Raw::connect(port);
+    actor.login(&a);
+    assert!(last(&actor.cmd("a1", "SELECT INBOX")).starts_with("a1 OK [READ-WRITE]"));
+    let mut idler = Raw::connect(port);
+    idler.login(&a);
+    let sel = idler.cmd("b1", "SELECT INBOX");
+    assert!(sel.iter().any(|l| l == "* 1 EXISTS\r\n"), "{sel:?}");
+    idler.send(b"b2 IDLE\r\n");
+    assert!(idler.line().starts_with("+ "));
+    // Mail by SMTP reaches the IDLE session within a second.
+    let sent = std::time::Instant::now();
+    deliver(&s, &a.email, "Subject: two\r\n\r\nsecond\r\n").await;
+    let (line, _) = idler.wait_for("EXISTS", 5);
+    assert_eq!(line, "* 2 EXISTS\r\n");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    // Flags set in another session: FETCH FLAGS.
+    let r = actor.cmd("a2", "STORE 1 +FLAGS (\\Flagged)");
+    assert!(last(&r).starts_with("a2 OK"), "{r:?}");
+    let (line, took) = idler.wait_for("FETCH", 5);
+    assert_eq!(line, "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Read through the API: \Seen in IMAP (one truth), within the poll interval.
+    let listed = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
+    let newest = listed["result"]["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let oldest = listed["result"]["messages"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patched = s
+        .http
+        .patch(s.url(&format!("/v1/inboxes/{}/messages/{newest}", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .json(&serde_json::json!({"read": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let (line, _) = idler.wait_for("FETCH", 5);
+    assert_eq!(line, "* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n");
+    // Deleted in the API (moved to Trash): EXPUNGE in the IDLE session.
+    let deleted = s
+        .http
+        .delete(s.url(&format!("/v1/inboxes/{}/messages/{oldest}", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    let (line, _) = idler.wait_for("EXPUNGE", 5);
+    assert_eq!(line, "* 1 EXPUNGE\r\n");
+    idler.send(b"DONE\r\n");
+    let done = idler.until("b2");
+    assert!(last(&done).starts_with("b2 OK"), "{done:?}");
+    // The other session hears of the removal at its next NOOP; a FETCH in between must not
+    // report EXPUNGE (RFC 9051 §7.5.1) and still works on the old numbering.
+    let f = actor.cmd("a3", "FETCH 1:* (UID)");
+    assert!(!f.iter().any(|l| l.contains("EXPUNGE")), "{f:?}");
+    assert!(f.iter().any(|l| l == "* 2 FETCH (UID 2)\r\n"), "{f:?}");
+    let n = actor.cmd("a4", "NOOP");
+    assert!(n.iter().any(|l| l == "* 1 EXPUNGE\r\n"), "{n:?}");
+    // EXPUNGE by one session reaches the other; uids are never reused.
+    assert!(last(&actor.cmd("a5", "STORE 1 +FLAGS.SILENT (\\Deleted)")).starts_with("a5 OK"));
+    let e = actor.cmd("a6", "EXPUNGE");
+    assert_eq!(e[0], "* 1 EXPUNGE\r\n", "{e:?}");
+    let n = idler.cmd("b3", "NOOP");
+    assert!(n.iter().any(|l| l == "* 1 EXPUNGE\r\n"), "{n:?}");
+    deliver(&s, &a.email, "Subject: three\r\n\r\nthird\r\n").await;
+    let f = idler.cmd("b4", "UID FETCH 1:* (UID)");
+    assert!(f.iter().any(|l| l == "* 1 FETCH (UID 3)\r\n"), "{f:?}");
+    // UID EXPUNGE removes only the named uids.
+    actor.cmd("a7", "NOOP");
+    let st = actor.cmd("a8", "UID STORE 3 +FLAGS (\\Deleted)");
+    assert!(last(&st).starts_with("a8 OK"), "{st:?}");
+    let e = actor.cmd("a9", "UID EXPUNGE 1:2");
+    assert!(
+        !e.iter()
+            .any(|l| l.contains("EXPUNGE\r\n") && l.starts_with("* ")),
+        "{e:?}"
+    );
+    let e = actor.cmd("a10", "UID EXPUNGE 3");
+    assert_eq!(e[0], "* 1 EXPUNGE\r\n", "{e:?}");
+    s.stop().await;
+}
+
+on_both_backends!(condstore_reports_modseqs);
+
+async fn condstore_reports_modseqs(s: TestServer) {
+    let a = s.new_account("modseq").await;
+    deliver(&s, &a.email, "Subject: one\r\n\r\nfirst\r\n").await;
+    deliver(&s, &a.email, "Subject: two\r\n\r\nsecond\r\n").await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let mut r = Raw::connect(port);
+    r.login(&a);
+    let sel = r.cmd("a1", "SELECT INBOX (CONDSTORE)");
+    let hms: i64 = sel
+        .iter()
+        .find_map(|l| l.strip_prefix("* OK [HIGHESTMODSEQ "))
+        .and_then(|l| l.split(']').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let st = r.cmd("a2", "STORE 2 +FLAGS (\\Seen)");
+    let modseq_line = st.iter().find(|l| l.starts_with("* 2 FETCH")).unwrap();
+    assert!(modseq_line.contains("MODSEQ ("), "{st:?}");
+    // Only the changed message is newer than the old HIGHESTMODSEQ.
+    let f = r.cmd("a3", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})"));
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(
+        f[0].starts_with("* 2 FETCH (FLAGS (\\Seen) MODSEQ ("),
+        "{f:?}"
+    );
+    // UNCHANGEDSINCE older than the message's modseq: refused with MODIFIED.
+    let st = r.cmd(
+        "a4",
+        &format!("STORE 2 (UNCHANGEDSINCE {hms}) +FLAGS (\\Flagged)"),
+    );
+    assert!(last(&st).starts_with("a4 OK [MODIFIED 2]"), "{st:?}");
+    let search = r.cmd("a5", &format!("SEARCH MODSEQ {}", hms + 1));
+    assert!(search[0].starts_with("* SEARCH 2 (MODSEQ "), "{search:?}");
+    let status = r.cmd("a6", "STATUS INBOX (HIGHESTMODSEQ MESSAGES)");
+    assert!(
+        status[0].contains("HIGHESTMODSEQ") && status[0].contains("MESSAGES 2"),
+        "{status:?}"
+    );
+    // ENABLE, ID, NAMESPACE, UNSELECT and EXAMINE's read-only state.
+    let en = r.cmd("a7", "ENABLE CONDSTORE");
+    assert_eq!(en[0], "* ENABLED CONDSTORE\r\n");
+    assert!(r.cmd("a8", "ID NIL")[0].starts_with("* ID (\"name\" \"Mailroom\""));
+    assert_eq!(
+        r.cmd("a9", "NAMESPACE")[0],
+        "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"
+    );
+    assert!(last(&r.cmd("b1", "UNSELECT")).starts_with("b1 OK"));
+    assert!(last(&r.cmd("b2", "EXAMINE INBOX")).starts_with("b2 OK [READ-ONLY]"));
+    assert!(last(&r.cmd("b3", "STORE 1 +FLAGS (\\Seen)")).starts_with("b3 NO [READ-ONLY]"));
+    let f = r.cmd("b4", "FETCH 1 (BODY[])");
+    assert!(
+        !f.iter().any(|l| l.contains("\\Seen")),
+        "EXAMINE never sets \\Seen: {f:?}"
+    );
+    // APPEND with a non-synchronizing literal (LITERAL+), then it is in the API.
+    let msg = "Subject: appended\r\n\r\nhi\r\n";
+    r.send(
+        format!(
+            "b5 APPEND INBOX (\\Flagged) {{{}+}}\r\n{msg}\r\n",
+            msg.len()
+        )
+        .as_bytes(),
+    );
+    let ap = r.until("b5");
+    assert!(last(&ap).starts_with("b5 OK [APPENDUID "), "{ap:?}");
+    let listed = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
+    assert_eq!(listed["result"]["messages"][0]["subject"], "appended");
+    s.stop().await;
+}
