@@ -594,3 +594,218 @@ async fn condstore_reports_modseqs(s: TestServer) {
     assert_eq!(listed["result"]["messages"][0]["subject"], "appended");
     s.stop().await;
 }
+
+/// A message with a binary attachment of every byte value, base64 in 76-column lines.
+fn with_attachment(to: &str, subject: &str) -> String {
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "From: Sender <sender@example.com>\r\nTo: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus der Anlage.\r\n--zz\r\nContent-Type: application/octet-stream; name=\"bytes.bin\"\r\nContent-Disposition: attachment; filename=\"bytes.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--zz--\r\n",
+        lines.join("\r\n")
+    )
+}
+
+/// Every file of a Maildir folder (`cur` and `new`), by file name.
+fn maildir_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["cur", "new"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            out.push((
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+on_both_backends!(mbsync_mirrors_the_mailboxes_byte_for_byte);
+
+async fn mbsync_mirrors_the_mailboxes_byte_for_byte(s: TestServer) {
+    let a = s.new_account("syncer").await;
+    deliver(&s, &a.email, &with_attachment(&a.email, "attached one")).await;
+    deliver(&s, &a.email, &with_attachment(&a.email, "attached two")).await;
+    deliver(
+        &s,
+        &a.email,
+        "Subject: plain\r\n\r\nSome text.\r\n.leading dot\r\n",
+    )
+    .await;
+    // The second one goes to Archive through the API.
+    let listed = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
+    let ids: Vec<String> = listed["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let second = ids[1].clone();
+    let moved = s
+        .http
+        .patch(s.url(&format!("/v1/inboxes/{}/messages/{second}", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .json(&serde_json::json!({"mailbox": "Archive"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let srv = s.server.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mbsyncrc");
+    std::fs::create_dir_all(dir.path().join("mail")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "IMAPAccount mr\nHost 127.0.0.1\nPort {port}\nUser {user}\nPass {pass}\nSSLType IMAPS\nCertificateFile {cert}\nSystemCertificates no\n\n\
+             IMAPStore remote\nAccount mr\n\n\
+             MaildirStore local\nPath {dir}/mail/\nInbox {dir}/mail/INBOX\nSubFolders Verbatim\n\n\
+             Channel mr\nFar :remote:\nNear :local:\nPatterns *\nCreate Near\nSync All\nSyncState *\n",
+            port = srv.imaps_addr.port(),
+            user = a.email,
+            pass = a.inbox_key,
+            cert = srv.tls_cert_path.display(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = Command::new("mbsync")
+            .arg("-c")
+            .arg(&config)
+            .arg("-a")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mbsync failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tokio::task::block_in_place(run);
+    let mail = dir.path().join("mail");
+    for folder in ["Sent", "Drafts", "Trash", "Junk", "Archive"] {
+        assert!(
+            mail.join(folder).join("cur").is_dir(),
+            "{folder} was created"
+        );
+    }
+    let inbox = maildir_files(&mail.join("INBOX"));
+    let archive = maildir_files(&mail.join("Archive"));
+    assert_eq!(
+        inbox.len(),
+        2,
+        "{:?}",
+        inbox.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert_eq!(archive.len(), 1);
+    // Byte for byte what the API serves as /raw. Maildir keeps lines LF-terminated (mbsync
+    // turns CRLF into LF on the way in) and mbsync adds its own `X-TUID` header line to every
+    // message it copies; those two are undone, nothing else may differ.
+    let lf = |b: &[u8]| -> Vec<u8> {
+        let b: Vec<u8> = {
+            let text = b;
+            match text.windows(8).position(|w| w == b"\nX-TUID:") {
+                Some(p) => {
+                    let end = text[p + 1..]
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map_or(text.len(), |e| p + 1 + e);
+                    [&text[..p], &text[end..]].concat()
+                }
+                None => text.to_vec(),
+            }
+        };
+        let mut out = Vec::with_capacity(b.len());
+        for (i, &c) in b.iter().enumerate() {
+            if c == b'\r' && b.get(i + 1) == Some(&b'\n') {
+                continue;
+            }
+            out.push(c);
+        }
+        out
+    };
+    let mut expected_inbox = vec![
+        lf(&raw_of(&s, &a, &ids[0]).await),
+        lf(&raw_of(&s, &a, &ids[2]).await),
+    ];
+    let mut got_inbox: Vec<Vec<u8>> = inbox.iter().map(|f| lf(&f.1)).collect();
+    expected_inbox.sort();
+    got_inbox.sort();
+    assert!(got_inbox == expected_inbox, "INBOX differs from /raw");
+    assert!(
+        lf(&archive[0].1) == lf(&raw_of(&s, &a, &second).await),
+        "Archive differs"
+    );
+    // Marking a message read in the Maildir and syncing again: read in the API.
+    let folder = mail.join("INBOX");
+    let (name, _) = &inbox[0];
+    let from = if folder.join("new").join(name).exists() {
+        folder.join("new").join(name)
+    } else {
+        folder.join("cur").join(name)
+    };
+    let base = name.split(":2,").next().unwrap();
+    std::fs::rename(from, folder.join("cur").join(format!("{base}:2,S"))).unwrap();
+    let before = api(
+        &s,
+        &a,
+        &format!("/v1/inboxes/{}/messages?unread=true", a.inbox_id),
+    )
+    .await;
+    assert_eq!(before["result"]["total"], 2, "mbsync reads with BODY.PEEK");
+    tokio::task::block_in_place(run);
+    let unread = api(
+        &s,
+        &a,
+        &format!("/v1/inboxes/{}/messages?unread=true", a.inbox_id),
+    )
+    .await;
+    assert_eq!(
+        unread["result"]["total"], 1,
+        "the message marked in the Maildir is read now"
+    );
+    let renamed_subject = if String::from_utf8_lossy(&inbox[0].1).contains("Subject: plain") {
+        "plain"
+    } else {
+        "attached one"
+    };
+    assert_ne!(unread["result"]["messages"][0]["subject"], renamed_subject);
+    // And curl's IMAP client fetches the attachment message exactly, CRLF and all.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("imap://127.0.0.1:{}/INBOX;UID=1", srv.imap_addr.port()),
+            "-u",
+            &format!("{}:{}", a.email, a.inbox_key),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == raw_of(&s, &a, &ids[2]).await,
+        "curl's UID=1 is /raw"
+    );
+    // curl fetches with BODY[] (not PEEK): the message is read now, as RFC 9051 says.
+    let m = api(
+        &s,
+        &a,
+        &format!("/v1/inboxes/{}/messages/{}", a.inbox_id, ids[2]),
+    )
+    .await;
+    assert_eq!(m["result"]["read"], true, "{m}");
+    s.stop().await;
+}
