@@ -33,6 +33,10 @@ use session::{Next, Out, Session};
 
 /// RFC 9051 §5.4: the autologout timer is at least 30 minutes.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Before login a client gets less time and smaller literals (enough for LOGIN and
+/// AUTHENTICATE), so that unauthenticated connections cost little.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
+const LOGIN_MAX_LITERAL: u64 = 8 * 1024;
 /// Sessions at once, over both listeners.
 const MAX_SESSIONS: usize = 20_000;
 /// The read buffer of a connection: small, so that idle connections cost little; longer
@@ -180,11 +184,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         ));
         out.flush(conn.get_mut()).await.ok()?;
     }
-    let max_literal = s.server.max_message_size;
-    let max_command = max_literal + conn::MAX_LINE as u64 * 4;
     loop {
+        let (max_literal, timeout) = if s.logged_in() {
+            (s.server.max_message_size, s.server.idle_timeout)
+        } else {
+            (LOGIN_MAX_LITERAL, LOGIN_TIMEOUT.min(s.server.idle_timeout))
+        };
+        let max_command = max_literal + conn::MAX_LINE as u64 * 4;
         let frame = tokio::select! {
-            r = tokio::time::timeout(s.server.idle_timeout, conn::read_command(&mut conn, max_literal, max_command)) => r,
+            r = tokio::time::timeout(timeout, conn::read_command(&mut conn, max_literal, max_command)) => r,
             _ = stop.cancelled() => {
                 out.line("* BYE server shutting down");
                 let _ = out.flush(conn.get_mut()).await;
@@ -246,6 +254,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             },
         }
         out.flush(conn.get_mut()).await.ok()?;
+        if s.closing {
+            next = Next::Logout;
+        }
         match next {
             Next::Continue => {}
             Next::Logout => {

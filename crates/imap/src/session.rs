@@ -114,6 +114,8 @@ pub struct Session {
     /// IMAP4rev2 enabled (ENABLE IMAP4rev2).
     rev2: bool,
     bad_in_a_row: u32,
+    /// A BYE was sent outside LOGOUT: the connection ends after this answer.
+    pub closing: bool,
 }
 
 type Io = std::io::Result<()>;
@@ -355,11 +357,16 @@ impl Session {
             condstore: false,
             rev2: false,
             bad_in_a_row: 0,
+            closing: false,
         }
     }
 
     fn plaintext_allowed(&self) -> bool {
         self.tls || (self.server.plaintext_on_loopback && self.peer.ip().is_loopback())
+    }
+
+    pub fn logged_in(&self) -> bool {
+        self.user.is_some()
     }
 
     pub fn capabilities(&self) -> String {
@@ -657,6 +664,16 @@ impl Session {
                 {
                     Ok(Ok(())) => {
                         self.server.changed();
+                        // The selected mailbox (or one above it) renamed by this session:
+                        // follow it, since uids and UIDVALIDITY stay.
+                        if let Some(sel) = self.selected.as_mut() {
+                            let old = sel.mailbox.name.clone();
+                            if old == from || old.starts_with(&format!("{from}/")) {
+                                let renamed = format!("{to}{}", &old[from.len()..]);
+                                sel.mailbox.id = mailroom_store::mailbox_id(&inbox_id, &renamed);
+                                sel.mailbox.name = renamed;
+                            }
+                        }
                         out.line(&format!("{tag} OK RENAME completed"));
                     }
                     Ok(Err(MailboxRefusal::NotFound)) => {
@@ -1045,7 +1062,8 @@ impl Session {
                     out.line(&format!("* {} EXPUNGE", i + 1));
                 }
                 sel.msgs.clear();
-                out.line("* BYE the selected mailbox was deleted or renamed");
+                out.line("* BYE the selected mailbox was deleted or renamed elsewhere");
+                self.closing = true;
             }
             return Ok(());
         };

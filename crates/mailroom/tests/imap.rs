@@ -809,3 +809,74 @@ async fn mbsync_mirrors_the_mailboxes_byte_for_byte(s: TestServer) {
     assert_eq!(m["result"]["read"], true, "{m}");
     s.stop().await;
 }
+
+async fn new_key(s: &TestServer, a: &TestAccount, scopes: &[&str]) -> String {
+    let answer: Value = s
+        .http
+        .post(s.url("/v1/keys"))
+        .bearer_auth(&a.account_key)
+        .json(&serde_json::json!({"name": "mail client", "scopes": scopes}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["apiKey"].as_str().unwrap().to_owned()
+}
+
+on_both_backends!(logins_take_inbox_keys_and_imap_scoped_keys);
+
+async fn logins_take_inbox_keys_and_imap_scoped_keys(s: TestServer) {
+    let a = s.new_account("logger").await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let plain = |user: &str, pass: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
+    };
+    // AUTHENTICATE PLAIN with an initial response (SASL-IR) and with a continuation.
+    let mut r = Raw::connect(port);
+    let ok = r.cmd(
+        "a1",
+        &format!("AUTHENTICATE PLAIN {}", plain(&a.email, &a.inbox_key)),
+    );
+    assert!(last(&ok).starts_with("a1 OK [CAPABILITY "), "{ok:?}");
+    let mut r = Raw::connect(port);
+    r.send(b"a2 AUTHENTICATE PLAIN\r\n");
+    assert!(r.line().starts_with("+"));
+    r.send(format!("{}\r\n", plain(&a.email, &a.inbox_key)).as_bytes());
+    assert!(last(&r.until("a2")).starts_with("a2 OK"));
+    // An API key with the imap scope opens any inbox of its account; without it, no.
+    let imap_key = new_key(&s, &a, &["imap"]).await;
+    let pop_key = new_key(&s, &a, &["pop3"]).await;
+    let mut r = Raw::connect(port);
+    let ok = r.cmd("b1", &format!("LOGIN {} {imap_key}", a.email));
+    assert!(last(&ok).starts_with("b1 OK"), "{ok:?}");
+    let no = r.cmd("b2", &format!("LOGIN {} {pop_key}", a.email));
+    assert!(last(&no).starts_with("b2 BAD"), "already logged in: {no:?}");
+    let mut r = Raw::connect(port);
+    let no = r.cmd("b3", &format!("LOGIN {} {pop_key}", a.email));
+    assert!(
+        last(&no).starts_with("b3 NO [AUTHORIZATIONFAILED]"),
+        "{no:?}"
+    );
+    // A big literal before login is refused (unauthenticated clients cost little).
+    let big = r.cmd("b4", "LOGIN {100000}");
+    assert!(last(&big).starts_with("b4 NO [TOOBIG]"), "{big:?}");
+    // A literal within the limit works (imaplib and others send passwords so).
+    r.send(format!("b5 LOGIN {} {{{}}}\r\n", a.email, a.inbox_key.len()).as_bytes());
+    assert!(r.line().starts_with("+"));
+    r.send(format!("{}\r\n", a.inbox_key).as_bytes());
+    assert!(last(&r.until("b5")).starts_with("b5 OK"));
+    // Failed logins are throttled: after 5 for one user name, even the right key waits.
+    let mut r = Raw::connect(port);
+    for i in 0..5 {
+        let no = r.cmd(
+            &format!("c{i}"),
+            &format!("LOGIN {} mr_inb_wrong{i}", a.email),
+        );
+        assert!(last(&no).contains("NO [AUTHENTICATIONFAILED]"), "{no:?}");
+    }
+    let no = r.cmd("c9", &format!("LOGIN {} {}", a.email, a.inbox_key));
+    assert!(last(&no).starts_with("c9 NO [UNAVAILABLE]"), "{no:?}");
+    s.stop().await;
+}
