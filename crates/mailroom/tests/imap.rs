@@ -880,3 +880,81 @@ async fn logins_take_inbox_keys_and_imap_scoped_keys(s: TestServer) {
     assert!(last(&no).starts_with("c9 NO [UNAVAILABLE]"), "{no:?}");
     s.stop().await;
 }
+
+/// Hostile and malformed commands, each answered with a clear BAD or NO; the session stays
+/// usable after every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_commands_table() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let a = s.new_account("table").await;
+    deliver(&s, &a.email, "Subject: one\r\n\r\nbody\r\n").await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let mut r = Raw::connect(port);
+    r.login(&a);
+    assert!(last(&r.cmd("s", "SELECT INBOX")).starts_with("s OK"));
+    let table: &[(&str, &str)] = &[
+        ("FETCH", "BAD"),
+        ("FETCH 1", "BAD"),
+        ("FETCH 1 (FLAGS", "BAD"),
+        ("FETCH 1 (NOSUCHITEM)", "BAD"),
+        ("FETCH 1:2:3 (FLAGS)", "BAD"),
+        ("FETCH 4294967296 (FLAGS)", "BAD"),
+        ("FETCH -1 (FLAGS)", "BAD"),
+        ("FETCH 1 BODY[999]", "OK"),
+        ("FETCH 1 BODY[1.2.3.4.5]", "OK"),
+        ("FETCH 1 BINARY[7]", "NO"),
+        ("UID FETCH 99999 (FLAGS)", "OK"),
+        ("STORE 1 +FLAGS", "BAD"),
+        ("STORE 1 FROB (\\Seen)", "BAD"),
+        ("STORE 9 +FLAGS (\\Seen)", "BAD"),
+        ("SEARCH", "BAD"),
+        ("SEARCH CHARSET KOI8-R SUBJECT x", "NO"),
+        ("SEARCH NOSUCHKEY", "BAD"),
+        ("SEARCH OR SEEN", "BAD"),
+        ("SEARCH SINCE 32-Foo-2020", "BAD"),
+        // imap-codec bounds nesting; a shallow one is fine.
+        (
+            "SEARCH (((((((((((((((((((((ALL)))))))))))))))))))))",
+            "BAD",
+        ),
+        ("SEARCH ((ALL) (NOT DELETED))", "OK"),
+        ("COPY 1 NoSuchMailbox", "NO"),
+        ("MOVE 1", "BAD"),
+        ("SELECT", "BAD"),
+        ("SELECT NoSuchMailbox", "NO"),
+        ("CREATE \"\"", "NO"),
+        ("CREATE a//b", "NO"),
+        ("CREATE INBOX", "NO"),
+        ("DELETE INBOX", "NO"),
+        ("DELETE NoSuch", "NO"),
+        ("RENAME Sent Elsewhere", "NO"),
+        ("RENAME NoSuch Other", "NO"),
+        ("STATUS NoSuch (MESSAGES)", "NO"),
+        ("STATUS INBOX (NOSUCH)", "BAD"),
+        ("APPEND NoSuch {3+}\r\nabc", "NO"),
+        ("APPEND INBOX {0+}\r\n", "NO"),
+        ("LOGIN a b", "BAD"),
+        ("AUTHENTICATE PLAIN", "BAD"),
+        ("STARTTLS", "BAD"),
+        ("ENABLE", "BAD"),
+        ("IDLE extra", "BAD"),
+        ("UID", "BAD"),
+        ("UID FROB 1", "BAD"),
+        ("\u{1}\u{2}\u{3}", "BAD"),
+    ];
+    for (i, (command, want)) in table.iter().enumerate() {
+        let tag = format!("t{i}");
+        let got = r.cmd(&tag, command);
+        let answer = last(&got);
+        assert!(
+            answer.starts_with(&format!("{tag} {want}")),
+            "{command:?}: want {want}, got {got:?}"
+        );
+        let alive = r.cmd("n", "NOOP");
+        assert!(
+            last(&alive).starts_with("n OK"),
+            "after {command:?}: {alive:?}"
+        );
+    }
+    s.stop().await;
+}
