@@ -229,7 +229,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 ));
             }
             Frame::Command(buf) => match CommandCodec::default().decode(&buf) {
-                Ok((_, cmd)) => match s.handle(cmd, &mut conn, &mut out, stop).await {
+                // Boxed: the command's state lives on the heap only while it runs, so an
+                // idle session's task stays small.
+                Ok((_, cmd)) => match Box::pin(s.handle(cmd, &mut conn, &mut out, stop)).await {
                     Ok(n) => next = n,
                     Err(_) => return None,
                 },

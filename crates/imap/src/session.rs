@@ -1120,7 +1120,7 @@ impl Session {
             }
             sel.pending_expunge = false;
         }
-        if sel.msgs.len() != before || (allow_expunge && live != state.count) {
+        if sel.msgs.len() != before {
             out.line(&format!("* {} EXISTS", sel.msgs.len()));
         }
         for uid in flag_changes {
