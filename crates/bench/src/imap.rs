@@ -204,7 +204,10 @@ pub async fn run_op(
         tasks.push(tokio::spawn(async move {
             let mut k: usize = i * 7919;
             while Instant::now() < deadline {
-                k = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 1;
+                k = k
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407)
+                    >> 1;
                 let uid = k % count + 1;
                 let command = match op {
                     Op::Select => "SELECT INBOX".to_owned(),

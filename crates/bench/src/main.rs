@@ -668,7 +668,10 @@ fn start_dovecot(
 
 fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
-    let mailroom = a.mailroom.clone().unwrap_or_else(|| me.with_file_name("mailroom"));
+    let mailroom = a
+        .mailroom
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("mailroom"));
     let rt = tokio::runtime::Runtime::new()?;
     let dir = tempfile::tempdir()?;
     let port = |_: &str| -> anyhow::Result<String> {
@@ -710,12 +713,26 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
     let dovecot_dir = tempfile::tempdir()?;
     let dovecot_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let dovecot = if a.dovecot.exists() {
-        let g = start_dovecot(&a.dovecot, dovecot_dir.path(), dovecot_addr.port(), "secret")?;
+        let g = start_dovecot(
+            &a.dovecot,
+            dovecot_dir.path(),
+            dovecot_addr.port(),
+            "secret",
+        )?;
         rt.block_on(smtp::wait_listening(dovecot_addr))?;
-        rt.block_on(imap::populate(dovecot_addr, "bench", "secret", a.messages, a.size))?;
+        rt.block_on(imap::populate(
+            dovecot_addr,
+            "bench",
+            "secret",
+            a.messages,
+            a.size,
+        ))?;
         Some(g)
     } else {
-        eprintln!("{} not found: measuring Mailroom alone", a.dovecot.display());
+        eprintln!(
+            "{} not found: measuring Mailroom alone",
+            a.dovecot.display()
+        );
         None
     };
 
@@ -730,7 +747,13 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
         for _ in 0..a.rounds {
             if dovecot.is_some() {
                 theirs.push(rt.block_on(imap::run_op(
-                    dovecot_addr, "bench", "secret", a.sessions, a.messages, op, a.duration,
+                    dovecot_addr,
+                    "bench",
+                    "secret",
+                    a.sessions,
+                    a.messages,
+                    op,
+                    a.duration,
                 ))?);
             }
             ours.push(rt.block_on(imap::run_op(
@@ -742,13 +765,26 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
             "| `{}` | {:.0} | {} | {} |",
             op.label(),
             median(ours.clone()),
-            if theirs.is_empty() { "—".to_owned() } else { format!("{:.0}", median(theirs.clone())) },
-            if ratios.is_empty() { "—".to_owned() } else { format!("**{:.2}**", median(ratios)) },
+            if theirs.is_empty() {
+                "—".to_owned()
+            } else {
+                format!("{:.0}", median(theirs.clone()))
+            },
+            if ratios.is_empty() {
+                "—".to_owned()
+            } else {
+                format!("**{:.2}**", median(ratios))
+            },
         );
     }
 
     // Memory per idle connection: logged in, nothing selected.
-    let idle_figure = |pid: u32, addr: SocketAddr, user: &str, pass: &str, n: usize| -> anyhow::Result<(f64, f64, f64)> {
+    let idle_figure = |pid: u32,
+                       addr: SocketAddr,
+                       user: &str,
+                       pass: &str,
+                       n: usize|
+     -> anyhow::Result<(f64, f64, f64)> {
         std::thread::sleep(Duration::from_millis(500));
         let (rss0, pss0) = tree_memory_kib(pid)?;
         let conns = rt.block_on(imap::idle_connections(addr, user, pass, n))?;
@@ -759,7 +795,9 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
         Ok((per(rss0, rss1), per(pss0, pss1), pss1 as f64 / 1024.0))
     };
     println!();
-    println!("| idle connections (logged in) | Mailroom per connection (RSS / PSS) | Mailroom total PSS | Dovecot per connection (RSS / PSS) | Dovecot total PSS |");
+    println!(
+        "| idle connections (logged in) | Mailroom per connection (RSS / PSS) | Mailroom total PSS | Dovecot per connection (RSS / PSS) | Dovecot total PSS |"
+    );
     println!("|---|---|---|---|---|");
     let n = a.idle_compare;
     let ours = idle_figure(server.0.id(), imap_addr, &user, &key, n)?;
@@ -767,7 +805,12 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
         Some(g) => Some(idle_figure(g.0.id(), dovecot_addr, "bench", "secret", n)?),
         None => None,
     };
-    let fmt = |f: (f64, f64, f64)| (format!("{:.1} KiB / {:.1} KiB", f.0, f.1), format!("{:.1} MiB", f.2));
+    let fmt = |f: (f64, f64, f64)| {
+        (
+            format!("{:.1} KiB / {:.1} KiB", f.0, f.1),
+            format!("{:.1} MiB", f.2),
+        )
+    };
     let (o1, o2) = fmt(ours);
     let (t1, t2) = theirs.map(fmt).unwrap_or(("—".into(), "—".into()));
     println!("| {n} | {o1} | {o2} | {t1} | {t2} |");

@@ -45,6 +45,10 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 /// How often an IDLE session looks for changes nobody told it about (API changes, other
 /// processes). Mail delivered by this process wakes it at once.
 const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1000);
+/// Without a signal from this process, the database is asked for changes by others (the
+/// API, other processes) at most this often; a client busy with commands sees them this
+/// late at worst, and a command costs one query less.
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Longest mailbox name.
 const MAX_MAILBOX_NAME: usize = 255;
 /// Flags every mailbox offers.
@@ -116,6 +120,11 @@ pub struct Session {
     bad_in_a_row: u32,
     /// A BYE was sent outside LOGOUT: the connection ends after this answer.
     pub closing: bool,
+    /// Change signals of this process (mail arrived, an IMAP session wrote) and when the
+    /// database was last asked: see [`Session::sync`].
+    arrivals: tokio::sync::watch::Receiver<u64>,
+    local: tokio::sync::watch::Receiver<u64>,
+    last_check: Option<std::time::Instant>,
 }
 
 type Io = std::io::Result<()>;
@@ -349,7 +358,7 @@ fn literal(out: &mut Vec<u8>, data: &[u8], binary: bool) {
 impl Session {
     pub fn new(server: Arc<ImapServer>, peer: SocketAddr, tls: bool) -> Session {
         Session {
-            server,
+            server: server.clone(),
             peer,
             tls,
             user: None,
@@ -358,6 +367,9 @@ impl Session {
             rev2: false,
             bad_in_a_row: 0,
             closing: false,
+            arrivals: server.services.arrivals(),
+            local: server.subscribe(),
+            last_check: None,
         }
     }
 
@@ -967,10 +979,11 @@ impl Session {
             return Ok(());
         };
         let store = self.server.services.store();
-        let Some(state) = store.imap_state(&mb.id).await? else {
-            out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"));
-            return Ok(());
-        };
+        // The mailbox row was read first: anything newer than it is reported by the next
+        // check (a message already listed is not reported twice).
+        self.arrivals.borrow_and_update();
+        self.local.borrow_and_update();
+        self.last_check = Some(std::time::Instant::now());
         let msgs: Vec<Msg> = store
             .imap_messages(&mb.id)
             .await?
@@ -989,6 +1002,18 @@ impl Session {
             String::new()
         } else {
             format!(" {}", keywords.join(" "))
+        };
+        // A message that came between the two reads is in the list: the numbers must
+        // cover it.
+        let state = MailboxState {
+            uidnext: mb
+                .uidnext
+                .max(msgs.last().map_or(0, |m| i64::from(m.uid) + 1)),
+            highestmodseq: msgs
+                .iter()
+                .map(|m| m.modseq)
+                .fold(mb.highestmodseq, i64::max),
+            count: msgs.len() as i64,
         };
         out.line(&format!("* {} EXISTS", msgs.len()));
         if !self.rev2 {
@@ -1050,6 +1075,15 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
+        let signalled =
+            self.arrivals.has_changed().unwrap_or(true) || self.local.has_changed().unwrap_or(true);
+        let fresh = self.last_check.is_some_and(|t| t.elapsed() < SYNC_INTERVAL);
+        if fresh && !signalled && !(sel.pending_expunge && allow_expunge) {
+            return Ok(());
+        }
+        self.arrivals.borrow_and_update();
+        self.local.borrow_and_update();
+        self.last_check = Some(std::time::Instant::now());
         let store = self.server.services.store();
         let state = store.imap_state(&sel.mailbox.id).await?;
         let Some(state) = state else {
@@ -1794,32 +1828,69 @@ impl Session {
         };
         let max_seq = sel.msgs.len() as u32;
         let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-        let mut hits: Vec<u32> = Vec::new();
-        let mut highest = 0i64;
-        for (i, m) in sel.msgs.iter().enumerate() {
-            if m.gone {
-                continue;
-            }
-            let raw = if needs {
-                store.get_blob(&m.blob).await?
-            } else {
-                None
-            };
-            let c = Candidate {
+        // Keys that need no message text are tried first; the bodies of the messages that
+        // pass them are then read in batches.
+        let (content_keys, cheap_keys): (Vec<&SearchKey<'_>>, Vec<&SearchKey<'_>>) = keys
+            .iter()
+            .partition(|k| search::needs_content(std::slice::from_ref(*k)));
+        fn candidate<'a>(
+            msgs: &'a [Msg],
+            i: usize,
+            raw: Option<&'a [u8]>,
+            max_seq: u32,
+            max_uid: u32,
+        ) -> Candidate<'a> {
+            let m = &msgs[i];
+            Candidate {
                 seq: i as u32 + 1,
                 uid: m.uid,
                 flags: &m.flags,
                 size: m.size,
                 internal_date: m.internal_date,
                 modseq: m.modseq,
-                raw: raw.as_deref(),
+                raw,
                 max_seq,
                 max_uid,
-            };
-            if search::matches_all(keys, &c) {
-                hits.push(if uid { m.uid } else { i as u32 + 1 });
-                highest = highest.max(m.modseq);
             }
+        }
+        let passed: Vec<usize> = (0..sel.msgs.len())
+            .filter(|&i| !sel.msgs[i].gone)
+            .filter(|&i| {
+                cheap_keys.iter().all(|k| {
+                    search::matches_all(
+                        std::slice::from_ref(*k),
+                        &candidate(&sel.msgs, i, None, max_seq, max_uid),
+                    )
+                })
+            })
+            .collect();
+        let mut matched: Vec<usize> = Vec::new();
+        if !needs {
+            matched = passed;
+        } else {
+            for chunk in passed.chunks(64) {
+                let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob.clone()).collect();
+                let blobs = store.imap_blobs(&hashes).await?;
+                for &i in chunk {
+                    let Some(raw) = blobs.get(&sel.msgs[i].blob) else {
+                        continue;
+                    };
+                    let c = candidate(&sel.msgs, i, Some(raw), max_seq, max_uid);
+                    if content_keys
+                        .iter()
+                        .all(|k| search::matches_all(std::slice::from_ref(*k), &c))
+                    {
+                        matched.push(i);
+                    }
+                }
+            }
+        }
+        let mut hits: Vec<u32> = Vec::new();
+        let mut highest = 0i64;
+        for i in matched {
+            let m = &sel.msgs[i];
+            hits.push(if uid { m.uid } else { i as u32 + 1 });
+            highest = highest.max(m.modseq);
         }
         if self.rev2 {
             let mut line = format!("* ESEARCH (TAG {})", string(tag.as_bytes()));

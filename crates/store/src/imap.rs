@@ -239,6 +239,29 @@ impl Store {
         rows.iter().map(message_from_row).collect()
     }
 
+    /// Several blobs in one query (SEARCH over message text), by hash.
+    pub async fn imap_blobs(
+        &self,
+        hashes: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(hashes.len());
+        for chunk in hashes.chunks(100) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT hash, data FROM blobs WHERE hash IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for h in chunk {
+                q = q.bind(h);
+            }
+            for row in q.fetch_all(&self.read).await? {
+                out.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The uids of a mailbox, ascending.
     pub async fn imap_uids(&self, mailbox: &str) -> Result<Vec<i64>, StoreError> {
         Ok(
