@@ -215,7 +215,7 @@ pub async fn run_op(
                     Op::FetchFlags => "FETCH 1:* (UID FLAGS)".to_owned(),
                     Op::Store => format!(
                         "UID STORE {uid} {}FLAGS.SILENT (\\Flagged)",
-                        if k % 2 == 0 { '+' } else { '-' }
+                        if k.is_multiple_of(2) { '+' } else { '-' }
                     ),
                     Op::Search => "UID SEARCH UNSEEN FROM load3".to_owned(),
                 };
