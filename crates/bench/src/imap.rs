@@ -203,19 +203,26 @@ pub async fn run_op(
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let mut k: usize = i * 7919;
+            let mut round: usize = 0;
+            let mut uid = 1;
             while Instant::now() < deadline {
-                k = k
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407)
-                    >> 1;
-                let uid = k % count + 1;
+                // A new random message every other command, so that a STORE pair sets and
+                // then clears a flag on the same message (both are real changes).
+                if round.is_multiple_of(2) {
+                    k = k
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407)
+                        >> 1;
+                    uid = k % count + 1;
+                }
+                round += 1;
                 let command = match op {
                     Op::Select => "SELECT INBOX".to_owned(),
                     Op::FetchOne => format!("UID FETCH {uid} (FLAGS ENVELOPE BODY.PEEK[])"),
                     Op::FetchFlags => "FETCH 1:* (UID FLAGS)".to_owned(),
                     Op::Store => format!(
                         "UID STORE {uid} {}FLAGS.SILENT (\\Flagged)",
-                        if k.is_multiple_of(2) { '+' } else { '-' }
+                        if round % 2 == 1 { '+' } else { '-' }
                     ),
                     Op::Search => "UID SEARCH UNSEEN FROM load3".to_owned(),
                 };

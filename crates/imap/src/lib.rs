@@ -7,6 +7,7 @@
 //! API: `\Seen` is the API's `read`, an APPENDed message is an API message, and flags,
 //! moves and deletions are the same rows.
 
+mod cache;
 mod conn;
 mod fmt;
 mod mime;
@@ -56,6 +57,8 @@ pub struct ImapServer {
     /// Bumped whenever a session changes a mailbox, so that IDLE sessions look at once.
     changes: tokio::sync::watch::Sender<u64>,
     sessions: AtomicUsize,
+    /// Header blocks by blob hash (SEARCH on header keys).
+    headers: cache::HeaderCache,
 }
 
 impl ImapServer {
@@ -75,6 +78,7 @@ impl ImapServer {
             max_message_size,
             changes: tokio::sync::watch::Sender::new(0),
             sessions: AtomicUsize::new(0),
+            headers: cache::HeaderCache::default(),
         }
     }
 

@@ -59,6 +59,20 @@ pub fn needs_content(keys: &[SearchKey<'_>]) -> bool {
     })
 }
 
+/// Whether any key needs the body (BODY, TEXT); the others need only the header.
+pub fn needs_body(keys: &[SearchKey<'_>]) -> bool {
+    keys.iter().any(|k| match k {
+        SearchKey::And(ks) => needs_body(ks.as_ref()),
+        SearchKey::Not(k) => needs_body(std::slice::from_ref(k.as_ref())),
+        SearchKey::Or(a, b) => {
+            needs_body(std::slice::from_ref(a.as_ref()))
+                || needs_body(std::slice::from_ref(b.as_ref()))
+        }
+        SearchKey::Body(_) | SearchKey::Text(_) => true,
+        _ => false,
+    })
+}
+
 /// Whether a MODSEQ key is among the keys (the answer then carries the highest modseq).
 pub fn uses_modseq(keys: &[SearchKey<'_>]) -> bool {
     keys.iter().any(|k| match k {

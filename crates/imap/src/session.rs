@@ -1868,12 +1868,47 @@ impl Session {
         if !needs {
             matched = passed;
         } else {
+            // Header keys only: header blocks from the cache, the misses read in one go.
+            let headers_only = !search::needs_body(keys);
+            let cache = &self.server.headers;
             for chunk in passed.chunks(64) {
-                let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob.clone()).collect();
-                let blobs = store.imap_blobs(&hashes).await?;
+                let mut texts: std::collections::HashMap<&str, std::sync::Arc<[u8]>> =
+                    Default::default();
+                let mut missing: Vec<String> = Vec::new();
                 for &i in chunk {
-                    let Some(raw) = blobs.get(&sel.msgs[i].blob) else {
-                        continue;
+                    let hash = sel.msgs[i].blob.as_str();
+                    match cache.get(hash).filter(|_| headers_only) {
+                        Some(h) => {
+                            texts.insert(hash, h);
+                        }
+                        None => missing.push(hash.to_owned()),
+                    }
+                }
+                let blobs = if missing.is_empty() {
+                    Default::default()
+                } else {
+                    store.imap_blobs(&missing).await?
+                };
+                for &i in chunk {
+                    let hash = sel.msgs[i].blob.as_str();
+                    if let Some(raw) = blobs.get(hash) {
+                        let header = &raw[mime::parse_header_only(raw)];
+                        let cached = cache.put(hash, header);
+                        texts.insert(hash, cached);
+                    }
+                }
+                for &i in chunk {
+                    let hash = sel.msgs[i].blob.as_str();
+                    let raw: &[u8] = if headers_only {
+                        match texts.get(hash) {
+                            Some(h) => h,
+                            None => continue,
+                        }
+                    } else {
+                        match blobs.get(hash) {
+                            Some(b) => b,
+                            None => continue,
+                        }
                     };
                     let c = candidate(&sel.msgs, i, Some(raw), max_seq, max_uid);
                     if content_keys
