@@ -9,6 +9,7 @@
 
 mod cache;
 mod conn;
+mod flags;
 mod fmt;
 mod mime;
 mod search;
@@ -59,9 +60,12 @@ pub struct ImapServer {
     sessions: AtomicUsize,
     /// Header blocks by blob hash (SEARCH on header keys).
     headers: cache::HeaderCache,
+    /// Group commit of flag changes.
+    flags: flags::FlagWriter,
 }
 
 impl ImapServer {
+    /// Needs a Tokio runtime (it starts the flag committer).
     pub fn new(
         services: Services,
         tls: Arc<ServerConfig>,
@@ -69,6 +73,7 @@ impl ImapServer {
         hostname: String,
         max_message_size: u64,
     ) -> ImapServer {
+        let flags = flags::FlagWriter::start(services.store().clone());
         ImapServer {
             services,
             tls,
@@ -79,6 +84,7 @@ impl ImapServer {
             changes: tokio::sync::watch::Sender::new(0),
             sessions: AtomicUsize::new(0),
             headers: cache::HeaderCache::default(),
+            flags,
         }
     }
 

@@ -27,7 +27,8 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use mailroom_core::time::now_ms;
 use mailroom_services::submission::LoginRefused;
 use mailroom_store::{
-    ImapMailbox, ImapMessage, MailboxRefusal, MailboxState, NewMessage, Recipient,
+    FlagChange, FlagOutcome, ImapMailbox, ImapMessage, MailboxRefusal, MailboxState, NewMessage,
+    Recipient,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -1484,8 +1485,16 @@ impl Session {
                 })
                 .collect();
             if !changes.is_empty() {
-                let (modseq, changed, _) = store
-                    .imap_set_flags(&sel.mailbox.id, &changes, None)
+                let FlagOutcome {
+                    modseq, changed, ..
+                } = self
+                    .server
+                    .flags
+                    .set(FlagChange {
+                        mailbox: sel.mailbox.id.clone(),
+                        changes,
+                        unchanged_since: None,
+                    })
                     .await
                     .map_err(FetchError::Store)?;
                 for &i in &idx {
@@ -1704,7 +1713,6 @@ impl Session {
             self.condstore = true;
         }
         let condstore = self.condstore;
-        let store = self.server.services.store().clone();
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
@@ -1753,8 +1761,18 @@ impl Session {
         let mut touched: HashSet<u32> = HashSet::new();
         if !changes.is_empty() {
             let since = unchanged_since.map(|u| i64::try_from(u).unwrap_or(i64::MAX));
-            let (modseq, changed, refused) = store
-                .imap_set_flags(&sel.mailbox.id, &changes, since)
+            let FlagOutcome {
+                modseq,
+                changed,
+                refused,
+            } = self
+                .server
+                .flags
+                .set(FlagChange {
+                    mailbox: sel.mailbox.id.clone(),
+                    changes: changes.clone(),
+                    unchanged_since: since,
+                })
                 .await?;
             for (u, new) in changes {
                 if changed.contains(&u)

@@ -56,6 +56,24 @@ pub struct ImapMessage {
     pub flags: Vec<String>,
 }
 
+/// Flags to set on messages of one mailbox: (uid, new flag list), optionally only where
+/// the message's modseq is not above `unchanged_since` (CONDSTORE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    pub mailbox: String,
+    pub changes: Vec<(i64, Vec<String>)>,
+    pub unchanged_since: Option<i64>,
+}
+
+/// What a [`FlagChange`] did: its modseq, the uids changed, and the uids left alone
+/// because they changed since `unchanged_since`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagOutcome {
+    pub modseq: i64,
+    pub changed: Vec<i64>,
+    pub refused: Vec<i64>,
+}
+
 /// Why a mailbox operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailboxRefusal {
@@ -281,32 +299,58 @@ impl Store {
         mailbox: &str,
         changes: &[(i64, Vec<String>)],
         unchanged_since: Option<i64>,
-    ) -> Result<(i64, Vec<i64>, Vec<i64>), StoreError> {
+    ) -> Result<FlagOutcome, StoreError> {
+        let job = FlagChange {
+            mailbox: mailbox.to_owned(),
+            changes: changes.to_vec(),
+            unchanged_since,
+        };
+        let mut all = self
+            .imap_set_flags_batch(std::slice::from_ref(&job))
+            .await?;
+        all.pop()
+            .ok_or_else(|| StoreError::Corrupt("no outcome for a flag change".into()))
+    }
+
+    /// Several sessions' flag changes in one transaction (one fsync for all: group commit,
+    /// as deliveries have). Each change gets its own modseq.
+    pub async fn imap_set_flags_batch(
+        &self,
+        jobs: &[FlagChange],
+    ) -> Result<Vec<FlagOutcome>, StoreError> {
         let mut tx = self.write.begin().await?;
-        let modseq = bump_modseq(&mut tx, mailbox).await?;
-        let mut changed = Vec::with_capacity(changes.len());
-        let mut refused = Vec::new();
-        for (uid, flags) in changes {
-            let n = sqlx::query(
-                "UPDATE messages SET flags = $1, modseq = $2 \
-                 WHERE mailbox_id = $3 AND uid = $4 AND modseq <= $5",
-            )
-            .bind(word_set(flags))
-            .bind(modseq)
-            .bind(mailbox)
-            .bind(uid)
-            .bind(unchanged_since.unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                changed.push(*uid);
-            } else if unchanged_since.is_some() {
-                refused.push(*uid);
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let modseq = bump_modseq(&mut tx, &job.mailbox).await?;
+            let mut changed = Vec::with_capacity(job.changes.len());
+            let mut refused = Vec::new();
+            for (uid, flags) in &job.changes {
+                let n = sqlx::query(
+                    "UPDATE messages SET flags = $1, modseq = $2 \
+                     WHERE mailbox_id = $3 AND uid = $4 AND modseq <= $5",
+                )
+                .bind(word_set(flags))
+                .bind(modseq)
+                .bind(&job.mailbox)
+                .bind(uid)
+                .bind(job.unchanged_since.unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    changed.push(*uid);
+                } else if job.unchanged_since.is_some() {
+                    refused.push(*uid);
+                }
             }
+            outcomes.push(FlagOutcome {
+                modseq,
+                changed,
+                refused,
+            });
         }
         tx.commit().await?;
-        Ok((modseq, changed, refused))
+        Ok(outcomes)
     }
 
     /// Copies messages (by uid) into another mailbox of the same inbox, with new uids and

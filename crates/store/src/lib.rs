@@ -21,7 +21,9 @@ mod webhooks;
 pub use db::{Backend, Stale, StaleListener, Store};
 pub use error::StoreError;
 pub use events::EventRow;
-pub use imap::{ImapMailbox, ImapMessage, MailboxCounts, MailboxRefusal, MailboxState};
+pub use imap::{
+    FlagChange, FlagOutcome, ImapMailbox, ImapMessage, MailboxCounts, MailboxRefusal, MailboxState,
+};
 pub use messages::{
     MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
 };
