@@ -972,14 +972,35 @@ impl Session {
         read_only: bool,
         out: &mut Out,
     ) -> Result<(), mailroom_store::StoreError> {
-        if self.selected.take().is_some() && self.rev2 {
+        let previous = self.selected.take();
+        if previous.is_some() && self.rev2 {
             out.line("* OK [CLOSED] previous mailbox closed");
+        }
+        let store = self.server.services.store();
+        let wanted = if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX"
+        } else {
+            name
+        };
+        // SELECT of the mailbox already selected, unchanged since: the list in memory is
+        // still right, and one small query says so.
+        if let Some(prev) = previous
+            && prev.mailbox.name == wanted
+            && !prev.pending_expunge
+            && store.imap_state(&prev.mailbox.id).await? == Some(prev.known)
+        {
+            self.arrivals.borrow_and_update();
+            self.local.borrow_and_update();
+            self.last_check = Some(std::time::Instant::now());
+            let mut mb = prev.mailbox;
+            mb.uidnext = prev.known.uidnext;
+            mb.highestmodseq = prev.known.highestmodseq;
+            return self.announce(tag, mb, prev.msgs, read_only, out);
         }
         let Some(mb) = self.find_mailbox(name).await? else {
             out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"));
             return Ok(());
         };
-        let store = self.server.services.store();
         // The mailbox row was read first: anything newer than it is reported by the next
         // check (a message already listed is not reported twice).
         self.arrivals.borrow_and_update();
@@ -991,6 +1012,18 @@ impl Session {
             .into_iter()
             .map(Msg::from_row)
             .collect();
+        self.announce(tag, mb, msgs, read_only, out)
+    }
+
+    /// The answer to SELECT/EXAMINE; the mailbox becomes the selected one.
+    fn announce(
+        &mut self,
+        tag: &str,
+        mb: ImapMailbox,
+        msgs: Vec<Msg>,
+        read_only: bool,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
         let mut keywords: Vec<String> = Vec::new();
         for m in &msgs {
             for f in &m.flags {
@@ -1015,6 +1048,7 @@ impl Session {
                 .map(|m| m.modseq)
                 .fold(mb.highestmodseq, i64::max),
             count: msgs.len() as i64,
+            uidvalidity: mb.uidvalidity,
         };
         out.line(&format!("* {} EXISTS", msgs.len()));
         if !self.rev2 {

@@ -958,3 +958,48 @@ async fn hostile_commands_table() {
     }
     s.stop().await;
 }
+
+on_both_backends!(reselect_sees_changes_made_meanwhile);
+
+async fn reselect_sees_changes_made_meanwhile(s: TestServer) {
+    let a = s.new_account("reselect").await;
+    deliver(&s, &a.email, "Subject: one\r\n\r\nfirst\r\n").await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let mut r = Raw::connect(port);
+    r.login(&a);
+    let first = r.cmd("a1", "SELECT INBOX");
+    assert!(first.iter().any(|l| l == "* 1 EXISTS\r\n"), "{first:?}");
+    let again = r.cmd("a2", "SELECT INBOX");
+    assert_eq!(
+        first.len(),
+        again.len(),
+        "the same answer: {first:?} {again:?}"
+    );
+    deliver(&s, &a.email, "Subject: two\r\n\r\nsecond\r\n").await;
+    let after = r.cmd("a3", "SELECT INBOX");
+    assert!(after.iter().any(|l| l == "* 2 EXISTS\r\n"), "{after:?}");
+    assert!(
+        after.iter().any(|l| l.starts_with("* OK [UIDNEXT 3]")),
+        "{after:?}"
+    );
+    // Removed through the API (to Trash): the next SELECT counts one.
+    let listed = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
+    let id = listed["result"]["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = s
+        .http
+        .delete(s.url(&format!("/v1/inboxes/{}/messages/{id}", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    let after = r.cmd("a4", "EXAMINE INBOX");
+    assert!(after.iter().any(|l| l == "* 1 EXISTS\r\n"), "{after:?}");
+    assert!(last(&after).starts_with("a4 OK [READ-ONLY]"), "{after:?}");
+    let trash = r.cmd("a5", "SELECT Trash");
+    assert!(trash.iter().any(|l| l == "* 1 EXISTS\r\n"), "{trash:?}");
+    s.stop().await;
+}

@@ -42,6 +42,8 @@ pub struct MailboxState {
     pub uidnext: i64,
     pub highestmodseq: i64,
     pub count: i64,
+    /// A mailbox deleted and made again under the same name has a new one.
+    pub uidvalidity: i64,
 }
 
 /// One message of a mailbox, without its body.
@@ -213,7 +215,7 @@ impl Store {
     pub async fn imap_state(&self, mailbox: &str) -> Result<Option<MailboxState>, StoreError> {
         let row = sqlx::query(
             "SELECT b.uidnext, b.highestmodseq, \
-             (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = b.id) \
+             (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = b.id), b.uidvalidity \
              FROM mailboxes b WHERE b.id = $1",
         )
         .bind(mailbox)
@@ -224,6 +226,7 @@ impl Store {
                 uidnext: r.try_get(0)?,
                 highestmodseq: r.try_get(1)?,
                 count: r.try_get(2)?,
+                uidvalidity: r.try_get(3)?,
             })
         })
         .transpose()
