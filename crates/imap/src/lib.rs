@@ -126,9 +126,9 @@ pub async fn serve(
         tracker.spawn(async move {
             if server.sessions.fetch_add(1, Ordering::Relaxed) >= MAX_SESSIONS {
                 let mut stream = stream;
-                let _ = stream
-                    .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
-                    .await;
+                let bye = stream
+                    .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n");
+                let _ = tokio::time::timeout(Duration::from_secs(5), bye).await;
             } else {
                 handle(stream, peer, server.clone(), implicit_tls, stop).await;
             }
@@ -272,7 +272,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         match next {
             Next::Continue => {}
             Next::Logout => {
-                let _ = conn.get_mut().shutdown().await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), conn.get_mut().shutdown()).await;
                 return None;
             }
             Next::StartTls => return Some(conn.into_inner()),

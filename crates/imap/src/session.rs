@@ -50,6 +50,8 @@ const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1000);
 /// API, other processes) at most this often; a client busy with commands sees them this
 /// late at worst, and a command costs one query less.
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a client may leave an answer unread before the session is dropped.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Longest mailbox name.
 const MAX_MAILBOX_NAME: usize = 255;
 /// Flags every mailbox offers.
@@ -149,16 +151,23 @@ impl Out {
         self.buf.extend_from_slice(b);
     }
 
+    /// Writes what is pending. A client that stops reading (its window stays shut) gets
+    /// [`WRITE_TIMEOUT`] and is then dropped, so it cannot hold a session for ever.
     pub async fn flush<S: AsyncWrite + Unpin>(&mut self, w: &mut S) -> Io {
-        if !self.buf.is_empty() {
-            w.write_all(&self.buf).await?;
-            self.buf.clear();
-            // Keep an idle session small.
-            if self.buf.capacity() > 64 * 1024 {
-                self.buf = Vec::new();
+        let write = async {
+            if !self.buf.is_empty() {
+                w.write_all(&self.buf).await?;
+                self.buf.clear();
+                // Keep an idle session small.
+                if self.buf.capacity() > 64 * 1024 {
+                    self.buf = Vec::new();
+                }
             }
-        }
-        w.flush().await
+            w.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }
 }
 
