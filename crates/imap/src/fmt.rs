@@ -17,8 +17,10 @@ pub fn string(s: &[u8]) -> String {
         out.push('"');
         out
     } else {
-        // Only text goes through here (header values); a literal keeps the bytes.
-        format!("{{{}}}\r\n{}", s.len(), String::from_utf8_lossy(s))
+        // Only text goes through here (header values, names). Bytes that are not UTF-8
+        // become U+FFFD, and the literal counts what is actually sent.
+        let text = String::from_utf8_lossy(s);
+        format!("{{{}}}\r\n{}", text.len(), text)
     }
 }
 
@@ -95,6 +97,10 @@ mod tests {
     fn strings() {
         assert_eq!(string(b"a \"b\\"), "\"a \\\"b\\\\\"");
         assert_eq!(string("é".as_bytes()), "{2}\r\né");
+        // Latin-1 bytes: the count matches what is sent.
+        let latin = string(b"caf\xe9");
+        let (head, body) = latin.split_once("\r\n").unwrap_or_default();
+        assert_eq!(head, format!("{{{}}}", body.len()));
         assert_eq!(sequence_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
         assert_eq!(internal_date(0), "\"01-Jan-1970 00:00:00 +0000\"");
     }
