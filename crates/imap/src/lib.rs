@@ -41,6 +41,9 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
 const LOGIN_MAX_LITERAL: u64 = 8 * 1024;
 /// Sessions at once, over both listeners.
 const MAX_SESSIONS: usize = 20_000;
+/// Sessions at once from one address (a whole office behind one NAT still fits). Loopback
+/// is not limited: a local proxy or webmail brings everyone's connections from there.
+const MAX_SESSIONS_PER_IP: usize = 500;
 /// The read buffer of a connection: small, so that idle connections cost little; longer
 /// lines and literals still work (they grow their own buffers).
 const READ_BUFFER: usize = 2048;
@@ -58,6 +61,7 @@ pub struct ImapServer {
     /// Bumped whenever a session changes a mailbox, so that IDLE sessions look at once.
     changes: tokio::sync::watch::Sender<u64>,
     sessions: AtomicUsize,
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Header blocks by blob hash (SEARCH on header keys).
     headers: cache::HeaderCache,
     /// Group commit of flag changes.
@@ -83,6 +87,7 @@ impl ImapServer {
             max_message_size,
             changes: tokio::sync::watch::Sender::new(0),
             sessions: AtomicUsize::new(0),
+            per_ip: Default::default(),
             headers: cache::HeaderCache::default(),
             flags,
         }
@@ -95,6 +100,34 @@ impl ImapServer {
 
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Counts a session from `ip`; `false` (and nothing counted) when that address has
+    /// its share already.
+    fn admit(&self, ip: std::net::IpAddr) -> bool {
+        if ip.is_loopback() {
+            return true;
+        }
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_SESSIONS_PER_IP {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: std::net::IpAddr) {
+        if ip.is_loopback() {
+            return;
+        }
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
     }
 }
 
@@ -124,13 +157,16 @@ pub async fn serve(
         let server = server.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
-            if server.sessions.fetch_add(1, Ordering::Relaxed) >= MAX_SESSIONS {
+            let total_ok = server.sessions.fetch_add(1, Ordering::Relaxed) < MAX_SESSIONS;
+            if total_ok && server.admit(peer.ip()) {
+                handle(stream, peer, server.clone(), implicit_tls, stop).await;
+                server.release(peer.ip());
+            } else {
+                metrics::counter!("mailroom_imap_refused_total").increment(1);
                 let mut stream = stream;
                 let bye = stream
                     .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n");
                 let _ = tokio::time::timeout(Duration::from_secs(5), bye).await;
-            } else {
-                handle(stream, peer, server.clone(), implicit_tls, stop).await;
             }
             server.sessions.fetch_sub(1, Ordering::Relaxed);
         });
