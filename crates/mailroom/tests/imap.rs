@@ -592,6 +592,30 @@ async fn condstore_reports_modseqs(s: TestServer) {
     assert!(last(&ap).starts_with("b5 OK [APPENDUID "), "{ap:?}");
     let listed = api(&s, &a, &format!("/v1/inboxes/{}/messages", a.inbox_id)).await;
     assert_eq!(listed["result"]["messages"][0]["subject"], "appended");
+    // UID COPY answers COPYUID; UID MOVE answers COPYUID and EXPUNGE.
+    assert!(last(&r.cmd("c1", "SELECT INBOX")).starts_with("c1 OK"));
+    let copy = r.cmd("c2", "UID COPY 1 Archive");
+    assert!(last(&copy).contains("[COPYUID "), "{copy:?}");
+    let mv = r.cmd("c3", "UID MOVE 2 Junk");
+    assert!(mv.iter().any(|l| l.starts_with("* OK [COPYUID ")), "{mv:?}");
+    assert!(mv.iter().any(|l| l == "* 2 EXPUNGE\r\n"), "{mv:?}");
+    // CLOSE expunges \Deleted messages silently.
+    assert!(last(&r.cmd("c4", "STORE 1 +FLAGS.SILENT (\\Deleted)")).starts_with("c4 OK"));
+    let close = r.cmd("c5", "CLOSE");
+    assert_eq!(close.len(), 1, "no untagged EXPUNGE from CLOSE: {close:?}");
+    let st = r.cmd("c6", "STATUS INBOX (MESSAGES)");
+    assert!(st[0].contains("MESSAGES 1"), "{st:?}");
+    // IMAP4rev2: SEARCH answers ESEARCH.
+    assert_eq!(
+        r.cmd("c7", "ENABLE IMAP4rev2")[0],
+        "* ENABLED IMAP4rev2\r\n"
+    );
+    assert!(last(&r.cmd("c8", "SELECT Archive")).starts_with("c8 OK"));
+    let es = r.cmd("c9", "UID SEARCH ALL");
+    assert!(
+        es[0].starts_with("* ESEARCH (TAG \"c9\") UID ALL "),
+        "{es:?}"
+    );
     s.stop().await;
 }
 
