@@ -1027,3 +1027,119 @@ async fn reselect_sees_changes_made_meanwhile(s: TestServer) {
     assert!(trash.iter().any(|l| l == "* 1 EXISTS\r\n"), "{trash:?}");
     s.stop().await;
 }
+
+/// Random command lines built from IMAP words, literals and junk (a deterministic
+/// generator, so a failure repeats): every line gets an answer, the server never closes the
+/// connection without a BYE, and a fresh session works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_command_lines_never_break_the_server() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let a = s.new_account("randomised").await;
+    deliver(&s, &a.email, &with_attachment(&a.email, "random")).await;
+    let port = s.server.as_ref().unwrap().imap_addr.port();
+    let words = [
+        "FETCH",
+        "UID",
+        "STORE",
+        "SEARCH",
+        "SELECT",
+        "EXAMINE",
+        "LIST",
+        "STATUS",
+        "COPY",
+        "MOVE",
+        "EXPUNGE",
+        "APPEND",
+        "CREATE",
+        "RENAME",
+        "DELETE",
+        "NOOP",
+        "IDLE",
+        "ENABLE",
+        "INBOX",
+        "Trash",
+        "1",
+        "*",
+        "1:*",
+        "2,4:7",
+        "0",
+        "4294967295",
+        "(",
+        ")",
+        "[",
+        "]",
+        "BODY[]",
+        "BODY.PEEK[1.2.MIME]",
+        "BINARY[2]<0.5>",
+        "BODYSTRUCTURE",
+        "ENVELOPE",
+        "FLAGS",
+        "+FLAGS",
+        "(\\Seen)",
+        "\\Deleted",
+        "\"quoted\"",
+        "\"unterminated",
+        "{3}",
+        "{5+}",
+        "NIL",
+        "CHARSET",
+        "UTF-8",
+        "OR",
+        "NOT",
+        "HEADER",
+        "SINCE",
+        "1-Jan-2026",
+        "MODSEQ",
+        "CHANGEDSINCE",
+        "%",
+        "&AOk-",
+        "\u{7f}",
+        "~{2}",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut r = Raw::connect(port);
+    r.login(&a);
+    assert!(last(&r.cmd("s", "SELECT INBOX")).starts_with("s OK"));
+    for i in 0..300 {
+        // A good command now and then, or 20 bad ones in a row end the session (tested in
+        // bad_input_gets_clear_answers).
+        if i % 10 == 0 {
+            assert!(last(&r.cmd("k", "NOOP")).starts_with("k OK"));
+        }
+        let n = 1 + next() % 6;
+        let mut line = String::new();
+        for _ in 0..n {
+            line.push(' ');
+            line.push_str(words[(next() as usize) % words.len()]);
+        }
+        let tag = format!("r{i}");
+        // Lines announcing a literal (whose bytes would have to follow) and IDLE (which
+        // waits for DONE) have tests of their own.
+        if line.contains('{') || line.contains("IDLE") {
+            continue;
+        }
+        let got = r.cmd(&tag, line.trim_start());
+        let answer = last(&got);
+        assert!(
+            answer.starts_with(&format!("{tag} OK"))
+                || answer.starts_with(&format!("{tag} NO"))
+                || answer.starts_with(&format!("{tag} BAD")),
+            "{line:?}: {got:?}"
+        );
+        if got.iter().any(|l| l.starts_with("* BYE")) {
+            r = Raw::connect(port);
+            r.login(&a);
+            assert!(last(&r.cmd("s", "SELECT INBOX")).starts_with("s OK"));
+        }
+    }
+    let mut fresh = Raw::connect(port);
+    fresh.login(&a);
+    assert!(last(&fresh.cmd("z", "EXAMINE INBOX")).starts_with("z OK"));
+    s.stop().await;
+}
