@@ -239,12 +239,14 @@ pub async fn run_op(
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Opens `n` connections and logs each in; they stay open while the returned clients live.
+/// Opens `n` connections and logs each in (and SELECTs INBOX with `select`); they stay
+/// open while the returned clients live.
 pub async fn idle_connections(
     addr: SocketAddr,
     user: &str,
     pass: &str,
     n: usize,
+    select: bool,
 ) -> anyhow::Result<Vec<Client>> {
     let mut all = Vec::with_capacity(n);
     let mut pending = Vec::new();
@@ -253,6 +255,9 @@ pub async fn idle_connections(
         pending.push(tokio::spawn(async move {
             let mut c = Client::connect(addr).await?;
             c.login(&user, &pass).await?;
+            if select {
+                c.cmd("SELECT INBOX").await?;
+            }
             anyhow::Ok(c)
         }));
         if pending.len() == 100 || i + 1 == n {

@@ -778,16 +778,17 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Memory per idle connection: logged in, nothing selected.
+    // Memory per idle connection: logged in, with and without INBOX selected.
     let idle_figure = |pid: u32,
                        addr: SocketAddr,
                        user: &str,
                        pass: &str,
-                       n: usize|
+                       n: usize,
+                       select: bool|
      -> anyhow::Result<(f64, f64, f64)> {
         std::thread::sleep(Duration::from_millis(500));
         let (rss0, pss0) = tree_memory_kib(pid)?;
-        let conns = rt.block_on(imap::idle_connections(addr, user, pass, n))?;
+        let conns = rt.block_on(imap::idle_connections(addr, user, pass, n, select))?;
         std::thread::sleep(Duration::from_secs(2));
         let (rss1, pss1) = tree_memory_kib(pid)?;
         drop(conns);
@@ -796,29 +797,41 @@ fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
     };
     println!();
     println!(
-        "| idle connections (logged in) | Mailroom per connection (RSS / PSS) | Mailroom total PSS | Dovecot per connection (RSS / PSS) | Dovecot total PSS |"
+        "| idle connections | Mailroom per connection (RSS / PSS) | Mailroom total PSS | Dovecot per connection (RSS / PSS) | Dovecot total PSS |"
     );
     println!("|---|---|---|---|---|");
     let n = a.idle_compare;
-    let ours = idle_figure(server.0.id(), imap_addr, &user, &key, n)?;
-    let theirs = match &dovecot {
-        Some(g) => Some(idle_figure(g.0.id(), dovecot_addr, "bench", "secret", n)?),
-        None => None,
-    };
     let fmt = |f: (f64, f64, f64)| {
         (
             format!("{:.1} KiB / {:.1} KiB", f.0, f.1),
             format!("{:.1} MiB", f.2),
         )
     };
-    let (o1, o2) = fmt(ours);
-    let (t1, t2) = theirs.map(fmt).unwrap_or(("—".into(), "—".into()));
-    println!("| {n} | {o1} | {o2} | {t1} | {t2} |");
-    if a.idle > n {
+    for (select, what) in [(false, "logged in"), (true, "logged in, INBOX selected")] {
+        let ours = idle_figure(server.0.id(), imap_addr, &user, &key, n, select)?;
+        let theirs = match &dovecot {
+            Some(g) => Some(idle_figure(
+                g.0.id(),
+                dovecot_addr,
+                "bench",
+                "secret",
+                n,
+                select,
+            )?),
+            None => None,
+        };
+        let (o1, o2) = fmt(ours);
+        let (t1, t2) = theirs.map(fmt).unwrap_or(("—".into(), "—".into()));
+        println!("| {n}, {what} | {o1} | {o2} | {t1} | {t2} |");
         std::thread::sleep(Duration::from_secs(1));
-        let big = idle_figure(server.0.id(), imap_addr, &user, &key, a.idle)?;
+    }
+    if a.idle > n {
+        let big = idle_figure(server.0.id(), imap_addr, &user, &key, a.idle, false)?;
         let (o1, o2) = fmt(big);
-        println!("| {} (Mailroom only) | {o1} | {o2} | — | — |", a.idle);
+        println!(
+            "| {}, logged in (Mailroom only) | {o1} | {o2} | — | — |",
+            a.idle
+        );
     }
     Ok(())
 }

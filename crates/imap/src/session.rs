@@ -69,20 +69,34 @@ struct Msg {
     uid: u32,
     modseq: i64,
     flags: Vec<String>,
-    blob: String,
+    /// SHA-256 of the body, as bytes (half the memory of the hex, and no allocation).
+    blob: [u8; 32],
     size: i64,
     internal_date: i64,
     /// Removed by someone else; the EXPUNGE is not sent yet.
     gone: bool,
 }
 
+/// The blob hash as bytes; the store writes lowercase hex SHA-256.
+fn blob_id(hex_hash: &str) -> [u8; 32] {
+    let mut id = [0u8; 32];
+    if hex::decode_to_slice(hex_hash, &mut id).is_err() {
+        tracing::warn!(hash = %hex_hash, "IMAP: a blob hash that is not SHA-256 hex");
+    }
+    id
+}
+
 impl Msg {
+    fn blob_hex(&self) -> String {
+        hex::encode(self.blob)
+    }
+
     fn from_row(m: ImapMessage) -> Msg {
         Msg {
             uid: u32::try_from(m.uid).unwrap_or(u32::MAX),
             modseq: m.modseq,
             flags: m.flags,
-            blob: m.blob_hash,
+            blob: blob_id(&m.blob_hash),
             size: m.size,
             internal_date: m.internal_date,
             gone: false,
@@ -1557,7 +1571,11 @@ impl Session {
             // body exists (it may have moved to another mailbox).
             let m = sel.msgs[i].clone();
             let raw = if needs_body {
-                match store.get_blob(&m.blob).await.map_err(FetchError::Store)? {
+                match store
+                    .get_blob(&m.blob_hex())
+                    .await
+                    .map_err(FetchError::Store)?
+                {
                     Some(r) => Some(r),
                     None => {
                         any_gone = true;
@@ -1933,16 +1951,16 @@ impl Session {
             let headers_only = !search::needs_body(keys);
             let cache = &self.server.headers;
             for chunk in passed.chunks(64) {
+                let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob_hex()).collect();
                 let mut texts: std::collections::HashMap<&str, std::sync::Arc<[u8]>> =
                     Default::default();
                 let mut missing: Vec<String> = Vec::new();
-                for &i in chunk {
-                    let hash = sel.msgs[i].blob.as_str();
+                for hash in &hashes {
                     match cache.get(hash).filter(|_| headers_only) {
                         Some(h) => {
                             texts.insert(hash, h);
                         }
-                        None => missing.push(hash.to_owned()),
+                        None => missing.push(hash.clone()),
                     }
                 }
                 let blobs = if missing.is_empty() {
@@ -1950,18 +1968,16 @@ impl Session {
                 } else {
                     store.imap_blobs(&missing).await?
                 };
-                for &i in chunk {
-                    let hash = sel.msgs[i].blob.as_str();
+                for hash in &hashes {
                     if let Some(raw) = blobs.get(hash) {
                         let header = &raw[mime::parse_header_only(raw)];
                         let cached = cache.put(hash, header);
                         texts.insert(hash, cached);
                     }
                 }
-                for &i in chunk {
-                    let hash = sel.msgs[i].blob.as_str();
+                for (&i, hash) in chunk.iter().zip(&hashes) {
                     let raw: &[u8] = if headers_only {
-                        match texts.get(hash) {
+                        match texts.get(hash.as_str()) {
                             Some(h) => h,
                             None => continue,
                         }
