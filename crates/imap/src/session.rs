@@ -172,8 +172,8 @@ impl Out {
             if !self.buf.is_empty() {
                 w.write_all(&self.buf).await?;
                 self.buf.clear();
-                // Keep an idle session small.
-                if self.buf.capacity() > 64 * 1024 {
+                // Keep an idle session small: a big answer's buffer is not kept.
+                if self.buf.capacity() > 8 * 1024 {
                     self.buf = Vec::new();
                 }
             }
