@@ -1450,8 +1450,19 @@ impl Session {
                 .collect());
         }
         let n = sel.msgs.len() as u32;
+        use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
+        // `1:*` in an empty mailbox names nothing (clients send it to mean "all"); a number
+        // that does not exist is an error.
+        let has_star = set.0.as_ref().iter().any(|s| match s {
+            Sequence::Single(v) => matches!(v, SeqOrUid::Asterisk),
+            Sequence::Range(a, b) => {
+                matches!(a, SeqOrUid::Asterisk) || matches!(b, SeqOrUid::Asterisk)
+            }
+        });
+        if n == 0 && has_star {
+            return Ok(Vec::new());
+        }
         for s in set.0.as_ref() {
-            use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
             let check = |v: &SeqOrUid| match v {
                 SeqOrUid::Value(v) => v.get() <= n,
                 SeqOrUid::Asterisk => n > 0,

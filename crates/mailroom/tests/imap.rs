@@ -1025,6 +1025,11 @@ async fn reselect_sees_changes_made_meanwhile(s: TestServer) {
     assert!(last(&after).starts_with("a4 OK [READ-ONLY]"), "{after:?}");
     let trash = r.cmd("a5", "SELECT Trash");
     assert!(trash.iter().any(|l| l == "* 1 EXISTS\r\n"), "{trash:?}");
+    // `1:*` in an empty mailbox names nothing; a number that does not exist is BAD.
+    assert!(last(&r.cmd("a6", "SELECT Drafts")).starts_with("a6 OK"));
+    let f = r.cmd("a7", "FETCH 1:* (FLAGS)");
+    assert_eq!(f, vec!["a7 OK FETCH completed\r\n".to_owned()]);
+    assert!(last(&r.cmd("a8", "FETCH 1 (FLAGS)")).starts_with("a8 BAD"));
     s.stop().await;
 }
 
