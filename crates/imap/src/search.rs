@@ -3,6 +3,8 @@
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
+use mailroom_core::time::now_ms;
+
 use crate::mime;
 
 /// What a key needs to know of a message.
@@ -172,6 +174,8 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::Before(d) => day_of(c.internal_date) < *d.as_ref(),
         SearchKey::On(d) => day_of(c.internal_date) == *d.as_ref(),
         SearchKey::Since(d) => day_of(c.internal_date) >= *d.as_ref(),
+        SearchKey::Older(secs) => c.internal_date <= now_ms() - i64::from(secs.get()) * 1000,
+        SearchKey::Younger(secs) => c.internal_date >= now_ms() - i64::from(secs.get()) * 1000,
         SearchKey::SentBefore(d) => date_of(raw).is_some_and(|x| x < *d.as_ref()),
         SearchKey::SentOn(d) => date_of(raw).is_some_and(|x| x == *d.as_ref()),
         SearchKey::SentSince(d) => date_of(raw).is_some_and(|x| x >= *d.as_ref()),

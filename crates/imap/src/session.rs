@@ -407,7 +407,7 @@ impl Session {
 
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE BINARY",
+            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE BINARY STATUS=SIZE WITHIN",
         );
         if self.user.is_none() {
             if !self.tls {
@@ -1363,6 +1363,7 @@ impl Session {
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", mb.uidvalidity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", counts.unseen),
                 StatusDataItemName::Deleted => format!("DELETED {}", counts.deleted),
+                StatusDataItemName::Size => format!("SIZE {}", counts.size),
                 StatusDataItemName::HighestModSeq => format!("HIGHESTMODSEQ {}", mb.highestmodseq),
                 StatusDataItemName::DeletedStorage => format!("DELETED-STORAGE {}", 0),
             });

@@ -563,6 +563,15 @@ async fn condstore_reports_modseqs(s: TestServer) {
         status[0].contains("HIGHESTMODSEQ") && status[0].contains("MESSAGES 2"),
         "{status:?}"
     );
+    let status = r.cmd("a6b", "STATUS INBOX (SIZE DELETED)");
+    assert!(
+        status[0].contains("SIZE ") && status[0].contains("DELETED 0"),
+        "{status:?}"
+    );
+    let young = r.cmd("a6c", "SEARCH YOUNGER 3600");
+    assert_eq!(young[0], "* SEARCH 1 2\r\n", "{young:?}");
+    let old = r.cmd("a6d", "SEARCH OLDER 3600");
+    assert_eq!(old[0], "* SEARCH\r\n", "{old:?}");
     // ENABLE, ID, NAMESPACE, UNSELECT and EXAMINE's read-only state.
     let en = r.cmd("a7", "ENABLE CONDSTORE");
     assert_eq!(en[0], "* ENABLED CONDSTORE\r\n");
