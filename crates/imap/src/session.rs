@@ -1962,7 +1962,24 @@ impl Session {
             // Header keys only: header blocks from the cache, the misses read in one go.
             let headers_only = !search::needs_body(keys);
             let cache = &self.server.headers;
-            for chunk in passed.chunks(64) {
+            // Batches of at most 64 messages and 8 MiB, so a search over big messages
+            // holds a bounded amount of them at once.
+            let mut batches: Vec<Vec<usize>> = Vec::new();
+            let mut bytes = 0i64;
+            for &i in &passed {
+                let size = sel.msgs[i].size;
+                match batches.last_mut() {
+                    Some(b) if b.len() < 64 && bytes + size <= 8 * 1024 * 1024 => {
+                        b.push(i);
+                        bytes += size;
+                    }
+                    _ => {
+                        batches.push(vec![i]);
+                        bytes = size;
+                    }
+                }
+            }
+            for chunk in &batches {
                 let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob_hex()).collect();
                 let mut texts: std::collections::HashMap<&str, std::sync::Arc<[u8]>> =
                     Default::default();
