@@ -1400,6 +1400,8 @@ impl Session {
         };
         let facts = mailroom_services::parse_facts(&data);
         let hash = hex::encode(Sha256::digest(&data));
+        // The fields not named (no envelope sender, no SPF/DKIM verdicts, and whatever is
+        // added to NewMessage later) keep their defaults.
         let msg = NewMessage {
             hash,
             internal_date: date.unwrap_or_else(now_ms),
@@ -1412,10 +1414,9 @@ impl Session {
             references: facts.references,
             subject: facts.subject,
             from_addr: facts.from_addr,
-            envelope_from: None,
-            auth_results: None,
             flags: flags.to_vec(),
             raw: data,
+            ..NewMessage::default()
         };
         let stored = self.server.services.store().deliver(msg).await?;
         let Some(stored) = stored.first() else {
