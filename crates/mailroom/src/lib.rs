@@ -32,6 +32,9 @@ pub struct RunningServer {
     /// POP3 with STLS (110), and with implicit TLS (995).
     pub pop3_addr: SocketAddr,
     pub pop3s_addr: SocketAddr,
+    /// IMAP with STARTTLS (143), and with implicit TLS (993).
+    pub imap_addr: SocketAddr,
+    pub imaps_addr: SocketAddr,
     /// The base URL links in answers start with.
     pub public_url: String,
     /// Whether the HTTP API is served over TLS.
@@ -45,6 +48,7 @@ pub struct RunningServer {
     key_uses: JoinHandle<()>,
     submission: Vec<JoinHandle<()>>,
     pop3: Vec<JoinHandle<()>>,
+    imap: Vec<JoinHandle<()>>,
     webhooks: JoinHandle<()>,
     delivery: JoinHandle<()>,
     follower: JoinHandle<()>,
@@ -58,7 +62,12 @@ impl RunningServer {
         self.follower.abort();
         let served = self.http.await.context("the HTTP server task failed")?;
         self.smtp.await.context("the SMTP server task failed")?;
-        for task in self.submission.into_iter().chain(self.pop3) {
+        for task in self
+            .submission
+            .into_iter()
+            .chain(self.pop3)
+            .chain(self.imap)
+        {
             task.await.context("a mail server task failed")?;
         }
         self.webhooks.await.context("the webhook worker failed")?;
@@ -178,6 +187,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen for POP3S on {}", config.listen.pop3s))?;
     let pop3s_addr = pop3s_listener.local_addr()?;
+    let imap_listener = TcpListener::bind(config.listen.imap)
+        .await
+        .with_context(|| format!("cannot listen for IMAP on {}", config.listen.imap))?;
+    let imap_addr = imap_listener.local_addr()?;
+    let imaps_listener = TcpListener::bind(config.listen.imaps)
+        .await
+        .with_context(|| format!("cannot listen for IMAPS on {}", config.listen.imaps))?;
+    let imaps_addr = imaps_listener.local_addr()?;
     // Answers (GET /v1/account/smtp) give the ports actually bound, also when 0 was asked.
     config.listen.http = http_addr;
     config.listen.smtp = smtp_addr;
@@ -204,8 +221,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
             submissions: submissions_addr.port(),
             pop3: pop3_addr.port(),
             pop3s: pop3s_addr.port(),
-            imap: config.listen.imap.port(),
-            imaps: config.listen.imaps.port(),
+            imap: imap_addr.port(),
+            imaps: imaps_addr.port(),
         },
     };
     let shutdown = CancellationToken::new();
@@ -275,6 +292,24 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         )));
     }
     tracing::info!(stls = %pop3_addr, implicit_tls = %pop3s_addr, "POP3 listening");
+    // One IMAP server for both listeners, so IDLE sessions hear of changes made on either.
+    let imap_server = std::sync::Arc::new(mailroom_imap::ImapServer::new(
+        services.clone(),
+        mail_tls.clone(),
+        config.dev,
+        config.hostname.clone(),
+        config.smtp.max_message_size as u64,
+    ));
+    let mut imap = Vec::new();
+    for (listener, implicit_tls) in [(imap_listener, false), (imaps_listener, true)] {
+        imap.push(tokio::spawn(mailroom_imap::serve(
+            listener,
+            imap_server.clone(),
+            implicit_tls,
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(starttls = %imap_addr, implicit_tls = %imaps_addr, "IMAP listening");
     let smtp_task = tokio::spawn(mailroom_smtp::serve(
         smtp_listener,
         smtp_server,
@@ -318,6 +353,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         submissions_addr,
         pop3_addr,
         pop3s_addr,
+        imap_addr,
+        imaps_addr,
         public_url,
         http_tls,
         tls_cert_path: cert,
@@ -328,6 +365,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         key_uses,
         submission,
         pop3,
+        imap,
         webhooks: webhooks_task,
         delivery: delivery_task,
         follower,

@@ -97,10 +97,8 @@ async fn seed_002_shapes_and_scopes_at_every_door(s: TestServer) {
     assert_eq!(smtp["securePort"], srv.submissions_addr.port());
     assert_eq!(smtp["enabled"], true);
     assert_eq!(body["connectionInfo"]["pop3"]["port"], srv.pop3_addr.port());
-    assert_eq!(
-        body["connectionInfo"]["imap"]["enabled"], false,
-        "IMAP is not served yet"
-    );
+    assert_eq!(body["connectionInfo"]["imap"]["enabled"], true);
+    assert_eq!(body["connectionInfo"]["imap"]["port"], srv.imap_addr.port());
     assert_eq!(body["keys"], json!([]));
     // POST: the key once, camelCase.
     let (st, reader, _) = call(

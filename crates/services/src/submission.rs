@@ -114,6 +114,17 @@ impl Services {
         self.mail_login("pop3", username, password, client_ip).await
     }
 
+    /// An IMAP login: an inbox address with its inbox key, or with an API key that has the
+    /// `imap` scope. The same rule and throttle as POP3 and submission.
+    pub async fn imap_login(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<Result<Sender, LoginRefused>, ServiceError> {
+        self.mail_login("imap", username, password, client_ip).await
+    }
+
     /// A login at a mail protocol door (`smtp`, `pop3`), throttled per IP and user name.
     pub async fn mail_login(
         &self,

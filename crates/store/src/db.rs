@@ -252,6 +252,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "domains",
         include_str!("../migrations/sqlite/0009_domains.sql"),
     ),
+    (
+        10,
+        "imap",
+        include_str!("../migrations/sqlite/0010_imap.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -299,6 +304,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         9,
         "domains",
         include_str!("../migrations/postgres/0009_domains.sql"),
+    ),
+    (
+        10,
+        "imap",
+        include_str!("../migrations/postgres/0010_imap.sql"),
     ),
 ];
 

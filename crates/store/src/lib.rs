@@ -13,6 +13,7 @@ mod db;
 mod domains;
 mod error;
 mod events;
+mod imap;
 mod messages;
 mod outbound;
 mod tenancy;
@@ -24,6 +25,9 @@ pub use db::{Backend, Stale, StaleListener, Store};
 pub use domains::{AddDomain, CredentialRow, DomainRow};
 pub use error::StoreError;
 pub use events::EventRow;
+pub use imap::{
+    FlagChange, FlagOutcome, ImapMailbox, ImapMessage, MailboxCounts, MailboxRefusal, MailboxState,
+};
 pub use messages::{
     MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
 };

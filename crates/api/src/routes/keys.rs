@@ -106,8 +106,7 @@ pub async fn list(
         connection_info: ConnectionInfo {
             smtp: ep(ports.submission, ports.submissions, true),
             pop3: ep(ports.pop3, ports.pop3s, true),
-            // IMAP is not served yet (issue #6): say so instead of pointing clients at it.
-            imap: ep(ports.imap, ports.imaps, false),
+            imap: ep(ports.imap, ports.imaps, true),
         },
         keys: keys.into_iter().map(|k| KeyView::of(k, None)).collect(),
     };

@@ -1,0 +1,228 @@
+//! SEARCH: which messages match a set of search keys (RFC 9051 §6.4.4).
+
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use mailroom_core::time::now_ms;
+
+use crate::mime;
+
+/// What a key needs to know of a message.
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub uid: u32,
+    pub flags: &'a [String],
+    pub size: i64,
+    pub internal_date: i64,
+    pub modseq: i64,
+    /// The message bytes, when a key needs them (see [`needs_content`]).
+    pub raw: Option<&'a [u8]>,
+    /// The largest sequence number and uid of the mailbox (for `*`).
+    pub max_seq: u32,
+    pub max_uid: u32,
+}
+
+/// Whether a number is in a sequence set, `*` being `largest`.
+pub fn in_set(set: &SequenceSet, n: u32, largest: u32) -> bool {
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|s| match s {
+        Sequence::Single(v) => value(v) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (value(a), value(b));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
+
+/// Whether any key needs the message's bytes (headers or body).
+pub fn needs_content(keys: &[SearchKey<'_>]) -> bool {
+    keys.iter().any(|k| match k {
+        SearchKey::And(ks) => needs_content(ks.as_ref()),
+        SearchKey::Not(k) => needs_content(std::slice::from_ref(k.as_ref())),
+        SearchKey::Or(a, b) => {
+            needs_content(std::slice::from_ref(a.as_ref()))
+                || needs_content(std::slice::from_ref(b.as_ref()))
+        }
+        SearchKey::Bcc(_)
+        | SearchKey::Body(_)
+        | SearchKey::Cc(_)
+        | SearchKey::From(_)
+        | SearchKey::Header(..)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_)
+        | SearchKey::Subject(_)
+        | SearchKey::Text(_)
+        | SearchKey::To(_) => true,
+        _ => false,
+    })
+}
+
+/// Whether any key needs the body (BODY, TEXT); the others need only the header.
+pub fn needs_body(keys: &[SearchKey<'_>]) -> bool {
+    keys.iter().any(|k| match k {
+        SearchKey::And(ks) => needs_body(ks.as_ref()),
+        SearchKey::Not(k) => needs_body(std::slice::from_ref(k.as_ref())),
+        SearchKey::Or(a, b) => {
+            needs_body(std::slice::from_ref(a.as_ref()))
+                || needs_body(std::slice::from_ref(b.as_ref()))
+        }
+        SearchKey::Body(_) | SearchKey::Text(_) => true,
+        _ => false,
+    })
+}
+
+/// Whether a MODSEQ key is among the keys (the answer then carries the highest modseq).
+pub fn uses_modseq(keys: &[SearchKey<'_>]) -> bool {
+    keys.iter().any(|k| match k {
+        SearchKey::And(ks) => uses_modseq(ks.as_ref()),
+        SearchKey::Not(k) => uses_modseq(std::slice::from_ref(k.as_ref())),
+        SearchKey::Or(a, b) => {
+            uses_modseq(std::slice::from_ref(a.as_ref()))
+                || uses_modseq(std::slice::from_ref(b.as_ref()))
+        }
+        SearchKey::ModSequence { .. } => true,
+        _ => false,
+    })
+}
+
+fn has_flag(flags: &[String], f: &str) -> bool {
+    flags.iter().any(|x| x.eq_ignore_ascii_case(f))
+}
+
+/// Case-insensitive substring test, on bytes (ASCII case folding) and on the UTF-8 text
+/// lowercased, so that both raw and decoded values match.
+fn contains(haystack: &str, needle: &[u8]) -> bool {
+    let needle = String::from_utf8_lossy(needle).to_lowercase();
+    needle.is_empty() || haystack.to_lowercase().contains(&needle)
+}
+
+/// The header values of `name`, raw and with RFC 2047 encoded words decoded.
+fn header_text(raw: &[u8], name: &str) -> String {
+    let root = mime::parse_header_only(raw);
+    let fields = mime::header_fields(&raw[root.clone()]);
+    let mut out = String::new();
+    for (n, v) in &fields {
+        if n.eq_ignore_ascii_case(name) {
+            let text = String::from_utf8_lossy(v);
+            out.push_str(&text);
+            out.push('\n');
+            out.push_str(&decode_words(&text));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Decodes RFC 2047 encoded words with mail-parser (by parsing a one-field header).
+fn decode_words(text: &str) -> String {
+    if !text.contains("=?") {
+        return text.to_owned();
+    }
+    let fake = format!("Subject: {text}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(fake.as_bytes())
+        .and_then(|m| m.subject().map(str::to_owned))
+        .unwrap_or_else(|| text.to_owned())
+}
+
+fn date_of(raw: &[u8]) -> Option<chrono::NaiveDate> {
+    let text = header_text(raw, "Date");
+    let first = text.lines().next()?;
+    chrono::DateTime::parse_from_rfc2822(first.trim())
+        .ok()
+        .map(|d| d.date_naive())
+}
+
+fn day_of(ms: i64) -> chrono::NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .date_naive()
+}
+
+/// Whether a message matches every key.
+pub fn matches_all(keys: &[SearchKey<'_>], c: &Candidate<'_>) -> bool {
+    keys.iter().all(|k| matches(k, c))
+}
+
+fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
+    let raw = c.raw.unwrap_or_default();
+    match key {
+        SearchKey::And(ks) => matches_all(ks.as_ref(), c),
+        SearchKey::SequenceSet(set) => in_set(set, c.seq, c.max_seq),
+        SearchKey::All => true,
+        SearchKey::Answered => has_flag(c.flags, "\\Answered"),
+        SearchKey::Unanswered => !has_flag(c.flags, "\\Answered"),
+        SearchKey::Deleted => has_flag(c.flags, "\\Deleted"),
+        SearchKey::Undeleted => !has_flag(c.flags, "\\Deleted"),
+        SearchKey::Draft => has_flag(c.flags, "\\Draft"),
+        SearchKey::Undraft => !has_flag(c.flags, "\\Draft"),
+        SearchKey::Flagged => has_flag(c.flags, "\\Flagged"),
+        SearchKey::Unflagged => !has_flag(c.flags, "\\Flagged"),
+        SearchKey::Seen => has_flag(c.flags, "\\Seen"),
+        SearchKey::Unseen => !has_flag(c.flags, "\\Seen"),
+        // No message is \Recent in Mailroom (IMAP4rev2 dropped it).
+        SearchKey::Recent | SearchKey::New => false,
+        SearchKey::Old => true,
+        SearchKey::Keyword(k) => has_flag(c.flags, k.as_ref()),
+        SearchKey::Unkeyword(k) => !has_flag(c.flags, k.as_ref()),
+        SearchKey::Larger(n) => c.size > i64::from(*n),
+        SearchKey::Smaller(n) => c.size < i64::from(*n),
+        SearchKey::Before(d) => day_of(c.internal_date) < *d.as_ref(),
+        SearchKey::On(d) => day_of(c.internal_date) == *d.as_ref(),
+        SearchKey::Since(d) => day_of(c.internal_date) >= *d.as_ref(),
+        SearchKey::Older(secs) => c.internal_date <= now_ms() - i64::from(secs.get()) * 1000,
+        SearchKey::Younger(secs) => c.internal_date >= now_ms() - i64::from(secs.get()) * 1000,
+        SearchKey::SentBefore(d) => date_of(raw).is_some_and(|x| x < *d.as_ref()),
+        SearchKey::SentOn(d) => date_of(raw).is_some_and(|x| x == *d.as_ref()),
+        SearchKey::SentSince(d) => date_of(raw).is_some_and(|x| x >= *d.as_ref()),
+        SearchKey::Bcc(s) => contains(&header_text(raw, "Bcc"), s.as_ref()),
+        SearchKey::Cc(s) => contains(&header_text(raw, "Cc"), s.as_ref()),
+        SearchKey::From(s) => contains(&header_text(raw, "From"), s.as_ref()),
+        SearchKey::To(s) => contains(&header_text(raw, "To"), s.as_ref()),
+        SearchKey::Subject(s) => contains(&header_text(raw, "Subject"), s.as_ref()),
+        SearchKey::Header(name, value) => {
+            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
+            let text = header_text(raw, &name);
+            // An empty value matches every message that has the field.
+            if value.as_ref().is_empty() {
+                !text.is_empty()
+            } else {
+                contains(&text, value.as_ref())
+            }
+        }
+        SearchKey::Body(s) => {
+            let root = mime::parse_header_only(raw);
+            contains(&body_text(&raw[root.end..], raw), s.as_ref())
+        }
+        SearchKey::Text(s) => contains(&body_text(raw, raw), s.as_ref()),
+        SearchKey::Uid(set) => in_set(set, c.uid, c.max_uid),
+        SearchKey::Not(k) => !matches(k, c),
+        SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
+        SearchKey::ModSequence { modseq, .. } => c.modseq as u64 >= *modseq,
+    }
+}
+
+/// The text to look in: the bytes as they are, plus the decoded text parts (so that a
+/// search finds words in base64 or quoted-printable bodies too).
+fn body_text(part: &[u8], whole: &[u8]) -> String {
+    let mut out = String::from_utf8_lossy(part).into_owned();
+    if let Some(m) = mail_parser::MessageParser::default().parse(whole) {
+        for i in 0..m.text_body.len() {
+            if let Some(t) = m.body_text(i) {
+                out.push('\n');
+                out.push_str(&t);
+            }
+        }
+        for i in 0..m.html_body.len() {
+            if let Some(t) = m.body_html(i) {
+                out.push('\n');
+                out.push_str(&t);
+            }
+        }
+    }
+    out
+}

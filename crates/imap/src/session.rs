@@ -1,0 +1,2269 @@
+//! One IMAP session: the state machine of RFC 9051 §3 and the commands.
+//!
+//! A selected mailbox is held in memory as the list of its messages' uids, flags and
+//! modseqs (the sequence numbers are positions in that list). Before answering, the
+//! session compares the mailbox's (uidnext, highestmodseq, count) with what it last saw and
+//! reports what others changed: EXISTS for new messages, FETCH FLAGS for flag changes, and
+//! EXPUNGE for removals, except during FETCH, STORE and SEARCH where EXPUNGE may not be
+//! sent (RFC 9051 §7.5.1); those wait for the next command that allows them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use imap_codec::imap_types::auth::AuthMechanism;
+use imap_codec::imap_types::command::{
+    Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
+};
+use imap_codec::imap_types::core::Charset;
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
+use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
+use imap_codec::imap_types::status::StatusDataItemName;
+use mailroom_core::time::now_ms;
+use mailroom_services::submission::LoginRefused;
+use mailroom_store::{
+    FlagChange, FlagOutcome, ImapMailbox, ImapMessage, MailboxRefusal, MailboxState, NewMessage,
+    Recipient,
+};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::fmt::{
+    canonical_flag, flag_list, internal_date, mailbox as mailbox_name, sequence_set, string,
+};
+use crate::search::{self, Candidate, in_set};
+use crate::{ImapServer, conn, mime};
+
+/// After this many BAD answers in a row the session is closed: a client that sends only
+/// garbage is not a client.
+const MAX_BAD_IN_A_ROW: u32 = 20;
+/// How often an IDLE session looks for changes nobody told it about (API changes, other
+/// processes). Mail delivered by this process wakes it at once.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1000);
+/// Without a signal from this process, the database is asked for changes by others (the
+/// API, other processes) at most this often; a client busy with commands sees them this
+/// late at worst, and a command costs one query less.
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a client may leave an answer unread before the session is dropped.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Longest mailbox name.
+const MAX_MAILBOX_NAME: usize = 255;
+/// Flags every mailbox offers.
+const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+/// The identity of a logged-in session.
+struct User {
+    account_id: String,
+    inbox_id: String,
+}
+
+/// One message of the selected mailbox.
+#[derive(Debug, Clone)]
+struct Msg {
+    uid: u32,
+    modseq: i64,
+    flags: Vec<String>,
+    /// SHA-256 of the body, as bytes (half the memory of the hex, and no allocation).
+    blob: [u8; 32],
+    size: i64,
+    internal_date: i64,
+    /// Removed by someone else; the EXPUNGE is not sent yet.
+    gone: bool,
+}
+
+/// The blob hash as bytes; the store writes lowercase hex SHA-256.
+fn blob_id(hex_hash: &str) -> [u8; 32] {
+    let mut id = [0u8; 32];
+    if hex::decode_to_slice(hex_hash, &mut id).is_err() {
+        tracing::warn!(hash = %hex_hash, "IMAP: a blob hash that is not SHA-256 hex");
+    }
+    id
+}
+
+impl Msg {
+    fn blob_hex(&self) -> String {
+        hex::encode(self.blob)
+    }
+
+    fn from_row(m: ImapMessage) -> Msg {
+        Msg {
+            uid: u32::try_from(m.uid).unwrap_or(u32::MAX),
+            modseq: m.modseq,
+            flags: m.flags,
+            blob: blob_id(&m.blob_hash),
+            size: m.size,
+            internal_date: m.internal_date,
+            gone: false,
+        }
+    }
+
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
+}
+
+struct Selected {
+    mailbox: ImapMailbox,
+    read_only: bool,
+    msgs: Vec<Msg>,
+    known: MailboxState,
+    /// Removals seen but not yet reported.
+    pending_expunge: bool,
+}
+
+/// What the connection loop does after a command.
+pub enum Next {
+    Continue,
+    Logout,
+    StartTls,
+}
+
+pub struct Session {
+    pub server: Arc<ImapServer>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    user: Option<User>,
+    selected: Option<Selected>,
+    /// CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), or a CONDSTORE command).
+    condstore: bool,
+    /// IMAP4rev2 enabled (ENABLE IMAP4rev2).
+    rev2: bool,
+    bad_in_a_row: u32,
+    /// A BYE was sent outside LOGOUT: the connection ends after this answer.
+    pub closing: bool,
+    /// Change signals of this process (mail arrived, an IMAP session wrote) and when the
+    /// database was last asked: see [`Session::sync`].
+    arrivals: tokio::sync::watch::Receiver<u64>,
+    local: tokio::sync::watch::Receiver<u64>,
+    last_check: Option<std::time::Instant>,
+}
+
+type Io = std::io::Result<()>;
+
+/// Output of one command, written to the client in pieces.
+pub struct Out {
+    buf: Vec<u8>,
+}
+
+impl Out {
+    pub fn new() -> Out {
+        Out { buf: Vec::new() }
+    }
+
+    pub fn line(&mut self, s: &str) {
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// Writes what is pending. A client that stops reading (its window stays shut) gets
+    /// [`WRITE_TIMEOUT`] and is then dropped, so it cannot hold a session for ever.
+    pub async fn flush<S: AsyncWrite + Unpin>(&mut self, w: &mut S) -> Io {
+        let write = async {
+            if !self.buf.is_empty() {
+                w.write_all(&self.buf).await?;
+                self.buf.clear();
+                // Keep an idle session small: a big answer's buffer is not kept.
+                if self.buf.capacity() > 8 * 1024 {
+                    self.buf = Vec::new();
+                }
+            }
+            w.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    }
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out::new()
+    }
+}
+
+fn mailbox_str(m: &Mailbox<'_>) -> String {
+    match m {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    }
+}
+
+/// A mailbox name a client may create: no empty levels, no control characters, no
+/// wildcards, not too long.
+fn valid_new_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_MAILBOX_NAME
+        && !name.starts_with('/')
+        && !name.contains("//")
+        && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
+}
+
+/// Does `name` match a LIST pattern (`*` anything, `%` anything but the delimiter)?
+fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.first() {
+        None => name.is_empty(),
+        Some(b'*') => (0..=name.len()).any(|i| pattern_matches(&pattern[1..], &name[i..])),
+        Some(b'%') => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != b'/')
+            .any(|i| pattern_matches(&pattern[1..], &name[i..])),
+        Some(&c) => name.first() == Some(&c) && pattern_matches(&pattern[1..], &name[1..]),
+    }
+}
+
+fn store_flags(flags: &[Flag<'_>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in flags {
+        let s = canonical_flag(&f.to_string());
+        // \Recent is the server's to set (and Mailroom never sets it).
+        if s == "\\Recent" || out.iter().any(|o| o.eq_ignore_ascii_case(&s)) {
+            continue;
+        }
+        out.push(s);
+    }
+    out
+}
+
+fn section_spec(section: &Option<Section<'_>>) -> String {
+    let path = |p: &Option<imap_codec::imap_types::fetch::Part>| match p {
+        Some(p) => {
+            let nums: Vec<String> = p.0.as_ref().iter().map(|n| n.to_string()).collect();
+            format!("{}.", nums.join("."))
+        }
+        None => String::new(),
+    };
+    let names = |ns: &[imap_codec::imap_types::core::AString<'_>]| {
+        let items: Vec<String> = ns
+            .iter()
+            .map(|n| {
+                let s = String::from_utf8_lossy(n.as_ref()).to_ascii_uppercase();
+                if !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+                {
+                    s
+                } else {
+                    string(s.as_bytes())
+                }
+            })
+            .collect();
+        items.join(" ")
+    };
+    match section {
+        None => String::new(),
+        Some(Section::Part(p)) => {
+            let nums: Vec<String> = p.0.as_ref().iter().map(|n| n.to_string()).collect();
+            nums.join(".")
+        }
+        Some(Section::Header(p)) => format!("{}HEADER", path(p)),
+        Some(Section::HeaderFields(p, ns)) => {
+            format!("{}HEADER.FIELDS ({})", path(p), names(ns.as_ref()))
+        }
+        Some(Section::HeaderFieldsNot(p, ns)) => {
+            format!("{}HEADER.FIELDS.NOT ({})", path(p), names(ns.as_ref()))
+        }
+        Some(Section::Text(p)) => format!("{}TEXT", path(p)),
+        Some(Section::Mime(p)) => {
+            let nums: Vec<String> = p.0.as_ref().iter().map(|n| n.to_string()).collect();
+            format!("{}.MIME", nums.join("."))
+        }
+    }
+}
+
+/// The bytes a BODY[section] names; `None` when the section does not exist.
+fn section_bytes(
+    raw: &[u8],
+    root: &mime::Entity,
+    section: &Option<Section<'_>>,
+) -> Option<Vec<u8>> {
+    use mime::{Kind, Target};
+    let part_path = |p: &Option<imap_codec::imap_types::fetch::Part>| -> Vec<u32> {
+        p.as_ref()
+            .map(|p| p.0.as_ref().iter().map(|n| n.get()).collect())
+            .unwrap_or_default()
+    };
+    // The message whose header/text a HEADER/TEXT section means.
+    let message_at = |path: &[u32]| -> Option<&mime::Entity> {
+        match mime::resolve(root, path)? {
+            Target::Root(m) => Some(m),
+            Target::Part(p) => match &p.kind {
+                Kind::Message(inner) => Some(inner.as_ref()),
+                _ => None,
+            },
+        }
+    };
+    match section {
+        None => Some(raw.to_vec()),
+        Some(Section::Part(p)) => {
+            let path: Vec<u32> = p.0.as_ref().iter().map(|n| n.get()).collect();
+            match mime::resolve(root, &path)? {
+                Target::Root(m) => Some(raw[m.body.clone()].to_vec()),
+                Target::Part(e) => Some(raw[e.body.clone()].to_vec()),
+            }
+        }
+        Some(Section::Header(p)) => {
+            let m = message_at(&part_path(p))?;
+            Some(raw[m.header.clone()].to_vec())
+        }
+        Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
+            let m = message_at(&part_path(p))?;
+            let names: Vec<String> = names
+                .as_ref()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
+                .collect();
+            let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
+            Some(mime::header_subset(&raw[m.header.clone()], &names, not))
+        }
+        Some(Section::Text(p)) => {
+            let m = message_at(&part_path(p))?;
+            Some(raw[m.body.clone()].to_vec())
+        }
+        Some(Section::Mime(p)) => {
+            let path: Vec<u32> = p.0.as_ref().iter().map(|n| n.get()).collect();
+            match mime::resolve(root, &path)? {
+                Target::Root(m) => Some(raw[m.header.clone()].to_vec()),
+                Target::Part(e) => Some(raw[e.header.clone()].to_vec()),
+            }
+        }
+    }
+}
+
+/// The decoded content of a BINARY section and its spelling in the answer.
+fn binary_data(
+    raw: &[u8],
+    root: &mime::Entity,
+    section: &[std::num::NonZeroU32],
+) -> Result<(String, Vec<u8>), &'static str> {
+    let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+    let data = match mime::resolve(root, &path) {
+        None => return Err("[NONEXISTENT] no such part"),
+        Some(mime::Target::Root(_)) => raw.to_vec(),
+        Some(mime::Target::Part(e)) => match e.kind {
+            mime::Kind::Leaf => {
+                mime::decode_body(raw, e).map_err(|_| "[UNKNOWN-CTE] cannot decode this part")?
+            }
+            _ => raw[e.body.clone()].to_vec(),
+        },
+    };
+    let spec: Vec<String> = path.iter().map(u32::to_string).collect();
+    Ok((spec.join("."), data))
+}
+
+fn partial(data: &[u8], partial: Option<(u32, std::num::NonZeroU32)>) -> (&[u8], String) {
+    match partial {
+        None => (data, String::new()),
+        Some((origin, count)) => {
+            let start = (origin as usize).min(data.len());
+            let end = start.saturating_add(count.get() as usize).min(data.len());
+            (&data[start..end], format!("<{origin}>"))
+        }
+    }
+}
+
+fn literal(out: &mut Vec<u8>, data: &[u8], binary: bool) {
+    if binary && data.contains(&0) {
+        out.extend_from_slice(format!("~{{{}}}\r\n", data.len()).as_bytes());
+    } else {
+        out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+    }
+    out.extend_from_slice(data);
+}
+
+impl Session {
+    pub fn new(server: Arc<ImapServer>, peer: SocketAddr, tls: bool) -> Session {
+        Session {
+            server: server.clone(),
+            peer,
+            tls,
+            user: None,
+            selected: None,
+            condstore: false,
+            rev2: false,
+            bad_in_a_row: 0,
+            closing: false,
+            arrivals: server.services.arrivals(),
+            local: server.subscribe(),
+            last_check: None,
+        }
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.tls || (self.server.plaintext_on_loopback && self.peer.ip().is_loopback())
+    }
+
+    pub fn logged_in(&self) -> bool {
+        self.user.is_some()
+    }
+
+    pub fn capabilities(&self) -> String {
+        let mut caps = String::from(
+            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE BINARY STATUS=SIZE WITHIN",
+        );
+        if self.user.is_none() {
+            if !self.tls {
+                caps.push_str(" STARTTLS");
+            }
+            if self.plaintext_allowed() {
+                caps.push_str(" AUTH=PLAIN");
+            } else {
+                caps.push_str(" LOGINDISABLED");
+            }
+        }
+        caps
+    }
+
+    /// A BAD answer, counted: too many in a row end the session.
+    pub fn bad(&mut self, out: &mut Out, tag: &str, text: &str) -> bool {
+        self.bad_in_a_row += 1;
+        out.line(&format!("{tag} BAD {text}"));
+        if self.bad_in_a_row >= MAX_BAD_IN_A_ROW {
+            out.line("* BYE too many bad commands");
+            return false;
+        }
+        true
+    }
+
+    /// Runs one parsed command.
+    pub async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        cmd: Command<'_>,
+        conn: &mut BufReader<S>,
+        out: &mut Out,
+        stop: &CancellationToken,
+    ) -> std::io::Result<Next> {
+        let tag = cmd.tag.as_ref().to_owned();
+        let authed = self.user.is_some();
+        let selected = self.selected.is_some();
+        let name = cmd.body.name().to_ascii_uppercase();
+        // Commands of a state the session is not in.
+        let state_error = match &cmd.body {
+            CommandBody::Capability
+            | CommandBody::Noop
+            | CommandBody::Logout
+            | CommandBody::Id { .. } => None,
+            CommandBody::StartTLS
+            | CommandBody::Authenticate { .. }
+            | CommandBody::Login { .. } => authed.then_some("already logged in"),
+            CommandBody::Check
+            | CommandBody::Close
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
+            | CommandBody::Unselect => {
+                if !authed {
+                    Some("log in first")
+                } else if !selected {
+                    Some("no mailbox selected")
+                } else {
+                    None
+                }
+            }
+            _ => (!authed).then_some("log in first"),
+        };
+        if let Some(why) = state_error {
+            if !self.bad(out, &tag, &format!("{name}: {why}")) {
+                return Ok(Next::Logout);
+            }
+            return Ok(Next::Continue);
+        }
+        self.bad_in_a_row = 0;
+        let store_failed = |out: &mut Out, e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "IMAP: store failure");
+            out.line(&format!(
+                "{tag} NO [UNAVAILABLE] temporary failure; try again"
+            ));
+        };
+        match cmd.body {
+            CommandBody::Capability => {
+                out.line(&format!("* CAPABILITY {}", self.capabilities()));
+                out.line(&format!("{tag} OK CAPABILITY completed"));
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                if let Err(e) = self.sync(out, true).await {
+                    store_failed(out, &e);
+                    return Ok(Next::Continue);
+                }
+                out.line(&format!("{tag} OK {name} completed"));
+            }
+            CommandBody::Logout => {
+                out.line("* BYE Mailroom IMAP logging out");
+                out.line(&format!("{tag} OK LOGOUT completed"));
+                return Ok(Next::Logout);
+            }
+            CommandBody::Id { .. } => {
+                out.line(&format!(
+                    "* ID (\"name\" \"Mailroom\" \"version\" \"{}\")",
+                    env!("CARGO_PKG_VERSION")
+                ));
+                out.line(&format!("{tag} OK ID completed"));
+            }
+            CommandBody::StartTLS => {
+                if self.tls {
+                    out.line(&format!("{tag} BAD TLS is already active"));
+                } else {
+                    out.line(&format!("{tag} OK Begin TLS negotiation now"));
+                    return Ok(Next::StartTls);
+                }
+            }
+            CommandBody::Login { username, password } => {
+                if !self.plaintext_allowed() {
+                    out.line(&format!(
+                        "{tag} NO [PRIVACYREQUIRED] use STARTTLS (or port 993) first: plain-text logins are not accepted without TLS"
+                    ));
+                } else {
+                    let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                    let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                    self.login(&tag, &user, &pass, out).await;
+                }
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if !self.plaintext_allowed() {
+                    out.line(&format!(
+                        "{tag} NO [PRIVACYREQUIRED] use STARTTLS (or port 993) first"
+                    ));
+                } else if !matches!(mechanism, AuthMechanism::Plain) {
+                    out.line(&format!(
+                        "{tag} NO [CANNOT] only AUTHENTICATE PLAIN is supported"
+                    ));
+                } else {
+                    let response = match initial_response {
+                        Some(r) => r.declassify().to_vec(),
+                        None => {
+                            out.line("+ ");
+                            out.flush(conn.get_mut()).await?;
+                            let mut line = Vec::new();
+                            match tokio::time::timeout(
+                                std::time::Duration::from_secs(60),
+                                conn::read_line(conn, &mut line),
+                            )
+                            .await
+                            {
+                                Ok(Ok(true)) => {}
+                                _ => return Ok(Next::Logout),
+                            }
+                            let text = String::from_utf8_lossy(&line).trim().to_owned();
+                            if text == "*" {
+                                out.line(&format!("{tag} BAD authentication cancelled"));
+                                return Ok(Next::Continue);
+                            }
+                            match base64::engine::general_purpose::STANDARD.decode(text.as_bytes())
+                            {
+                                Ok(d) => d,
+                                Err(_) => {
+                                    out.line(&format!("{tag} BAD the response is not base64"));
+                                    return Ok(Next::Continue);
+                                }
+                            }
+                        }
+                    };
+                    let text = String::from_utf8_lossy(&response).into_owned();
+                    let mut f = text.split('\0');
+                    match (f.next(), f.next(), f.next()) {
+                        (Some(_), Some(u), Some(p)) => {
+                            let (u, p) = (u.to_owned(), p.to_owned());
+                            self.login(&tag, &u, &p, out).await;
+                        }
+                        _ => out.line(&format!("{tag} BAD malformed PLAIN response")),
+                    }
+                }
+            }
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for c in capabilities.as_ref() {
+                    let c = c.to_string().to_ascii_uppercase();
+                    if c == "CONDSTORE" {
+                        self.condstore = true;
+                        enabled.push(c);
+                    } else if c == "IMAP4REV2" {
+                        self.rev2 = true;
+                        enabled.push("IMAP4rev2".to_owned());
+                    }
+                }
+                out.line(format!("* ENABLED {}", enabled.join(" ")).trim_end());
+                out.line(&format!("{tag} OK ENABLE completed"));
+            }
+            CommandBody::Namespace => {
+                out.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                out.line(&format!("{tag} OK NAMESPACE completed"));
+            }
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            }
+            | CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                let read_only = name == "EXAMINE";
+                if parameters
+                    .iter()
+                    .any(|p| matches!(p, SelectParameter::CondStore))
+                {
+                    self.condstore = true;
+                }
+                if parameters
+                    .iter()
+                    .any(|p| matches!(p, SelectParameter::QResync { .. }))
+                {
+                    out.line(&format!("{tag} BAD QRESYNC is not supported"));
+                    return Ok(Next::Continue);
+                }
+                if let Err(e) = self
+                    .select(&tag, &mailbox_str(&mailbox), read_only, out)
+                    .await
+                {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Unselect | CommandBody::Close => {
+                if name == "CLOSE"
+                    && let Some(sel) = &self.selected
+                    && !sel.read_only
+                {
+                    let uids: Vec<i64> = sel
+                        .msgs
+                        .iter()
+                        .filter(|m| m.has("\\Deleted"))
+                        .map(|m| i64::from(m.uid))
+                        .collect();
+                    if !uids.is_empty() {
+                        let store = self.server.services.store();
+                        if let Err(e) = store.imap_expunge(&sel.mailbox.id, &uids).await {
+                            store_failed(out, &e);
+                            return Ok(Next::Continue);
+                        }
+                        self.server.changed();
+                    }
+                }
+                self.selected = None;
+                out.line(&format!("{tag} OK {name} completed"));
+            }
+            CommandBody::Create { mailbox } => {
+                let name = mailbox_str(&mailbox);
+                let name = name.strip_suffix('/').unwrap_or(&name).to_owned();
+                if let Err(e) = self.create(&tag, &name, out).await {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Delete { mailbox } => {
+                let name = mailbox_str(&mailbox);
+                let inbox_id = self.inbox_id();
+                match self.server.services.store().imap_delete_mailbox(&inbox_id, &name).await {
+                    Ok(Ok(())) => {
+                        self.server.changed();
+                        out.line(&format!("{tag} OK DELETE completed"));
+                    }
+                    Ok(Err(MailboxRefusal::NotFound)) => {
+                        out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"))
+                    }
+                    Ok(Err(MailboxRefusal::Standard)) => out.line(&format!(
+                        "{tag} NO [CANNOT] the standard mailboxes (INBOX, Sent, Drafts, Trash, Junk, Archive) cannot be deleted"
+                    )),
+                    Ok(Err(MailboxRefusal::HasChildren)) => out.line(&format!(
+                        "{tag} NO [INUSE] delete the mailboxes inside it first"
+                    )),
+                    Ok(Err(MailboxRefusal::Exists)) => out.line(&format!("{tag} NO cannot delete")),
+                    Err(e) => store_failed(out, &e),
+                }
+            }
+            CommandBody::Rename { from, to } => {
+                let (from, to) = (mailbox_str(&from), mailbox_str(&to));
+                let to = to.strip_suffix('/').unwrap_or(&to).to_owned();
+                if !valid_new_name(&to) {
+                    out.line(&format!("{tag} NO [CANNOT] invalid mailbox name"));
+                    return Ok(Next::Continue);
+                }
+                let inbox_id = self.inbox_id();
+                match self
+                    .server
+                    .services
+                    .store()
+                    .imap_rename_mailbox(&inbox_id, &from, &to)
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        self.server.changed();
+                        // The selected mailbox (or one above it) renamed by this session:
+                        // follow it, since uids and UIDVALIDITY stay.
+                        if let Some(sel) = self.selected.as_mut() {
+                            let old = sel.mailbox.name.clone();
+                            if old == from || old.starts_with(&format!("{from}/")) {
+                                let renamed = format!("{to}{}", &old[from.len()..]);
+                                sel.mailbox.id = mailroom_store::mailbox_id(&inbox_id, &renamed);
+                                sel.mailbox.name = renamed;
+                            }
+                        }
+                        out.line(&format!("{tag} OK RENAME completed"));
+                    }
+                    Ok(Err(MailboxRefusal::NotFound)) => {
+                        out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"))
+                    }
+                    Ok(Err(MailboxRefusal::Exists)) => {
+                        out.line(&format!("{tag} NO [ALREADYEXISTS] that name is taken"))
+                    }
+                    Ok(Err(_)) => out.line(&format!(
+                        "{tag} NO [CANNOT] the standard mailboxes keep their names"
+                    )),
+                    Err(e) => store_failed(out, &e),
+                }
+            }
+            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
+                let inbox_id = self.inbox_id();
+                let on = name == "SUBSCRIBE";
+                match self
+                    .server
+                    .services
+                    .store()
+                    .imap_subscribe(&inbox_id, &mailbox_str(&mailbox), on)
+                    .await
+                {
+                    Ok(true) => out.line(&format!("{tag} OK {name} completed")),
+                    Ok(false) => out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox")),
+                    Err(e) => store_failed(out, &e),
+                }
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            }
+            | CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                let lsub = name == "LSUB";
+                let reference = mailbox_str(&reference);
+                let pattern = match &mailbox_wildcard {
+                    ListMailbox::Token(t) => t.as_ref().to_vec(),
+                    ListMailbox::String(s) => s.as_ref().to_vec(),
+                };
+                if let Err(e) = self.list(&reference, &pattern, lsub, out).await {
+                    store_failed(out, &e);
+                    return Ok(Next::Continue);
+                }
+                out.line(&format!("{tag} OK {name} completed"));
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => {
+                if let Err(e) = self
+                    .status(&tag, &mailbox_str(&mailbox), &item_names, out)
+                    .await
+                {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let data = match &message {
+                    LiteralOrLiteral8::Literal(l) => l.as_ref().to_vec(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                let date = date.map(|d| d.as_ref().timestamp_millis());
+                if let Err(e) = self
+                    .append(
+                        &tag,
+                        &mailbox_str(&mailbox),
+                        &store_flags(&flags),
+                        date,
+                        data,
+                        out,
+                    )
+                    .await
+                {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Expunge | CommandBody::ExpungeUid { .. } => {
+                let only = match &cmd.body {
+                    CommandBody::ExpungeUid { sequence_set } => Some(sequence_set.clone()),
+                    _ => None,
+                };
+                if let Err(e) = self.expunge(&tag, only.as_ref(), out).await {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                if let Some(cs) = &charset {
+                    let cs = match cs {
+                        Charset::Atom(a) => a.as_ref().to_owned(),
+                        Charset::Quoted(q) => q.as_ref().to_owned(),
+                    };
+                    if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") {
+                        out.line(&format!(
+                            "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset"
+                        ));
+                        return Ok(Next::Continue);
+                    }
+                }
+                if let Err(e) = self.search(&tag, criteria.as_ref(), uid, out).await {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                let the_macro;
+                let items = match macro_or_item_names {
+                    MacroOrMessageDataItemNames::Macro(m) => {
+                        the_macro = m;
+                        the_macro.expand()
+                    }
+                    MacroOrMessageDataItemNames::MessageDataItemNames(items) => items,
+                };
+                let changed_since = modifiers.iter().find_map(|m| match m {
+                    FetchModifier::ChangedSince(v) => Some(v.get()),
+                    FetchModifier::Vanished => None,
+                });
+                if modifiers
+                    .iter()
+                    .any(|m| matches!(m, FetchModifier::Vanished))
+                {
+                    out.line(&format!(
+                        "{tag} BAD VANISHED needs QRESYNC, which is not supported"
+                    ));
+                    return Ok(Next::Continue);
+                }
+                if let Err(e) = self
+                    .fetch(&tag, &sequence_set, &items, uid, changed_since, conn, out)
+                    .await
+                {
+                    match e {
+                        FetchError::Io(e) => return Err(e),
+                        FetchError::Store(e) => store_failed(out, &e),
+                    }
+                }
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => {
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|m| match m {
+                        StoreModifier::UnchangedSince(v) => *v,
+                    })
+                    .next();
+                if let Err(e) = self
+                    .store(
+                        &tag,
+                        &sequence_set,
+                        &kind,
+                        &response,
+                        &store_flags(&flags),
+                        uid,
+                        unchanged_since,
+                        out,
+                    )
+                    .await
+                {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            }
+            | CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                let moving = name == "MOVE";
+                if let Err(e) = self
+                    .copy_or_move(
+                        &tag,
+                        &sequence_set,
+                        &mailbox_str(&mailbox),
+                        uid,
+                        moving,
+                        out,
+                    )
+                    .await
+                {
+                    store_failed(out, &e);
+                }
+            }
+            CommandBody::Idle => {
+                return self.idle(&tag, conn, out, stop).await;
+            }
+            _ => {
+                if !self.bad(out, &tag, &format!("{name} is not supported")) {
+                    return Ok(Next::Logout);
+                }
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn inbox_id(&self) -> String {
+        self.user
+            .as_ref()
+            .map(|u| u.inbox_id.clone())
+            .unwrap_or_default()
+    }
+
+    async fn login(&mut self, tag: &str, user: &str, pass: &str, out: &mut Out) {
+        let services = &self.server.services;
+        match services.imap_login(user, pass, self.peer.ip()).await {
+            Ok(Ok(sender)) => {
+                let Some((inbox_id, _)) = sender.inbox else {
+                    out.line(&format!(
+                        "{tag} NO [AUTHENTICATIONFAILED] log in with an inbox address and its key"
+                    ));
+                    return;
+                };
+                self.user = Some(User {
+                    account_id: sender.account_id,
+                    inbox_id,
+                });
+                metrics::counter!("mailroom_imap_logins_total").increment(1);
+                out.line(&format!(
+                    "{tag} OK [CAPABILITY {}] logged in",
+                    self.capabilities()
+                ));
+            }
+            Ok(Err(LoginRefused::MissingScope(scope))) => out.line(&format!(
+                "{tag} NO [AUTHORIZATIONFAILED] this key lacks the {scope} scope"
+            )),
+            Ok(Err(LoginRefused::Throttled)) => out.line(&format!(
+                "{tag} NO [UNAVAILABLE] too many failed logins; try again later"
+            )),
+            Ok(Err(_)) => out.line(&format!(
+                "{tag} NO [AUTHENTICATIONFAILED] invalid user name or password"
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "IMAP login check failed");
+                out.line(&format!("{tag} NO [UNAVAILABLE] temporary failure"));
+            }
+        }
+    }
+
+    async fn find_mailbox(
+        &self,
+        name: &str,
+    ) -> Result<Option<ImapMailbox>, mailroom_store::StoreError> {
+        let name = if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX"
+        } else {
+            name
+        };
+        self.server
+            .services
+            .store()
+            .imap_mailbox(&self.inbox_id(), name)
+            .await
+    }
+
+    async fn select(
+        &mut self,
+        tag: &str,
+        name: &str,
+        read_only: bool,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        let previous = self.selected.take();
+        if previous.is_some() && self.rev2 {
+            out.line("* OK [CLOSED] previous mailbox closed");
+        }
+        let store = self.server.services.store();
+        let wanted = if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX"
+        } else {
+            name
+        };
+        // SELECT of the mailbox already selected, unchanged since: the list in memory is
+        // still right, and one small query says so.
+        if let Some(prev) = previous
+            && prev.mailbox.name == wanted
+            && !prev.pending_expunge
+            && store.imap_state(&prev.mailbox.id).await? == Some(prev.known)
+        {
+            self.arrivals.borrow_and_update();
+            self.local.borrow_and_update();
+            self.last_check = Some(std::time::Instant::now());
+            let mut mb = prev.mailbox;
+            mb.uidnext = prev.known.uidnext;
+            mb.highestmodseq = prev.known.highestmodseq;
+            return self.announce(tag, mb, prev.msgs, read_only, out);
+        }
+        let Some(mb) = self.find_mailbox(name).await? else {
+            out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"));
+            return Ok(());
+        };
+        // The mailbox row was read first: anything newer than it is reported by the next
+        // check (a message already listed is not reported twice).
+        self.arrivals.borrow_and_update();
+        self.local.borrow_and_update();
+        self.last_check = Some(std::time::Instant::now());
+        let msgs: Vec<Msg> = store
+            .imap_messages(&mb.id)
+            .await?
+            .into_iter()
+            .map(Msg::from_row)
+            .collect();
+        self.announce(tag, mb, msgs, read_only, out)
+    }
+
+    /// The answer to SELECT/EXAMINE; the mailbox becomes the selected one.
+    fn announce(
+        &mut self,
+        tag: &str,
+        mb: ImapMailbox,
+        msgs: Vec<Msg>,
+        read_only: bool,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        let mut keywords: Vec<String> = Vec::new();
+        for m in &msgs {
+            for f in &m.flags {
+                if !f.starts_with('\\') && !keywords.contains(f) && keywords.len() < 100 {
+                    keywords.push(f.clone());
+                }
+            }
+        }
+        let extra = if keywords.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", keywords.join(" "))
+        };
+        // A message that came between the two reads is in the list: the numbers must
+        // cover it.
+        let state = MailboxState {
+            uidnext: mb
+                .uidnext
+                .max(msgs.last().map_or(0, |m| i64::from(m.uid) + 1)),
+            highestmodseq: msgs
+                .iter()
+                .map(|m| m.modseq)
+                .fold(mb.highestmodseq, i64::max),
+            count: msgs.len() as i64,
+            uidvalidity: mb.uidvalidity,
+        };
+        out.line(&format!("* {} EXISTS", msgs.len()));
+        if !self.rev2 {
+            out.line("* 0 RECENT");
+            if let Some(i) = msgs.iter().position(|m| !m.has("\\Seen")) {
+                out.line(&format!("* OK [UNSEEN {}] first unseen", i + 1));
+            }
+        }
+        out.line(&format!("* FLAGS ({SYSTEM_FLAGS}{extra})"));
+        if read_only {
+            out.line("* OK [PERMANENTFLAGS ()] read-only");
+        } else {
+            out.line(&format!(
+                "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{extra} \\*)] flags permitted"
+            ));
+        }
+        out.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", mb.uidvalidity));
+        out.line(&format!(
+            "* OK [UIDNEXT {}] predicted next UID",
+            state.uidnext
+        ));
+        out.line(&format!(
+            "* OK [HIGHESTMODSEQ {}] highest modseq",
+            state.highestmodseq
+        ));
+        if self.rev2 {
+            let special = mb
+                .special_use
+                .as_deref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default();
+            out.line(&format!(
+                "* LIST (\\HasNoChildren{special}) \"/\" {}",
+                mailbox_name(&mb.name)
+            ));
+        }
+        out.line(&format!(
+            "{tag} OK [{}] {} completed",
+            if read_only { "READ-ONLY" } else { "READ-WRITE" },
+            if read_only { "EXAMINE" } else { "SELECT" }
+        ));
+        self.selected = Some(Selected {
+            mailbox: mb,
+            read_only,
+            msgs,
+            known: state,
+            pending_expunge: false,
+        });
+        Ok(())
+    }
+
+    /// Reports what others changed in the selected mailbox (see the module comment).
+    pub async fn sync(
+        &mut self,
+        out: &mut Out,
+        allow_expunge: bool,
+    ) -> Result<(), mailroom_store::StoreError> {
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        let signalled =
+            self.arrivals.has_changed().unwrap_or(true) || self.local.has_changed().unwrap_or(true);
+        let fresh = self.last_check.is_some_and(|t| t.elapsed() < SYNC_INTERVAL);
+        if fresh && !signalled && !(sel.pending_expunge && allow_expunge) {
+            return Ok(());
+        }
+        self.arrivals.borrow_and_update();
+        self.local.borrow_and_update();
+        self.last_check = Some(std::time::Instant::now());
+        let store = self.server.services.store();
+        let state = store.imap_state(&sel.mailbox.id).await?;
+        let Some(state) = state else {
+            // The mailbox was deleted (or renamed) under us: everything is gone.
+            for m in &mut sel.msgs {
+                m.gone = true;
+            }
+            if allow_expunge {
+                for i in (0..sel.msgs.len()).rev() {
+                    out.line(&format!("* {} EXPUNGE", i + 1));
+                }
+                sel.msgs.clear();
+                out.line("* BYE the selected mailbox was deleted or renamed elsewhere");
+                self.closing = true;
+            }
+            return Ok(());
+        };
+        if state == sel.known && !(sel.pending_expunge && allow_expunge) {
+            return Ok(());
+        }
+        let live = sel.msgs.iter().filter(|m| !m.gone).count() as i64;
+        if state.count != live || state.uidnext != sel.known.uidnext {
+            let uids: HashSet<i64> = store
+                .imap_uids(&sel.mailbox.id)
+                .await?
+                .into_iter()
+                .collect();
+            for m in &mut sel.msgs {
+                if !uids.contains(&i64::from(m.uid)) && !m.gone {
+                    m.gone = true;
+                    sel.pending_expunge = true;
+                }
+            }
+        }
+        let mut flag_changes: Vec<u32> = Vec::new();
+        let before = sel.msgs.len();
+        if state.highestmodseq != sel.known.highestmodseq || state.uidnext != sel.known.uidnext {
+            let changed = store
+                .imap_changed_since(&sel.mailbox.id, sel.known.highestmodseq)
+                .await?;
+            let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
+            for row in changed {
+                let uid = u32::try_from(row.uid).unwrap_or(u32::MAX);
+                match sel.msgs.binary_search_by_key(&uid, |m| m.uid) {
+                    Ok(i) => {
+                        let m = &mut sel.msgs[i];
+                        if m.gone {
+                            continue;
+                        }
+                        let flags_changed = m.flags != row.flags;
+                        m.modseq = row.modseq;
+                        if flags_changed {
+                            m.flags = row.flags;
+                            flag_changes.push(uid);
+                        }
+                    }
+                    Err(_) if uid > max_uid => sel.msgs.push(Msg::from_row(row)),
+                    Err(_) => {}
+                }
+            }
+        }
+        if allow_expunge && sel.pending_expunge {
+            for i in (0..sel.msgs.len()).rev() {
+                if sel.msgs[i].gone {
+                    out.line(&format!("* {} EXPUNGE", i + 1));
+                    sel.msgs.remove(i);
+                }
+            }
+            sel.pending_expunge = false;
+        }
+        if sel.msgs.len() != before {
+            out.line(&format!("* {} EXISTS", sel.msgs.len()));
+        }
+        for uid in flag_changes {
+            if let Ok(i) = sel.msgs.binary_search_by_key(&uid, |m| m.uid) {
+                let m = &sel.msgs[i];
+                let modseq = if condstore {
+                    format!(" MODSEQ ({})", m.modseq)
+                } else {
+                    String::new()
+                };
+                out.line(&format!(
+                    "* {} FETCH (UID {} FLAGS {}{modseq})",
+                    i + 1,
+                    m.uid,
+                    flag_list(&m.flags)
+                ));
+            }
+        }
+        sel.known = state;
+        Ok(())
+    }
+
+    async fn create(
+        &mut self,
+        tag: &str,
+        name: &str,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        if name.eq_ignore_ascii_case("INBOX") {
+            out.line(&format!("{tag} NO [ALREADYEXISTS] INBOX exists"));
+            return Ok(());
+        }
+        if !valid_new_name(name) {
+            out.line(&format!(
+                "{tag} NO [CANNOT] invalid mailbox name (no empty levels, control characters, * or %)"
+            ));
+            return Ok(());
+        }
+        let store = self.server.services.store();
+        let inbox_id = self.inbox_id();
+        // Superior levels are made as well (RFC 9051 §6.3.4).
+        let mut prefix = String::new();
+        let levels: Vec<&str> = name.split('/').collect();
+        for (i, level) in levels.iter().enumerate() {
+            if i > 0 {
+                prefix.push('/');
+            }
+            prefix.push_str(level);
+            let last = i + 1 == levels.len();
+            match store
+                .imap_create_mailbox(&inbox_id, &prefix, now_ms())
+                .await?
+            {
+                Ok(_) => {}
+                Err(MailboxRefusal::Exists) if !last => {}
+                Err(MailboxRefusal::Exists) => {
+                    out.line(&format!("{tag} NO [ALREADYEXISTS] mailbox exists"));
+                    return Ok(());
+                }
+                Err(_) => {
+                    out.line(&format!("{tag} NO [CANNOT] cannot create"));
+                    return Ok(());
+                }
+            }
+        }
+        self.server.changed();
+        out.line(&format!("{tag} OK CREATE completed"));
+        Ok(())
+    }
+
+    async fn list(
+        &mut self,
+        reference: &str,
+        pattern: &[u8],
+        lsub: bool,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        if pattern.is_empty() {
+            // The hierarchy delimiter and root (RFC 9051 §6.3.9).
+            out.line("* LIST (\\Noselect) \"/\" \"\"");
+            return Ok(());
+        }
+        let mut full = reference.as_bytes().to_vec();
+        full.extend_from_slice(pattern);
+        let mailboxes = self
+            .server
+            .services
+            .store()
+            .imap_mailboxes(&self.inbox_id())
+            .await?;
+        let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+        // INBOX first, then by name.
+        let mut ordered: Vec<&ImapMailbox> = mailboxes.iter().collect();
+        ordered.sort_by_key(|m| (m.name != "INBOX", m.name.clone()));
+        for mb in ordered {
+            let matched = if mb.name == "INBOX" {
+                let mut upper = full.clone();
+                // INBOX matches case-insensitively.
+                if upper.len() >= 5 && upper[..5].eq_ignore_ascii_case(b"INBOX") {
+                    upper[..5].copy_from_slice(b"INBOX");
+                }
+                pattern_matches(&upper, b"INBOX")
+            } else {
+                pattern_matches(&full, mb.name.as_bytes())
+            };
+            if !matched || (lsub && !mb.subscribed) {
+                continue;
+            }
+            let child_prefix = format!("{}/", mb.name);
+            let children = names.iter().any(|n| n.starts_with(&child_prefix));
+            let mut attrs = vec![if children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            }];
+            if let Some(s) = mb.special_use.as_deref() {
+                attrs.push(s);
+            }
+            out.line(&format!(
+                "* {} ({}) \"/\" {}",
+                if lsub { "LSUB" } else { "LIST" },
+                attrs.join(" "),
+                mailbox_name(&mb.name)
+            ));
+        }
+        Ok(())
+    }
+
+    async fn status(
+        &mut self,
+        tag: &str,
+        name: &str,
+        items: &[StatusDataItemName],
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        let Some(mb) = self.find_mailbox(name).await? else {
+            out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"));
+            return Ok(());
+        };
+        let store = self.server.services.store();
+        let counts = store.imap_counts(&mb.id).await?;
+        let mut parts = Vec::new();
+        for item in items {
+            parts.push(match item {
+                StatusDataItemName::Messages => format!("MESSAGES {}", counts.messages),
+                StatusDataItemName::Recent => "RECENT 0".to_owned(),
+                StatusDataItemName::UidNext => format!("UIDNEXT {}", mb.uidnext),
+                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", mb.uidvalidity),
+                StatusDataItemName::Unseen => format!("UNSEEN {}", counts.unseen),
+                StatusDataItemName::Deleted => format!("DELETED {}", counts.deleted),
+                StatusDataItemName::Size => format!("SIZE {}", counts.size),
+                StatusDataItemName::HighestModSeq => format!("HIGHESTMODSEQ {}", mb.highestmodseq),
+                StatusDataItemName::DeletedStorage => format!("DELETED-STORAGE {}", 0),
+            });
+        }
+        out.line(&format!(
+            "* STATUS {} ({})",
+            mailbox_name(&mb.name),
+            parts.join(" ")
+        ));
+        self.sync(out, true).await?;
+        out.line(&format!("{tag} OK STATUS completed"));
+        Ok(())
+    }
+
+    async fn append(
+        &mut self,
+        tag: &str,
+        name: &str,
+        flags: &[String],
+        date: Option<i64>,
+        data: Vec<u8>,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        let Some(mb) = self.find_mailbox(name).await? else {
+            out.line(&format!("{tag} NO [TRYCREATE] no such mailbox"));
+            return Ok(());
+        };
+        if data.is_empty() {
+            out.line(&format!("{tag} NO an empty message cannot be appended"));
+            return Ok(());
+        }
+        let Some(user) = self.user.as_ref() else {
+            return Ok(());
+        };
+        let facts = mailroom_services::parse_facts(&data);
+        let hash = hex::encode(Sha256::digest(&data));
+        // The fields not named (no envelope sender, no SPF/DKIM verdicts, and whatever is
+        // added to NewMessage later) keep their defaults.
+        let msg = NewMessage {
+            hash,
+            internal_date: date.unwrap_or_else(now_ms),
+            recipients: vec![Recipient {
+                account_id: user.account_id.clone(),
+                inbox_id: user.inbox_id.clone(),
+            }],
+            mailbox: mb.name.clone(),
+            message_id: facts.message_id,
+            references: facts.references,
+            subject: facts.subject,
+            from_addr: facts.from_addr,
+            flags: flags.to_vec(),
+            raw: data,
+            ..NewMessage::default()
+        };
+        let stored = self.server.services.store().deliver(msg).await?;
+        let Some(stored) = stored.first() else {
+            out.line(&format!("{tag} NO [NONEXISTENT] the mailbox went away"));
+            return Ok(());
+        };
+        if mb.name == "INBOX" {
+            // An event was recorded: wake long polls, streams and webhooks.
+            self.server.services.mail_arrived();
+        }
+        self.server.changed();
+        self.sync(out, true).await?;
+        out.line(&format!(
+            "{tag} OK [APPENDUID {} {}] APPEND completed",
+            mb.uidvalidity, stored.uid
+        ));
+        Ok(())
+    }
+
+    /// The indexes (into the selected mailbox's list) a sequence set names. `Err` for
+    /// message numbers that do not exist.
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if uid {
+            let max = sel.msgs.last().map_or(0, |m| m.uid);
+            if sel.msgs.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Ok((0..sel.msgs.len())
+                .filter(|&i| in_set(set, sel.msgs[i].uid, max))
+                .collect());
+        }
+        let n = sel.msgs.len() as u32;
+        use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
+        // `1:*` in an empty mailbox names nothing (clients send it to mean "all"); a number
+        // that does not exist is an error.
+        let has_star = set.0.as_ref().iter().any(|s| match s {
+            Sequence::Single(v) => matches!(v, SeqOrUid::Asterisk),
+            Sequence::Range(a, b) => {
+                matches!(a, SeqOrUid::Asterisk) || matches!(b, SeqOrUid::Asterisk)
+            }
+        });
+        if n == 0 && has_star {
+            return Ok(Vec::new());
+        }
+        for s in set.0.as_ref() {
+            let check = |v: &SeqOrUid| match v {
+                SeqOrUid::Value(v) => v.get() <= n,
+                SeqOrUid::Asterisk => n > 0,
+            };
+            let ok = match s {
+                Sequence::Single(v) => check(v),
+                Sequence::Range(a, b) => check(a) && check(b),
+            };
+            if !ok {
+                return Err("invalid message sequence number (no such message)");
+            }
+        }
+        Ok((0..sel.msgs.len())
+            .filter(|&i| in_set(set, i as u32 + 1, n))
+            .collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        items: &[MessageDataItemName<'_>],
+        uid: bool,
+        changed_since: Option<u64>,
+        conn: &mut BufReader<S>,
+        out: &mut Out,
+    ) -> Result<(), FetchError> {
+        // New mail (and, for UID commands, removals) first, so `1:*` covers it.
+        self.sync(out, uid).await.map_err(FetchError::Store)?;
+        let mut idx = match self.resolve(set, uid) {
+            Ok(i) => i,
+            Err(why) => {
+                let _ = self.bad(out, tag, why);
+                return Ok(());
+            }
+        };
+        let wants_modseq = changed_since.is_some()
+            || items
+                .iter()
+                .any(|i| matches!(i, MessageDataItemName::ModSeq));
+        if wants_modseq {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
+        let store = self.server.services.store().clone();
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        if let Some(since) = changed_since {
+            idx.retain(|&i| sel.msgs[i].modseq as u64 > since);
+        }
+        let needs_body = items.iter().any(|i| {
+            matches!(
+                i,
+                MessageDataItemName::Body
+                    | MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Envelope
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::Binary { .. }
+                    | MessageDataItemName::BinarySize { .. }
+            )
+        });
+        let sets_seen = !sel.read_only
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Binary { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
+            });
+        // Mark read first, in one transaction, so the answers carry the new flags.
+        let mut newly_seen: HashSet<u32> = HashSet::new();
+        if sets_seen {
+            let changes: Vec<(i64, Vec<String>)> = idx
+                .iter()
+                .map(|&i| &sel.msgs[i])
+                .filter(|m| !m.gone && !m.has("\\Seen"))
+                .map(|m| {
+                    let mut f = m.flags.clone();
+                    f.push("\\Seen".into());
+                    (i64::from(m.uid), f)
+                })
+                .collect();
+            if !changes.is_empty() {
+                let FlagOutcome {
+                    modseq, changed, ..
+                } = self
+                    .server
+                    .flags
+                    .set(FlagChange {
+                        mailbox: sel.mailbox.id.clone(),
+                        changes,
+                        unchanged_since: None,
+                    })
+                    .await
+                    .map_err(FetchError::Store)?;
+                for &i in &idx {
+                    let m = &mut sel.msgs[i];
+                    if changed.contains(&i64::from(m.uid)) {
+                        m.flags.push("\\Seen".into());
+                        m.modseq = modseq;
+                        newly_seen.insert(m.uid);
+                    }
+                }
+                self.server.changed();
+            }
+        }
+        let mut any_gone = false;
+        for &i in &idx {
+            // A message removed elsewhere but not yet reported is still served while its
+            // body exists (it may have moved to another mailbox).
+            let m = sel.msgs[i].clone();
+            let raw = if needs_body {
+                match store
+                    .get_blob(&m.blob_hex())
+                    .await
+                    .map_err(FetchError::Store)?
+                {
+                    Some(r) => Some(r),
+                    None => {
+                        any_gone = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let root = raw.as_deref().map(mime::parse);
+            let mut line: Vec<u8> = format!("* {} FETCH (", i + 1).into_bytes();
+            let mut first = true;
+            let mut sep = |line: &mut Vec<u8>| {
+                if !first {
+                    line.push(b' ');
+                }
+                first = false;
+            };
+            let mut said_uid = false;
+            let mut said_flags = false;
+            let mut said_modseq = false;
+            for item in items {
+                let raw = raw.as_deref().unwrap_or_default();
+                match item {
+                    MessageDataItemName::Uid => {
+                        if said_uid {
+                            continue;
+                        }
+                        said_uid = true;
+                        sep(&mut line);
+                        line.extend_from_slice(format!("UID {}", m.uid).as_bytes());
+                    }
+                    MessageDataItemName::Flags => {
+                        if said_flags {
+                            continue;
+                        }
+                        said_flags = true;
+                        sep(&mut line);
+                        line.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes());
+                    }
+                    MessageDataItemName::InternalDate => {
+                        sep(&mut line);
+                        line.extend_from_slice(
+                            format!("INTERNALDATE {}", internal_date(m.internal_date)).as_bytes(),
+                        );
+                    }
+                    MessageDataItemName::Rfc822Size => {
+                        sep(&mut line);
+                        line.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes());
+                    }
+                    MessageDataItemName::ModSeq => {
+                        if said_modseq {
+                            continue;
+                        }
+                        said_modseq = true;
+                        sep(&mut line);
+                        line.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes());
+                    }
+                    MessageDataItemName::Envelope => {
+                        let Some(root) = &root else { continue };
+                        sep(&mut line);
+                        line.extend_from_slice(b"ENVELOPE ");
+                        line.extend_from_slice(
+                            mime::envelope(&raw[root.header.clone()]).as_bytes(),
+                        );
+                    }
+                    MessageDataItemName::BodyStructure | MessageDataItemName::Body => {
+                        let Some(root) = &root else { continue };
+                        let ext = matches!(item, MessageDataItemName::BodyStructure);
+                        sep(&mut line);
+                        line.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+                        line.extend_from_slice(mime::body_structure(raw, root, ext).as_bytes());
+                    }
+                    MessageDataItemName::Rfc822 => {
+                        sep(&mut line);
+                        line.extend_from_slice(b"RFC822 ");
+                        literal(&mut line, raw, false);
+                    }
+                    MessageDataItemName::Rfc822Header => {
+                        let Some(root) = &root else { continue };
+                        sep(&mut line);
+                        line.extend_from_slice(b"RFC822.HEADER ");
+                        literal(&mut line, &raw[root.header.clone()], false);
+                    }
+                    MessageDataItemName::Rfc822Text => {
+                        let Some(root) = &root else { continue };
+                        sep(&mut line);
+                        line.extend_from_slice(b"RFC822.TEXT ");
+                        literal(&mut line, &raw[root.body.clone()], false);
+                    }
+                    MessageDataItemName::BodyExt {
+                        section,
+                        partial: part,
+                        ..
+                    } => {
+                        let Some(root) = &root else { continue };
+                        let data = section_bytes(raw, root, section).unwrap_or_default();
+                        let (slice, origin) = partial(&data, *part);
+                        sep(&mut line);
+                        line.extend_from_slice(
+                            format!("BODY[{}]{origin} ", section_spec(section)).as_bytes(),
+                        );
+                        literal(&mut line, slice, false);
+                    }
+                    MessageDataItemName::Binary {
+                        section,
+                        partial: part,
+                        ..
+                    } => {
+                        let Some(root) = &root else { continue };
+                        match binary_data(raw, root, section) {
+                            Ok((spec, data)) => {
+                                let (slice, origin) = partial(&data, *part);
+                                sep(&mut line);
+                                line.extend_from_slice(
+                                    format!("BINARY[{spec}]{origin} ").as_bytes(),
+                                );
+                                literal(&mut line, slice, true);
+                            }
+                            Err(why) => {
+                                out.line(&format!("{tag} NO {why}"));
+                                return Ok(());
+                            }
+                        }
+                    }
+                    MessageDataItemName::BinarySize { section } => {
+                        let Some(root) = &root else { continue };
+                        match binary_data(raw, root, section) {
+                            Ok((spec, data)) => {
+                                sep(&mut line);
+                                line.extend_from_slice(
+                                    format!("BINARY.SIZE[{spec}] {}", data.len()).as_bytes(),
+                                );
+                            }
+                            Err(why) => {
+                                out.line(&format!("{tag} NO {why}"));
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            if uid && !said_uid {
+                sep(&mut line);
+                line.extend_from_slice(format!("UID {}", m.uid).as_bytes());
+            }
+            if newly_seen.contains(&m.uid) && !said_flags {
+                sep(&mut line);
+                line.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes());
+                said_flags = true;
+            }
+            if condstore && (said_flags || wants_modseq) && !said_modseq {
+                sep(&mut line);
+                line.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes());
+            }
+            line.extend_from_slice(b")\r\n");
+            out.bytes(&line);
+            if out.buf.len() > 256 * 1024 {
+                out.flush(conn.get_mut()).await.map_err(FetchError::Io)?;
+            }
+        }
+        if any_gone {
+            out.line(&format!(
+                "{tag} NO [EXPUNGEISSUED] some messages were expunged meanwhile"
+            ));
+        } else {
+            out.line(&format!(
+                "{tag} OK {}FETCH completed",
+                if uid { "UID " } else { "" }
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        kind: &StoreType,
+        response: &StoreResponse,
+        flags: &[String],
+        uid: bool,
+        unchanged_since: Option<u64>,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        self.sync(out, uid).await?;
+        let idx = match self.resolve(set, uid) {
+            Ok(i) => i,
+            Err(why) => {
+                let _ = self.bad(out, tag, why);
+                return Ok(());
+            }
+        };
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        if sel.read_only {
+            out.line(&format!(
+                "{tag} NO [READ-ONLY] the mailbox was opened with EXAMINE"
+            ));
+            return Ok(());
+        }
+        let mut changes: Vec<(i64, Vec<String>)> = Vec::new();
+        let mut modified: Vec<u32> = Vec::new();
+        for &i in &idx {
+            let m = &sel.msgs[i];
+            if m.gone {
+                continue;
+            }
+            if let Some(u) = unchanged_since
+                && m.modseq as u64 > u
+            {
+                modified.push(if uid { m.uid } else { i as u32 + 1 });
+                continue;
+            }
+            let new: Vec<String> = match kind {
+                StoreType::Replace => flags.to_vec(),
+                StoreType::Add => {
+                    let mut f = m.flags.clone();
+                    for x in flags {
+                        if !f.iter().any(|y| y.eq_ignore_ascii_case(x)) {
+                            f.push(x.clone());
+                        }
+                    }
+                    f
+                }
+                StoreType::Remove => m
+                    .flags
+                    .iter()
+                    .filter(|y| !flags.iter().any(|x| x.eq_ignore_ascii_case(y)))
+                    .cloned()
+                    .collect(),
+            };
+            // With UNCHANGEDSINCE every message gets a new modseq (RFC 7162 §3.2).
+            if new != m.flags || unchanged_since.is_some() {
+                changes.push((i64::from(m.uid), new));
+            }
+        }
+        let mut touched: HashSet<u32> = HashSet::new();
+        if !changes.is_empty() {
+            let since = unchanged_since.map(|u| i64::try_from(u).unwrap_or(i64::MAX));
+            let FlagOutcome {
+                modseq,
+                changed,
+                refused,
+            } = self
+                .server
+                .flags
+                .set(FlagChange {
+                    mailbox: sel.mailbox.id.clone(),
+                    changes: changes.clone(),
+                    unchanged_since: since,
+                })
+                .await?;
+            for (u, new) in changes {
+                if changed.contains(&u)
+                    && let Ok(i) = sel.msgs.binary_search_by_key(&(u as u32), |m| m.uid)
+                {
+                    sel.msgs[i].flags = new;
+                    sel.msgs[i].modseq = modseq;
+                    touched.insert(u as u32);
+                }
+            }
+            for u in refused {
+                if let Ok(i) = sel.msgs.binary_search_by_key(&(u as u32), |m| m.uid) {
+                    modified.push(if uid { u as u32 } else { i as u32 + 1 });
+                }
+            }
+            self.server.changed();
+        }
+        let silent = matches!(response, StoreResponse::Silent);
+        for &i in &idx {
+            let m = &sel.msgs[i];
+            if m.gone {
+                continue;
+            }
+            // .SILENT still reports modseqs of changed messages under CONDSTORE.
+            if silent && !(condstore && touched.contains(&m.uid)) {
+                continue;
+            }
+            let mut parts = Vec::new();
+            if !silent {
+                parts.push(format!("FLAGS {}", flag_list(&m.flags)));
+            }
+            if uid {
+                parts.push(format!("UID {}", m.uid));
+            }
+            if condstore {
+                parts.push(format!("MODSEQ ({})", m.modseq));
+            }
+            out.line(&format!("* {} FETCH ({})", i + 1, parts.join(" ")));
+        }
+        modified.sort_unstable();
+        if modified.is_empty() {
+            out.line(&format!(
+                "{tag} OK {}STORE completed",
+                if uid { "UID " } else { "" }
+            ));
+        } else {
+            out.line(&format!(
+                "{tag} OK [MODIFIED {}] some messages changed since",
+                sequence_set(&modified)
+            ));
+        }
+        Ok(())
+    }
+
+    async fn search(
+        &mut self,
+        tag: &str,
+        keys: &[SearchKey<'_>],
+        uid: bool,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        let with_modseq = search::uses_modseq(keys);
+        if with_modseq {
+            self.condstore = true;
+        }
+        self.sync(out, uid).await?;
+        let needs = search::needs_content(keys);
+        let store = self.server.services.store().clone();
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(());
+        };
+        let max_seq = sel.msgs.len() as u32;
+        let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
+        // Keys that need no message text are tried first; the bodies of the messages that
+        // pass them are then read in batches.
+        let (content_keys, cheap_keys): (Vec<&SearchKey<'_>>, Vec<&SearchKey<'_>>) = keys
+            .iter()
+            .partition(|k| search::needs_content(std::slice::from_ref(*k)));
+        fn candidate<'a>(
+            msgs: &'a [Msg],
+            i: usize,
+            raw: Option<&'a [u8]>,
+            max_seq: u32,
+            max_uid: u32,
+        ) -> Candidate<'a> {
+            let m = &msgs[i];
+            Candidate {
+                seq: i as u32 + 1,
+                uid: m.uid,
+                flags: &m.flags,
+                size: m.size,
+                internal_date: m.internal_date,
+                modseq: m.modseq,
+                raw,
+                max_seq,
+                max_uid,
+            }
+        }
+        let passed: Vec<usize> = (0..sel.msgs.len())
+            .filter(|&i| !sel.msgs[i].gone)
+            .filter(|&i| {
+                cheap_keys.iter().all(|k| {
+                    search::matches_all(
+                        std::slice::from_ref(*k),
+                        &candidate(&sel.msgs, i, None, max_seq, max_uid),
+                    )
+                })
+            })
+            .collect();
+        let mut matched: Vec<usize> = Vec::new();
+        if !needs {
+            matched = passed;
+        } else {
+            // Header keys only: header blocks from the cache, the misses read in one go.
+            let headers_only = !search::needs_body(keys);
+            let cache = &self.server.headers;
+            // Batches of at most 64 messages and 8 MiB, so a search over big messages
+            // holds a bounded amount of them at once.
+            let mut batches: Vec<Vec<usize>> = Vec::new();
+            let mut bytes = 0i64;
+            for &i in &passed {
+                let size = sel.msgs[i].size;
+                match batches.last_mut() {
+                    Some(b) if b.len() < 64 && bytes + size <= 8 * 1024 * 1024 => {
+                        b.push(i);
+                        bytes += size;
+                    }
+                    _ => {
+                        batches.push(vec![i]);
+                        bytes = size;
+                    }
+                }
+            }
+            for chunk in &batches {
+                let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob_hex()).collect();
+                let mut texts: std::collections::HashMap<&str, std::sync::Arc<[u8]>> =
+                    Default::default();
+                let mut missing: Vec<String> = Vec::new();
+                for hash in &hashes {
+                    match cache.get(hash).filter(|_| headers_only) {
+                        Some(h) => {
+                            texts.insert(hash, h);
+                        }
+                        None => missing.push(hash.clone()),
+                    }
+                }
+                let blobs = if missing.is_empty() {
+                    Default::default()
+                } else {
+                    store.imap_blobs(&missing).await?
+                };
+                for hash in &hashes {
+                    if let Some(raw) = blobs.get(hash) {
+                        let header = &raw[mime::parse_header_only(raw)];
+                        let cached = cache.put(hash, header);
+                        texts.insert(hash, cached);
+                    }
+                }
+                for (&i, hash) in chunk.iter().zip(&hashes) {
+                    let raw: &[u8] = if headers_only {
+                        match texts.get(hash.as_str()) {
+                            Some(h) => h,
+                            None => continue,
+                        }
+                    } else {
+                        match blobs.get(hash) {
+                            Some(b) => b,
+                            None => continue,
+                        }
+                    };
+                    let c = candidate(&sel.msgs, i, Some(raw), max_seq, max_uid);
+                    if content_keys
+                        .iter()
+                        .all(|k| search::matches_all(std::slice::from_ref(*k), &c))
+                    {
+                        matched.push(i);
+                    }
+                }
+            }
+        }
+        let mut hits: Vec<u32> = Vec::new();
+        let mut highest = 0i64;
+        for i in matched {
+            let m = &sel.msgs[i];
+            hits.push(if uid { m.uid } else { i as u32 + 1 });
+            highest = highest.max(m.modseq);
+        }
+        if self.rev2 {
+            let mut line = format!("* ESEARCH (TAG {})", string(tag.as_bytes()));
+            if uid {
+                line.push_str(" UID");
+            }
+            if !hits.is_empty() {
+                line.push_str(&format!(" ALL {}", sequence_set(&hits)));
+                if with_modseq {
+                    line.push_str(&format!(" MODSEQ {highest}"));
+                }
+            }
+            out.line(&line);
+        } else {
+            let mut line = String::from("* SEARCH");
+            for h in &hits {
+                line.push_str(&format!(" {h}"));
+            }
+            if with_modseq && !hits.is_empty() {
+                line.push_str(&format!(" (MODSEQ {highest})"));
+            }
+            out.line(&line);
+        }
+        out.line(&format!(
+            "{tag} OK {}SEARCH completed",
+            if uid { "UID " } else { "" }
+        ));
+        Ok(())
+    }
+
+    async fn expunge(
+        &mut self,
+        tag: &str,
+        only: Option<&SequenceSet>,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        self.sync(out, true).await?;
+        let store = self.server.services.store().clone();
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        if sel.read_only {
+            out.line(&format!(
+                "{tag} NO [READ-ONLY] the mailbox was opened with EXAMINE"
+            ));
+            return Ok(());
+        }
+        let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
+        let uids: Vec<i64> = sel
+            .msgs
+            .iter()
+            .filter(|m| m.has("\\Deleted"))
+            .filter(|m| only.is_none_or(|set| in_set(set, m.uid, max_uid)))
+            .map(|m| i64::from(m.uid))
+            .collect();
+        if !uids.is_empty() {
+            let gone: HashSet<i64> = store
+                .imap_expunge(&sel.mailbox.id, &uids)
+                .await?
+                .into_iter()
+                .collect();
+            for i in (0..sel.msgs.len()).rev() {
+                if gone.contains(&i64::from(sel.msgs[i].uid)) {
+                    out.line(&format!("* {} EXPUNGE", i + 1));
+                    sel.msgs.remove(i);
+                }
+            }
+            self.server.changed();
+        }
+        self.sync(out, true).await?;
+        out.line(&format!("{tag} OK EXPUNGE completed"));
+        Ok(())
+    }
+
+    async fn copy_or_move(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        target: &str,
+        uid: bool,
+        moving: bool,
+        out: &mut Out,
+    ) -> Result<(), mailroom_store::StoreError> {
+        self.sync(out, uid).await?;
+        let idx = match self.resolve(set, uid) {
+            Ok(i) => i,
+            Err(why) => {
+                let _ = self.bad(out, tag, why);
+                return Ok(());
+            }
+        };
+        let Some(dest) = self.find_mailbox(target).await? else {
+            out.line(&format!("{tag} NO [TRYCREATE] no such mailbox"));
+            return Ok(());
+        };
+        let store = self.server.services.store().clone();
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        if moving && sel.read_only {
+            out.line(&format!(
+                "{tag} NO [READ-ONLY] the mailbox was opened with EXAMINE"
+            ));
+            return Ok(());
+        }
+        let uids: Vec<i64> = idx
+            .iter()
+            .map(|&i| &sel.msgs[i])
+            .filter(|m| !m.gone)
+            .map(|m| i64::from(m.uid))
+            .collect();
+        let pairs = if uids.is_empty() {
+            Vec::new()
+        } else if moving {
+            store.imap_move(&sel.mailbox.id, &uids, &dest.id).await?
+        } else {
+            store.imap_copy(&sel.mailbox.id, &uids, &dest.id).await?
+        };
+        if !pairs.is_empty() {
+            self.server.changed();
+        }
+        let src: Vec<u32> = pairs.iter().map(|p| p.0 as u32).collect();
+        let dst: Vec<u32> = pairs.iter().map(|p| p.1 as u32).collect();
+        let code = if pairs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[COPYUID {} {} {}] ",
+                dest.uidvalidity,
+                sequence_set(&src),
+                sequence_set(&dst)
+            )
+        };
+        if moving {
+            if !code.is_empty() {
+                out.line(&format!("* OK {code}moved"));
+            }
+            let moved: HashSet<u32> = src.into_iter().collect();
+            for i in (0..sel.msgs.len()).rev() {
+                if moved.contains(&sel.msgs[i].uid) {
+                    out.line(&format!("* {} EXPUNGE", i + 1));
+                    sel.msgs.remove(i);
+                }
+            }
+            self.sync(out, true).await?;
+            out.line(&format!("{tag} OK MOVE completed"));
+        } else {
+            out.line(&format!("{tag} OK {code}COPY completed"));
+        }
+        Ok(())
+    }
+
+    async fn idle<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        tag: &str,
+        conn: &mut BufReader<S>,
+        out: &mut Out,
+        stop: &CancellationToken,
+    ) -> std::io::Result<Next> {
+        out.line("+ idling");
+        let mut arrivals = self.server.services.arrivals();
+        let mut local = self.server.subscribe();
+        let deadline = tokio::time::Instant::now() + self.server.idle_timeout;
+        loop {
+            if let Err(e) = self.sync(out, true).await {
+                tracing::warn!(error = %e, "IMAP IDLE: cannot check the mailbox");
+            }
+            out.flush(conn.get_mut()).await?;
+            tokio::select! {
+                r = conn.fill_buf() => {
+                    if r.map(|b| b.is_empty()).unwrap_or(true) {
+                        return Ok(Next::Logout);
+                    }
+                    break;
+                }
+                _ = arrivals.changed() => {}
+                _ = local.changed() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    out.line("* BYE autologout: idle for too long");
+                    return Ok(Next::Logout);
+                }
+                _ = stop.cancelled() => {
+                    out.line("* BYE server shutting down");
+                    return Ok(Next::Logout);
+                }
+            }
+        }
+        let mut line = Vec::new();
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            conn::read_line(conn, &mut line),
+        )
+        .await
+        {
+            Ok(Ok(true)) => {}
+            _ => return Ok(Next::Logout),
+        }
+        if String::from_utf8_lossy(&line)
+            .trim()
+            .eq_ignore_ascii_case("DONE")
+        {
+            if let Err(e) = self.sync(out, true).await {
+                tracing::warn!(error = %e, "IMAP IDLE: cannot check the mailbox");
+            }
+            out.line(&format!("{tag} OK IDLE terminated"));
+        } else {
+            let _ = self.bad(out, tag, "expected DONE to end IDLE");
+        }
+        Ok(Next::Continue)
+    }
+}
+
+enum FetchError {
+    Io(std::io::Error),
+    Store(mailroom_store::StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_patterns() {
+        assert!(pattern_matches(b"*", b"a/b"));
+        assert!(!pattern_matches(b"%", b"a/b"));
+        assert!(pattern_matches(b"a/%", b"a/b"));
+        assert!(pattern_matches(b"S%", b"Sent"));
+        assert!(!pattern_matches(b"S%", b"Trash"));
+        assert!(valid_new_name("Work/2026"));
+        assert!(!valid_new_name("a//b"));
+        assert!(!valid_new_name("a*"));
+    }
+}
