@@ -911,6 +911,36 @@ async fn logins_take_inbox_keys_and_imap_scoped_keys(s: TestServer) {
     }
     let no = r.cmd("c9", &format!("LOGIN {} {}", a.email, a.inbox_key));
     assert!(last(&no).starts_with("c9 NO [UNAVAILABLE]"), "{no:?}");
+    // A revoked key stops at once: the next login with it fails.
+    let b = s.new_account("revoker").await;
+    let created: Value = s
+        .http
+        .post(s.url("/v1/keys"))
+        .bearer_auth(&b.account_key)
+        .json(&serde_json::json!({"name": "to revoke", "scopes": ["imap"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (key, key_id) = (
+        created["apiKey"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    );
+    let mut r = Raw::connect(port);
+    assert!(last(&r.cmd("d1", &format!("LOGIN {} {key}", b.email))).starts_with("d1 OK"));
+    let resp = s
+        .http
+        .delete(s.url(&format!("/v1/keys/{key_id}")))
+        .bearer_auth(&b.account_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let mut r = Raw::connect(port);
+    let no = r.cmd("d2", &format!("LOGIN {} {key}", b.email));
+    assert!(last(&no).contains("NO [AUTHENTICATIONFAILED]"), "{no:?}");
     s.stop().await;
 }
 

@@ -326,6 +326,57 @@ async fn no_secret_is_stored_in_clear(s: TestServer) {
         .await
         .unwrap();
     let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
+    // A domain SMTP credential (seed 001), on a verified domain.
+    let post = |path: &str, body: Value| {
+        s.http
+            .post(s.url(path))
+            .bearer_auth(&a.account_key)
+            .json(&body)
+            .send()
+    };
+    let added: Value = post(
+        "/v1/domains",
+        serde_json::json!({"domain": "secret.example"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let dkim = added["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "dkim")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .split('"')
+        .filter(|p| !p.trim().is_empty())
+        .collect::<String>();
+    s.dns.mx("secret.example", 10, "mail.test");
+    s.dns.txt("secret.example", "v=spf1 mx -all");
+    s.dns.txt("mailroom1._domainkey.secret.example", &dkim);
+    let verified: Value = post("/v1/domains/secret.example/verify", Value::Null)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified["result"]["status"], "verified", "{verified}");
+    let cred: Value = post(
+        "/api/domains/secret.example/credentials",
+        serde_json::json!({"username": "stored"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let cred_password = cred["data"]["credential"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = [
         a.account_key.clone(),
         a.inbox_key.clone(),
@@ -333,6 +384,7 @@ async fn no_secret_is_stored_in_clear(s: TestServer) {
         smtp_password,
         user_password.to_owned(),
         refresh,
+        cred_password,
     ];
     let haystack = database_text(&s).await;
     assert!(haystack.contains(&a.account_id), "the dump holds the data");
