@@ -63,26 +63,40 @@ impl Default for ApiConfig {
 }
 
 /// Everything a handler may use. Passed explicitly as axum state; no globals.
+///
+/// One `Arc` around everything: axum clones the state for every middleware of every
+/// request, and one reference count is cheaper to bump and drop than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+/// The fields of [`AppState`], reached through it (`state.services`).
+pub struct AppStateInner {
     pub services: Services,
-    pub config: Arc<ApiConfig>,
-    pub limiter: Arc<RateLimiter>,
+    pub config: ApiConfig,
+    pub limiter: RateLimiter,
     /// Keyed (per process, at random) hashing of presented credentials into rate-limit
     /// buckets: cheap, and nobody can aim at another caller's bucket.
     pub bucket_hasher: std::collections::hash_map::RandomState,
     pub metrics: Option<PrometheusHandle>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(services: Services, config: ApiConfig, metrics: Option<PrometheusHandle>) -> Self {
-        AppState {
+        AppState(Arc::new(AppStateInner {
             services,
-            config: Arc::new(config),
-            limiter: Arc::new(RateLimiter::new()),
+            config,
+            limiter: RateLimiter::new(),
             bucket_hasher: std::collections::hash_map::RandomState::new(),
             metrics,
-        }
+        }))
     }
 }
 
