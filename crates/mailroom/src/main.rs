@@ -147,6 +147,11 @@ enum QueueCommand {
     },
 }
 
+/// jemalloc: the API's request path allocates a little per request on every core, which
+/// glibc's allocator serves with more locking (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
