@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::process::Command;
-
 use mailroom_core::Tier;
 use mailroom_testkit::{TestServer, on_both_backends};
 use serde_json::{Value, json};
@@ -18,48 +16,14 @@ async fn call(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut req = s.http.request(method.parse().unwrap(), s.url(path));
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        headers,
-    )
+    s.call(method, path, key, body).await
 }
 
+/// A message from a domain credential, through Python's smtplib.
 fn smtplib(port: u16, user: &str, pass: &str, from: &str, to: &str) -> String {
-    let code = r#"
-import smtplib, sys
-port, user, pw, frm, to = sys.argv[1:6]
-body = "From: %s\r\nTo: %s\r\nSubject: from a domain credential\r\n\r\nhello\r\n" % (frm, to)
-try:
-    s = smtplib.SMTP("127.0.0.1", int(port), timeout=20)
-    s.starttls()
-    s.login(user, pw)
-    s.sendmail(frm, [to], body.encode())
-    print("OK")
-except smtplib.SMTPResponseException as e:
-    print(e.smtp_code, e.smtp_error.decode())
-except smtplib.SMTPRecipientsRefused as e:
-    code, msg = list(e.recipients.values())[0]
-    print(code, msg.decode())
-except smtplib.SMTPSenderRefused as e:
-    print(e.smtp_code, e.smtp_error.decode())
-"#;
-    let out = Command::new("python3")
-        .args(["-c", code, &port.to_string(), user, pass, from, to])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let body =
+        format!("From: {from}\r\nTo: {to}\r\nSubject: from a domain credential\r\n\r\nhello\r\n");
+    mailroom_testkit::smtplib(port, user, pass, from, to, &body)
 }
 
 async fn domains_verify_receive_and_send_with_seed_001_credentials(s: TestServer) {

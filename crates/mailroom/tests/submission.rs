@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use mailroom_core::Tier;
-use mailroom_testkit::{Backend, TestAccount, TestServer, on_both_backends};
+use mailroom_testkit::{Backend, TestAccount, TestServer, on_both_backends, smtplib};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -213,32 +213,6 @@ impl Raw {
 
 fn plain_auth(user: &str, pass: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
-}
-
-/// Runs a Python smtplib session (STARTTLS, login, sendmail) and returns its outcome line.
-fn smtplib(port: u16, user: &str, pass: &str, from: &str, to: &str, body: &str) -> String {
-    let code = r#"
-import smtplib, sys
-port, user, pw, frm, to, body = sys.argv[1:7]
-try:
-    s = smtplib.SMTP("127.0.0.1", int(port), timeout=20)
-    s.starttls()
-    s.login(user, pw)
-    s.sendmail(frm, [to], body.encode())
-    print("OK")
-except smtplib.SMTPResponseException as e:
-    print(e.smtp_code, e.smtp_error.decode())
-except smtplib.SMTPRecipientsRefused as e:
-    code, msg = list(e.recipients.values())[0]
-    print(code, msg.decode())
-except smtplib.SMTPSenderRefused as e:
-    print(e.smtp_code, e.smtp_error.decode())
-"#;
-    let out = Command::new("python3")
-        .args(["-c", code, &port.to_string(), user, pass, from, to, body])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,17 +22,8 @@ async fn call(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = s.http.request(method.parse().unwrap(), s.url(path));
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let (status, value, _) = s.call(method, path, key, body).await;
+    (status, value)
 }
 
 async fn grant(s: &TestServer, email: &str, password: &str) -> (u16, Value) {

@@ -354,3 +354,57 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Runs a Python `smtplib` session on `port` (STARTTLS, login, sendmail from `from` to
+/// `to`) and returns `OK` or the refusal as `CODE text`: an SMTP client nobody here wrote.
+pub fn smtplib(port: u16, user: &str, pass: &str, from: &str, to: &str, body: &str) -> String {
+    let code = r#"
+import smtplib, sys
+port, user, pw, frm, to, body = sys.argv[1:7]
+try:
+    s = smtplib.SMTP("127.0.0.1", int(port), timeout=20)
+    s.starttls()
+    s.login(user, pw)
+    s.sendmail(frm, [to], body.encode())
+    print("OK")
+except smtplib.SMTPResponseException as e:
+    print(e.smtp_code, e.smtp_error.decode())
+except smtplib.SMTPRecipientsRefused as e:
+    code, msg = list(e.recipients.values())[0]
+    print(code, msg.decode())
+except smtplib.SMTPSenderRefused as e:
+    print(e.smtp_code, e.smtp_error.decode())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", code, &port.to_string(), user, pass, from, to, body])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl TestServer {
+    /// Any API call: `method path` with an optional bearer `key` and JSON `body`; the status,
+    /// the answer (JSON, or the text as a JSON string), and the headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("the request is sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("an answer body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value, headers)
+    }
+}
