@@ -166,14 +166,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/capabilities", get(account::get_capabilities))
         .route("/v1/upgrade-link", post(account::create_upgrade_link))
         .route("/upgrade", get(upgrade_page::show))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_secure_transport,
-        ));
+        // One middleware for both checks: each layer costs a boxed service and a state clone
+        // per request.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .merge(v1)
         .route("/healthz", get(system::healthz))
@@ -185,16 +180,12 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 /// Plain HTTP is accepted from loopback (for `--dev` and local tools) and from trusted
 /// proxies that say the client used HTTPS; anywhere else the API answers only over TLS
 /// (seed 004: calls over plain HTTP fail).
-async fn require_secure_transport(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+fn secure_transport(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let Some(peer) = req.extensions().get::<ConnectInfo<PeerAddr>>().map(|c| c.0) else {
-        return Ok(next.run(req).await);
+        return Ok(());
     };
     if peer.tls || peer.addr.ip().is_loopback() {
-        return Ok(next.run(req).await);
+        return Ok(());
     }
     let via_trusted_https = state.config.trusted_proxies.contains(&peer.addr.ip())
         && req
@@ -209,7 +200,15 @@ async fn require_secure_transport(
             "the API is served over HTTPS only; use https://",
         ));
     }
-    Ok(next.run(req).await)
+    Ok(())
+}
+
+/// Every API route passes here: the transport check, then the rate limit.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(e) = secure_transport(&state, &req) {
+        return e.into_response();
+    }
+    rate_limit(&state, req, next).await
 }
 
 /// One rate limit for every API route: per presented credential (an API key or a user's
@@ -217,7 +216,7 @@ async fn require_secure_transport(
 /// IP without one. Every answer says where the caller stands (`X-RateLimit-Limit`,
 /// `X-RateLimit-Remaining`); over the limit it is 429 with `Retry-After`. Routes with a
 /// stricter limit of their own (account creation, credentials) report that one instead.
-async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn rate_limit(state: &AppState, req: Request, next: Next) -> Response {
     let Some(rule) = state.config.request_rule else {
         return next.run(req).await;
     };
