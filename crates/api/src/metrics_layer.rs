@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use metrics::SharedString;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::SharedString;
 
 pub async fn record(req: Request, next: Next) -> Response {
     let start = Instant::now();

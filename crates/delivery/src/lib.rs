@@ -101,6 +101,8 @@ pub struct DeliveryWorker {
     services: Services,
     config: DeliveryConfig,
     resolver: Option<MessageAuthenticator>,
+    /// Recipients leased by deliveries in flight, given back if the worker stops first.
+    in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl DeliveryWorker {
@@ -116,6 +118,7 @@ impl DeliveryWorker {
             services,
             config,
             resolver,
+            in_flight: std::sync::Mutex::default(),
         }
     }
 
@@ -170,12 +173,31 @@ impl DeliveryWorker {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
-        // Deliveries in flight finish if they can; the leases of the others run out.
+        // Deliveries in flight finish if they can; the recipients of the others go back
+        // to the queue at once (another process, or the next start, takes them).
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let left: Vec<(String, String)> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        if !left.is_empty() {
+            match self.services.store().release_recipients(&left).await {
+                Ok(()) => tracing::info!(
+                    recipients = left.len(),
+                    "gave unfinished deliveries back to the queue"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot give unfinished deliveries back; their leases run out")
+                }
+            }
+        }
     }
 
     async fn deliver_and_record(&self, group: Vec<DueRecipient>) {
@@ -183,6 +205,18 @@ impl DeliveryWorker {
             .iter()
             .map(|d| (d.outbound_id.clone(), d.recipient.clone()))
             .collect();
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(keys.iter().cloned());
+        self.deliver_and_record_inner(group, &keys).await;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &keys {
+            in_flight.remove(k);
+        }
+    }
+
+    async fn deliver_and_record_inner(&self, group: Vec<DueRecipient>, keys: &[(String, String)]) {
         let attempts = self.deliver_group(&group).await;
         let now = now_ms();
         let results = self.results(&group, attempts, now).await;
@@ -200,7 +234,7 @@ impl DeliveryWorker {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record delivery results; they will be retried");
-                let _ = self.services.store().release_recipients(&keys).await;
+                let _ = self.services.store().release_recipients(keys).await;
             }
         }
     }
