@@ -639,3 +639,55 @@ async fn a_relay_receives_all_outbound_mail() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A graceful stop in the middle of a delivery gives the recipient back to the queue at
+/// once (its lease is released), instead of leaving it leased for 15 minutes: here the
+/// remote server accepts the connection and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_delivery_gives_the_recipient_back() {
+    use sqlx::Connection as _;
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = black_hole.local_addr().unwrap().port();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = black_hole.accept().await {
+            held.push(sock); // accepted, never answered
+            let _ = seen_tx.send(()).await;
+        }
+    });
+    let mut a = TestServer::start_with(Backend::Sqlite, |c| {
+        c.hostname = "mail.a.test".into();
+        c.default_domain = "a.test".into();
+        c.delivery.port = port;
+    })
+    .await
+    .unwrap();
+    a.dns.mx("b.test", 10, "mx.b.test");
+    a.dns.ip("mx.b.test", LOOPBACK);
+    let alice = a.new_account("alice").await;
+    a.set_tier(&alice.account_id, Tier::Developer).await;
+    send(
+        &a,
+        &alice,
+        json!({"to": "bob@b.test", "subject": "cut short", "text": "x"}),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), seen_rx.recv())
+        .await
+        .expect("the worker connects to the remote server")
+        .unwrap();
+    let url = a.database_url.clone();
+    a.halt().await; // graceful, and the data stays for the look below
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (status, lease): (String, i64) =
+        sqlx::query_as("SELECT status, lease_until FROM outbound_recipients")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), lease),
+        ("queued", 0),
+        "given back, not left leased"
+    );
+}
