@@ -691,3 +691,63 @@ async fn a_stop_mid_delivery_gives_the_recipient_back() {
         "given back, not left leased"
     );
 }
+
+/// A relay that wants a login: A hands everything to B's submission port, upgrading with
+/// STARTTLS and logging in with AUTH PLAIN (B's inbox address and key), as it would with
+/// a provider's smarthost. B accepts it as that inbox's own mail (it files a Sent copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_a_login_gets_tls_and_auth() {
+    let b = TestServer::start_with(Backend::Sqlite, |c| {
+        c.hostname = "smarthost.b.test".into();
+        c.default_domain = "b.test".into();
+    })
+    .await
+    .unwrap();
+    let on_b = b.new_account("alice").await;
+    b.set_tier(&on_b.account_id, Tier::Developer).await;
+    let relay_port = b.server.as_ref().unwrap().submission_addr.port();
+    let key = on_b.inbox_key.clone();
+    let a = TestServer::start_with(Backend::Sqlite, |c| {
+        c.hostname = "mail.a.test".into();
+        c.default_domain = "b.test".into();
+        c.delivery.relay = Some(mailroom_delivery::Relay {
+            host: "127.0.0.1".into(),
+            port: relay_port,
+            username: Some("alice@b.test".into()),
+            password: Some(key),
+        });
+    })
+    .await
+    .unwrap();
+    let on_a = a.new_account("alice").await;
+    a.set_tier(&on_a.account_id, Tier::Developer).await;
+    let sent = send(
+        &a,
+        &on_a,
+        json!({"to": "carol@c.test", "subject": "through the smarthost", "text": "hi"}),
+    )
+    .await;
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+    let st = eventually(20, "delivered to the relay", || async {
+        let st = status_of(&a, &on_a, &sent_id, "carol@c.test").await;
+        (st["status"] == "delivered").then_some(st)
+    })
+    .await;
+    assert!(
+        st["last_response"].as_str().unwrap().starts_with("250"),
+        "{st}"
+    );
+    // B took it as alice's own submission: her Sent mailbox has it.
+    let sent_at_b = b
+        .get_json(
+            &on_b.inbox_key,
+            &format!("/v1/inboxes/{}/messages?mailbox=Sent", on_b.inbox_id),
+        )
+        .await;
+    assert_eq!(
+        sent_at_b["result"]["messages"][0]["subject"], "through the smarthost",
+        "{sent_at_b}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
