@@ -96,6 +96,12 @@ pub fn random_uuid() -> String {
     )
 }
 
+/// Compares two secrets (or their hashes) in time that does not depend on where they
+/// differ, so an answer's timing tells an attacker nothing about how close a guess was.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The stored form of a key: lowercase hex SHA-256.
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))

@@ -14,7 +14,7 @@ pub mod dsn;
 pub mod route;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -470,7 +470,7 @@ impl DeliveryWorker {
             ..
         }) = &c.relay
         {
-            if !conn.tls && !is_loopback(addr.ip()) {
+            if !conn.tls && !addr.ip().is_loopback() {
                 return Err(RouteError::Temporary(format!(
                     "4.7.0 the relay {host} offers no TLS; the relay password is not sent in clear"
                 )));
@@ -675,10 +675,6 @@ impl Attempt {
         self.mta = Some(mta.to_owned());
         self
     }
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    ip.is_loopback()
 }
 
 /// Recipients grouped by where they go: their domain, or the relay for all.

@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 use mail_auth::common::cache::NoCache;
-use mail_auth::{DnsError, IpLookupStrategy, MX, MessageAuthenticator, RecordSet};
+use mail_auth::{DnsError, IpLookupStrategy, MessageAuthenticator, RecordSet};
+use mailroom_services::mailauth::{MxAnswer, mx_lookup};
 
 /// Why a domain has no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,56 +25,32 @@ impl RouteError {
     }
 }
 
+/// The host names to try for `domain`, best first.
+pub async fn mx_hosts(
+    resolver: &MessageAuthenticator,
+    domain: &str,
+) -> Result<Vec<String>, RouteError> {
+    match mx_lookup(resolver, domain).await {
+        MxAnswer::Hosts(hosts) => Ok(hosts),
+        MxAnswer::NoMx => Ok(vec![domain.to_ascii_lowercase()]),
+        MxAnswer::NullMx => Err(RouteError::Permanent(format!(
+            "5.1.10 {domain} accepts no mail (null MX)"
+        ))),
+        MxAnswer::NoSuchDomain => Err(RouteError::Permanent(format!(
+            "5.1.2 the domain {domain} does not exist"
+        ))),
+        MxAnswer::Failed(e) => Err(RouteError::Temporary(format!(
+            "4.4.3 DNS lookup of the MX of {domain} failed: {e}"
+        ))),
+    }
+}
+
 fn is_nxdomain(e: &mail_auth::Error) -> bool {
     matches!(e, mail_auth::Error::Dns(DnsError::RecordNotFound(code)) if u16::from(*code) == 3)
 }
 
 fn is_no_records(e: &mail_auth::Error) -> bool {
     matches!(e, mail_auth::Error::Dns(DnsError::RecordNotFound(code)) if u16::from(*code) != 3)
-}
-
-/// The host names to try for `domain`, best first.
-pub async fn mx_hosts(
-    resolver: &MessageAuthenticator,
-    domain: &str,
-) -> Result<Vec<String>, RouteError> {
-    let fqdn = format!("{}.", domain.trim_end_matches('.'));
-    match resolver
-        .mx_lookup(fqdn.as_str(), None::<&NoCache<Box<str>, RecordSet<MX>>>)
-        .await
-    {
-        Ok(set) => {
-            let mut hosts = Vec::new();
-            for mx in set.rrset.iter() {
-                for exchange in mx.exchanges.iter() {
-                    let host = exchange.trim_end_matches('.').to_ascii_lowercase();
-                    if host.is_empty() {
-                        if set.rrset.len() == 1 && mx.exchanges.len() == 1 {
-                            return Err(RouteError::Permanent(format!(
-                                "5.1.10 {domain} accepts no mail (null MX)"
-                            )));
-                        }
-                        continue;
-                    }
-                    if !hosts.contains(&host) {
-                        hosts.push(host);
-                    }
-                }
-            }
-            if hosts.is_empty() {
-                // An empty answer: the implicit MX.
-                hosts.push(domain.to_ascii_lowercase());
-            }
-            Ok(hosts)
-        }
-        Err(e) if is_nxdomain(&e) => Err(RouteError::Permanent(format!(
-            "5.1.2 the domain {domain} does not exist"
-        ))),
-        Err(e) if is_no_records(&e) => Ok(vec![domain.to_ascii_lowercase()]),
-        Err(e) => Err(RouteError::Temporary(format!(
-            "4.4.3 DNS lookup of the MX of {domain} failed: {e}"
-        ))),
-    }
 }
 
 /// The addresses of `host` (IPv4 first), at most `max`.

@@ -68,6 +68,11 @@ async fn users_log_in_refresh_rotate_and_revoke(s: TestServer) {
             "INVALID_EMAIL",
             422,
         ),
+        (
+            json!({"email": "named@example.com", "password": password, "first_name": "a\nb"}),
+            "INVALID_NAME",
+            422,
+        ),
     ] {
         let (st, e) = call(
             &s,
@@ -79,6 +84,15 @@ async fn users_log_in_refresh_rotate_and_revoke(s: TestServer) {
         .await;
         assert_eq!((st, e["error"].as_str().unwrap()), (status, code), "{e}");
     }
+    // Nothing was created by the refused requests.
+    let (_, listed) = call(&s, "GET", "/v1/account/users", Some(&a.account_key), None).await;
+    let emails: Vec<&str> = listed["result"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["jack@example.com"], "{listed}");
     // An inbox key cannot create users.
     let (st, _) = call(
         &s,

@@ -10,6 +10,7 @@ use mailroom_core::time::now_ms;
 use mailroom_store::{AddDomain, CredentialRow, DomainRow};
 use serde::Serialize;
 
+use crate::mailauth::MxAnswer;
 use crate::{Principal, ServiceError, Services};
 
 /// One DNS record to publish, and what the last check found.
@@ -314,9 +315,9 @@ impl Services {
         let mut results = Vec::new();
         for r in self.records_for(&row).await? {
             let status = match r.purpose.as_str() {
-                "mx" => match crate::mailauth::mx_hosts(&resolver, &row.domain).await {
-                    Some(hosts) if hosts.contains(&host) => "verified",
-                    Some(hosts) if !hosts.is_empty() => "mismatch",
+                "mx" => match crate::mailauth::mx_lookup(&resolver, &row.domain).await {
+                    MxAnswer::Hosts(hosts) if hosts.contains(&host) => "verified",
+                    MxAnswer::Hosts(_) | MxAnswer::NullMx => "mismatch",
                     _ => "missing",
                 },
                 "spf" => match txt(row.domain.clone()).await {

@@ -74,24 +74,59 @@ pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, 
     .map_err(|e| e.to_string())
 }
 
-/// The MX host names of `domain` (lower case, without the trailing dot), or `None` when
-/// the lookup failed or found nothing.
-pub async fn mx_hosts(resolver: &MessageAuthenticator, domain: &str) -> Option<Vec<String>> {
+/// What DNS says about a domain's mail servers (RFC 5321 §5.1, RFC 7505).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MxAnswer {
+    /// MX host names, best preference first, lower case, without the trailing dot.
+    Hosts(Vec<String>),
+    /// The domain exists but has no MX record: the domain itself is the implicit MX.
+    NoMx,
+    /// A null MX (`0 .`): the domain accepts no mail.
+    NullMx,
+    /// NXDOMAIN.
+    NoSuchDomain,
+    /// The lookup failed (timeout, server failure): try later.
+    Failed(String),
+}
+
+/// Looks up the MX records of `domain`. Delivery routes by it and domain verification
+/// checks it, so both read DNS the same way.
+pub async fn mx_lookup(resolver: &MessageAuthenticator, domain: &str) -> MxAnswer {
     use mail_auth::common::cache::NoCache;
-    use mail_auth::{MX, RecordSet};
+    use mail_auth::{DnsError, MX, RecordSet};
     let fqdn = format!("{}.", domain.trim_end_matches('.'));
-    let set = resolver
+    match resolver
         .mx_lookup(fqdn.as_str(), None::<&NoCache<Box<str>, RecordSet<MX>>>)
         .await
-        .ok()?;
-    Some(
-        set.rrset
-            .iter()
-            .flat_map(|mx| mx.exchanges.iter())
-            .map(|e| e.trim_end_matches('.').to_ascii_lowercase())
-            .filter(|e| !e.is_empty())
-            .collect(),
-    )
+    {
+        Ok(set) => {
+            let all: Vec<String> = set
+                .rrset
+                .iter()
+                .flat_map(|mx| mx.exchanges.iter())
+                .map(|e| e.trim_end_matches('.').to_ascii_lowercase())
+                .collect();
+            if all.len() == 1 && all[0].is_empty() {
+                return MxAnswer::NullMx;
+            }
+            let mut hosts: Vec<String> = Vec::new();
+            for h in all {
+                if !h.is_empty() && !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+            if hosts.is_empty() {
+                MxAnswer::NoMx
+            } else {
+                MxAnswer::Hosts(hosts)
+            }
+        }
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(code))) if u16::from(code) == 3 => {
+            MxAnswer::NoSuchDomain
+        }
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(_))) => MxAnswer::NoMx,
+        Err(e) => MxAnswer::Failed(e.to_string()),
+    }
 }
 
 impl AuthChecker {

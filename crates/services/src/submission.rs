@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use mailroom_core::ids::{IdKind, is_well_formed};
-use mailroom_core::secret::hash_secret;
+use mailroom_core::secret::{constant_time_eq, hash_secret};
 use mailroom_core::time::now_ms;
 use mailroom_store::{NewMessage, Recipient};
 use sha2::{Digest, Sha256};
@@ -85,10 +85,6 @@ fn sender_domain(address: &str) -> String {
         .rsplit_once('@')
         .map(|(_, d)| d.to_ascii_lowercase())
         .unwrap_or_default()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Services {
@@ -466,11 +462,36 @@ pub fn is_routable_address(address: &str) -> bool {
     !local.is_empty()
         && local.len() <= 64
         && printable(local)
-        && domain.len() <= 253
-        && domain.contains('.')
-        && domain.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        && printable(domain)
+        && !domain.ends_with('.')
+        && crate::domains::normalize_domain(domain).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_routable_address;
+
+    #[test]
+    fn routable_addresses() {
+        for ok in [
+            "bob@example.com",
+            "a.b+tag@mx.example.co.uk",
+            "x@a-b.example",
+        ] {
+            assert!(is_routable_address(ok), "{ok}");
+        }
+        for bad in [
+            "no-at-sign",
+            "@example.com",
+            "bob@localhost",
+            "bob@example.com.",
+            "bob@-bad.example",
+            "bob@exa mple.com",
+            "b<o>b@example.com",
+            "bob@ example.com",
+            "bob@exam_ple.com",
+        ] {
+            assert!(!is_routable_address(bad), "{bad}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use mailroom_core::ids::{IdKind, new_id};
-use mailroom_core::secret::{hash_secret, hmac_sha256, random_base62};
+use mailroom_core::secret::{constant_time_eq, hash_secret, hmac_sha256, random_base62};
 use mailroom_core::time::now_ms;
 use mailroom_store::{NewUser, RefreshLookup, UserRow};
 use serde::{Deserialize, Serialize};
@@ -177,11 +177,7 @@ fn check_new_user(u: &CreateUser) -> Result<String, ServiceError> {
         if v.chars().count() > 100 || v.chars().any(char::is_control) {
             return Err(ServiceError::Invalid {
                 code: "INVALID_NAME",
-                field: if field == "first_name" {
-                    "first_name"
-                } else {
-                    "surname"
-                },
+                field,
                 message: "names are one line of at most 100 characters".into(),
             });
         }
@@ -223,13 +219,7 @@ impl Services {
         }
         let expected = hmac_sha256(&self.jwt_key(), &[format!("{h}.{p}").as_bytes()]);
         let given = unb64(s).ok_or_else(invalid)?;
-        if given.len() != expected.len()
-            || given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0
-        {
+        if !constant_time_eq(&given, &expected) {
             return Err(invalid());
         }
         let claims: Claims = unb64(p)

@@ -685,20 +685,6 @@ impl Store {
         Ok(())
     }
 
-    /// Counts `q.n` sends for the day and the month, unless that passes a limit
-    /// (`Ok(Err("day"))` / `Ok(Err("month"))`, nothing counted).
-    pub async fn reserve_sends(
-        &self,
-        q: &SendQuota,
-    ) -> Result<Result<(), &'static str>, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let verdict = reserve_sends_in(&mut tx, q).await?;
-        if verdict.is_ok() {
-            tx.commit().await?;
-        }
-        Ok(verdict)
-    }
-
     /// Sends counted for the account in a period key (`d:YYYY-MM-DD` or `m:YYYY-MM`).
     pub async fn send_count(&self, account_id: &str, period: &str) -> Result<u64, StoreError> {
         let n: Option<i64> = sqlx::query_scalar(

@@ -201,8 +201,7 @@ fn seed_auth(
         CREDENTIAL_RULE,
     );
     let mut h = HeaderMap::new();
-    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    super::rate_headers(&mut h, &d);
     if !d.allowed {
         h.insert(header::RETRY_AFTER, HeaderValue::from(d.reset_after_secs));
         let mut resp = seed(

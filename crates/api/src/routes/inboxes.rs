@@ -1,11 +1,11 @@
 //! `/v1/inboxes`: seed 003's tenancy API.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mailroom_core::Tier;
 use mailroom_core::time::rfc3339;
-use mailroom_services::{CreateInbox, Principal, RateDecision};
+use mailroom_services::{CreateInbox, Principal};
 use mailroom_store::InboxRow;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -136,11 +136,6 @@ impl Page {
     }
 }
 
-fn rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
-    headers.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
-}
-
 /// Create an inbox. Without a key: a new account (free tier) and its first inbox; the
 /// answer holds the account key, shown only this once. With the account key: another
 /// inbox in that account.
@@ -171,7 +166,7 @@ pub async fn create_inbox(
             );
             if !d.allowed {
                 let mut resp = ApiError::rate_limited(d.reset_after_secs).into_response();
-                rate_headers(resp.headers_mut(), &d);
+                super::rate_headers(resp.headers_mut(), &d);
                 return Err(resp);
             }
             Some(d)
@@ -228,7 +223,7 @@ pub async fn create_inbox(
         Err(e) => ApiError::from(e).into_response(),
     };
     if let Some(d) = decision {
-        rate_headers(resp.headers_mut(), &d);
+        super::rate_headers(resp.headers_mut(), &d);
     }
     Ok(resp)
 }

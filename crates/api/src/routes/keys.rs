@@ -2,7 +2,7 @@
 //! for the mail protocols, and named API keys with scopes. Shapes are the seed's, camelCase.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mailroom_core::time::rfc3339;
 use mailroom_services::keys::MOBILE_SCOPES;
@@ -75,8 +75,7 @@ fn limited(state: &AppState, principal: &Principal) -> Result<axum::http::Header
         CREDENTIAL_RULE,
     );
     let mut h = axum::http::HeaderMap::new();
-    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    super::rate_headers(&mut h, &d);
     if !d.allowed {
         let mut e = ApiError::rate_limited(d.reset_after_secs);
         e.message = "Too many attempts. Please try again later.".into();

@@ -245,15 +245,19 @@ async fn rate_limit(state: &AppState, req: Request, next: Next) -> Response {
     } else {
         ApiError::rate_limited(d.reset_after_secs).into_response()
     };
-    let h = resp.headers_mut();
-    if !h.contains_key("x-ratelimit-limit") {
-        h.insert("x-ratelimit-limit", axum::http::HeaderValue::from(d.limit));
-        h.insert(
-            "x-ratelimit-remaining",
-            axum::http::HeaderValue::from(d.remaining),
-        );
+    if !resp.headers().contains_key("x-ratelimit-limit") {
+        rate_headers(resp.headers_mut(), &d);
     }
     resp
+}
+
+/// `X-RateLimit-Limit` and `X-RateLimit-Remaining` (seed 001) for a decision of the limiter.
+pub(crate) fn rate_headers(h: &mut axum::http::HeaderMap, d: &mailroom_services::RateDecision) {
+    h.insert("x-ratelimit-limit", axum::http::HeaderValue::from(d.limit));
+    h.insert(
+        "x-ratelimit-remaining",
+        axum::http::HeaderValue::from(d.remaining),
+    );
 }
 
 pub async fn not_found() -> ApiError {
