@@ -17,18 +17,17 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
+use mailroom_net::{ConnLimits, Door, Gate, Refused};
 use mailroom_services::Services;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use conn::Frame;
 use session::{Next, Out, Session};
@@ -39,11 +38,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// AUTHENTICATE), so that unauthenticated connections cost little.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
 const LOGIN_MAX_LITERAL: u64 = 8 * 1024;
-/// Sessions at once, over both listeners.
-const MAX_SESSIONS: usize = 20_000;
-/// Sessions at once from one address (a whole office behind one NAT still fits). Loopback
-/// is not limited: a local proxy or webmail brings everyone's connections from there.
-const MAX_SESSIONS_PER_IP: usize = 500;
+/// How long sessions in flight may take to finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The read buffer of a connection: small, so that idle connections cost little; longer
 /// lines and literals still work (they grow their own buffers).
 const READ_BUFFER: usize = 2048;
@@ -60,8 +56,8 @@ pub struct ImapServer {
     pub max_message_size: u64,
     /// Bumped whenever a session changes a mailbox, so that IDLE sessions look at once.
     changes: tokio::sync::watch::Sender<u64>,
-    sessions: AtomicUsize,
-    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Sessions at once over both listeners, and per address.
+    gate: Arc<Gate>,
     /// Header blocks by blob hash (SEARCH on header keys).
     headers: cache::HeaderCache,
     /// Group commit of flag changes.
@@ -76,6 +72,7 @@ impl ImapServer {
         plaintext_on_loopback: bool,
         hostname: String,
         max_message_size: u64,
+        connections: ConnLimits,
     ) -> ImapServer {
         let flags = flags::FlagWriter::start(services.store().clone());
         ImapServer {
@@ -86,8 +83,7 @@ impl ImapServer {
             idle_timeout: IDLE_TIMEOUT,
             max_message_size,
             changes: tokio::sync::watch::Sender::new(0),
-            sessions: AtomicUsize::new(0),
-            per_ip: Default::default(),
+            gate: Gate::new(Door::Imap, connections),
             headers: cache::HeaderCache::default(),
             flags,
         }
@@ -101,78 +97,49 @@ impl ImapServer {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
+}
 
-    /// Counts a session from `ip`; `false` (and nothing counted) when that address has
-    /// its share already.
-    fn admit(&self, ip: std::net::IpAddr) -> bool {
-        if ip.is_loopback() {
-            return true;
-        }
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= MAX_SESSIONS_PER_IP {
-            return false;
-        }
-        *n += 1;
-        true
-    }
+/// The default connection budget: 20,000 sessions over both listeners, 500 per address (a
+/// whole office behind one NAT still fits). Loopback is not limited per address: a local
+/// proxy or webmail brings everyone's connections from there.
+pub fn default_connections() -> ConnLimits {
+    let mut limits = ConnLimits::new(20_000, 500);
+    limits.exempt_loopback = true;
+    limits
+}
 
-    fn release(&self, ip: std::net::IpAddr) {
-        if ip.is_loopback() {
-            return;
-        }
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
-    }
+/// RFC 9051 §7.1.5: `BYE` before closing, with a response code saying why.
+fn refusal(why: Refused) -> String {
+    format!("* BYE [UNAVAILABLE] {why}\r\n")
 }
 
 /// Accepts connections on one listener until `shutdown`, then gives sessions a few seconds
 /// to finish. `implicit_tls`: port 993 (TLS from the first byte); otherwise 143 with
-/// STARTTLS. Both listeners share one [`ImapServer`], so IDLE sessions on either hear of
-/// changes made on the other.
+/// STARTTLS. Both listeners share one [`ImapServer`] (and so one connection budget), so
+/// IDLE sessions on either hear of changes made on the other.
 pub async fn serve(
     listener: TcpListener,
     server: Arc<ImapServer>,
     implicit_tls: bool,
     shutdown: CancellationToken,
 ) {
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "IMAP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let server = server.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            let total_ok = server.sessions.fetch_add(1, Ordering::Relaxed) < MAX_SESSIONS;
-            if total_ok && server.admit(peer.ip()) {
-                handle(stream, peer, server.clone(), implicit_tls, stop).await;
-                server.release(peer.ip());
-            } else {
-                metrics::counter!("mailroom_imap_refused_total").increment(1);
-                let mut stream = stream;
-                let bye = stream
-                    .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n");
-                let _ = tokio::time::timeout(Duration::from_secs(5), bye).await;
+    let gate = server.gate.clone();
+    let stop = shutdown.clone();
+    mailroom_net::serve(
+        listener,
+        gate,
+        shutdown,
+        SHUTDOWN_GRACE,
+        refusal,
+        move |stream, peer, permit| {
+            let (server, stop) = (server.clone(), stop.clone());
+            async move {
+                handle(stream, peer, server, implicit_tls, stop).await;
+                drop(permit);
             }
-            server.sessions.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+        },
+    )
+    .await;
 }
 
 async fn handle(
@@ -182,15 +149,13 @@ async fn handle(
     implicit_tls: bool,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     metrics::counter!("mailroom_imap_sessions_total").increment(1);
     let mut session = Session::new(server.clone(), peer, false);
+    let acceptor = TlsAcceptor::from(server.tls.clone());
+    let handshake_timeout = server.gate.limits().tls_handshake_timeout;
     if implicit_tls {
-        let Ok(Ok(tls)) = tokio::time::timeout(
-            Duration::from_secs(30),
-            TlsAcceptor::from(server.tls.clone()).accept(stream),
-        )
-        .await
+        let Some(tls) =
+            mailroom_net::tls::handshake(&acceptor, stream, handshake_timeout, Door::Imap).await
         else {
             return;
         };
@@ -199,11 +164,8 @@ async fn handle(
         return;
     }
     if let Some(plain) = run(stream, &mut session, &stop, true).await {
-        let Ok(Ok(tls)) = tokio::time::timeout(
-            Duration::from_secs(30),
-            TlsAcceptor::from(server.tls.clone()).accept(plain),
-        )
-        .await
+        let Some(tls) =
+            mailroom_net::tls::handshake(&acceptor, plain, handshake_timeout, Door::Imap).await
         else {
             return;
         };

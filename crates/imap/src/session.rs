@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{
     Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
@@ -25,6 +24,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 use mailroom_core::time::now_ms;
+use mailroom_net::sasl::{self, SaslError};
 use mailroom_services::submission::LoginRefused;
 use mailroom_store::{
     FlagChange, FlagOutcome, ImapMailbox, ImapMessage, MailboxRefusal, MailboxState, NewMessage,
@@ -543,8 +543,8 @@ impl Session {
                         "{tag} NO [CANNOT] only AUTHENTICATE PLAIN is supported"
                     ));
                 } else {
-                    let response = match initial_response {
-                        Some(r) => r.declassify().to_vec(),
+                    let plain = match initial_response {
+                        Some(r) => sasl::parse_plain(r.declassify()),
                         None => {
                             out.line("+ ");
                             out.flush(conn.get_mut()).await?;
@@ -558,29 +558,15 @@ impl Session {
                                 Ok(Ok(true)) => {}
                                 _ => return Ok(Next::Logout),
                             }
-                            let text = String::from_utf8_lossy(&line).trim().to_owned();
-                            if text == "*" {
-                                out.line(&format!("{tag} BAD authentication cancelled"));
-                                return Ok(Next::Continue);
-                            }
-                            match base64::engine::general_purpose::STANDARD.decode(text.as_bytes())
-                            {
-                                Ok(d) => d,
-                                Err(_) => {
-                                    out.line(&format!("{tag} BAD the response is not base64"));
-                                    return Ok(Next::Continue);
-                                }
-                            }
+                            sasl::decode_plain(&String::from_utf8_lossy(&line))
                         }
                     };
-                    let text = String::from_utf8_lossy(&response).into_owned();
-                    let mut f = text.split('\0');
-                    match (f.next(), f.next(), f.next()) {
-                        (Some(_), Some(u), Some(p)) => {
-                            let (u, p) = (u.to_owned(), p.to_owned());
-                            self.login(&tag, &u, &p, out).await;
+                    match plain {
+                        Ok(p) => self.login(&tag, &p.authcid, &p.password, out).await,
+                        Err(SaslError::Cancelled) => {
+                            out.line(&format!("{tag} BAD authentication cancelled"))
                         }
-                        _ => out.line(&format!("{tag} BAD malformed PLAIN response")),
+                        Err(e) => out.line(&format!("{tag} BAD {e}")),
                     }
                 }
             }

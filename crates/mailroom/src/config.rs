@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -208,6 +209,10 @@ struct FileConfig {
     #[serde(default)]
     smtp: FileSmtp,
     #[serde(default)]
+    pop3: FilePop3,
+    #[serde(default)]
+    imap: FileImap,
+    #[serde(default)]
     delivery: FileDelivery,
     tiers: Option<Tiers>,
 }
@@ -233,8 +238,32 @@ struct FileSmtp {
     max_recipients: Option<usize>,
     command_timeout_secs: Option<u64>,
     data_timeout_secs: Option<u64>,
+    message_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    per_ip_wait_ms: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePop3 {
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    per_ip_wait_ms: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    login_timeout_secs: Option<u64>,
+    max_messages: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileImap {
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    per_ip_wait_ms: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +295,10 @@ struct FileHttp {
     max_body_bytes: Option<usize>,
     access_token_ttl_secs: Option<u64>,
     requests_per_minute: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    tls_handshake_timeout_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
 }
 
 /// Listener addresses.
@@ -337,9 +370,15 @@ pub struct Config {
     /// API requests per minute per key, token or client IP; 0 = unlimited.
     pub requests_per_minute: u32,
     pub max_body_bytes: usize,
+    /// Connections and header deadline of the HTTP listener (`[http]`).
+    pub http_limits: mailroom_api::server::HttpLimits,
     pub tiers: Tiers,
     /// SMTP limits (`[smtp]` in the file); the host name is filled in from `hostname`.
     pub smtp: mailroom_smtp::SmtpConfig,
+    /// POP3 limits (`[pop3]`).
+    pub pop3: mailroom_pop3::Pop3Config,
+    /// IMAP sessions at once (`[imap]`).
+    pub imap_connections: mailroom_net::ConnLimits,
     /// Outbound delivery (`[delivery]` in the file); at start its host name and resolver
     /// are set from `hostname` and `dns_resolver`.
     pub delivery: mailroom_delivery::DeliveryConfig,
@@ -406,7 +445,7 @@ impl Config {
         validate_domain("default_domain", &default_domain)?;
         let http_tls = args.http_tls.or(file.tls.http).unwrap_or(HttpTls::Auto);
         let trusted_proxies = if args.trusted_proxies.is_empty() {
-            file.http.trusted_proxies.unwrap_or_default()
+            file.http.trusted_proxies.clone().unwrap_or_default()
         } else {
             args.trusted_proxies.clone()
         };
@@ -415,31 +454,8 @@ impl Config {
         if tls_cert.is_some() != tls_key.is_some() {
             bail!("tls.cert and tls.key must be given together");
         }
-        let d_smtp = mailroom_smtp::SmtpConfig::default();
-        let smtp = mailroom_smtp::SmtpConfig {
-            hostname: hostname.clone(),
-            max_message_size: file
-                .smtp
-                .max_message_size
-                .unwrap_or(d_smtp.max_message_size),
-            max_recipients: file.smtp.max_recipients.unwrap_or(d_smtp.max_recipients),
-            command_timeout: file
-                .smtp
-                .command_timeout_secs
-                .map(std::time::Duration::from_secs)
-                .unwrap_or(d_smtp.command_timeout),
-            data_timeout: file
-                .smtp
-                .data_timeout_secs
-                .map(std::time::Duration::from_secs)
-                .unwrap_or(d_smtp.data_timeout),
-            max_connections: file.smtp.max_connections.unwrap_or(d_smtp.max_connections),
-            max_connections_per_ip: file
-                .smtp
-                .max_connections_per_ip
-                .unwrap_or(d_smtp.max_connections_per_ip),
-            max_errors: d_smtp.max_errors,
-        };
+        let smtp = resolve_smtp(&file.smtp, &hostname);
+        let http_limits = resolve_http_limits(&file.http, &trusted_proxies);
         let delivery = resolve_delivery(args, &file.delivery, &hostname)?;
         let queue_lifetime = std::time::Duration::from_secs(
             3600 * file.delivery.queue_lifetime_hours.unwrap_or(5 * 24),
@@ -479,12 +495,21 @@ impl Config {
                 .or(file.http.inbox_create_per_hour)
                 .unwrap_or(10),
             max_body_bytes,
+            http_limits,
             requests_per_minute: args
                 .requests_per_minute
                 .or(file.http.requests_per_minute)
                 .unwrap_or(6000),
             tiers: file.tiers.unwrap_or_default(),
             smtp,
+            pop3: resolve_pop3(&file.pop3),
+            imap_connections: conn_limits(
+                &mailroom_imap::default_connections(),
+                file.imap.max_connections,
+                file.imap.max_connections_per_ip,
+                file.imap.per_ip_wait_ms,
+                file.imap.tls_handshake_timeout_secs,
+            ),
             delivery,
             queue_lifetime,
             access_token_ttl: std::time::Duration::from_secs(
@@ -524,6 +549,91 @@ impl Config {
             HttpTls::Off => false,
             HttpTls::Auto => !self.listen.http.ip().is_loopback(),
         }
+    }
+}
+
+/// The `[smtp]` settings over the defaults.
+fn resolve_smtp(file: &FileSmtp, hostname: &str) -> mailroom_smtp::SmtpConfig {
+    let d = mailroom_smtp::SmtpConfig::default();
+    let connections = conn_limits(
+        &d.connections,
+        file.max_connections,
+        file.max_connections_per_ip,
+        file.per_ip_wait_ms,
+        file.tls_handshake_timeout_secs,
+    );
+    mailroom_smtp::SmtpConfig {
+        hostname: hostname.to_owned(),
+        max_message_size: file.max_message_size.unwrap_or(d.max_message_size),
+        max_recipients: file.max_recipients.unwrap_or(d.max_recipients),
+        command_timeout: secs(file.command_timeout_secs, d.command_timeout),
+        data_timeout: secs(file.data_timeout_secs, d.data_timeout),
+        message_timeout: secs(file.message_timeout_secs, d.message_timeout),
+        connections,
+        max_errors: d.max_errors,
+    }
+}
+
+/// The `[http]` connection settings over the defaults. Trusted proxies bring many clients
+/// over each connection, so they are not limited per address.
+fn resolve_http_limits(
+    file: &FileHttp,
+    trusted_proxies: &[IpAddr],
+) -> mailroom_api::server::HttpLimits {
+    let d = mailroom_api::server::HttpLimits::default();
+    let mut connections = conn_limits(
+        &d.connections,
+        file.max_connections,
+        file.max_connections_per_ip,
+        None,
+        file.tls_handshake_timeout_secs,
+    );
+    connections.exempt = trusted_proxies.to_vec();
+    mailroom_api::server::HttpLimits {
+        connections,
+        header_read_timeout: secs(file.header_read_timeout_secs, d.header_read_timeout),
+        shutdown_grace: d.shutdown_grace,
+    }
+}
+
+/// The `[pop3]` settings over the defaults.
+fn resolve_pop3(file: &FilePop3) -> mailroom_pop3::Pop3Config {
+    let d = mailroom_pop3::Pop3Config::default();
+    mailroom_pop3::Pop3Config {
+        connections: conn_limits(
+            &d.connections,
+            file.max_connections,
+            file.max_connections_per_ip,
+            file.per_ip_wait_ms,
+            file.tls_handshake_timeout_secs,
+        ),
+        idle_timeout: secs(file.idle_timeout_secs, d.idle_timeout),
+        login_timeout: secs(file.login_timeout_secs, d.login_timeout),
+        max_messages: file.max_messages.unwrap_or(d.max_messages),
+    }
+}
+
+fn secs(value: Option<u64>, default: Duration) -> Duration {
+    value.map(Duration::from_secs).unwrap_or(default)
+}
+
+/// A door's connection budget: the keys every mail table shares over its defaults.
+fn conn_limits(
+    d: &mailroom_net::ConnLimits,
+    max_connections: Option<usize>,
+    max_per_ip: Option<usize>,
+    per_ip_wait_ms: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
+) -> mailroom_net::ConnLimits {
+    mailroom_net::ConnLimits {
+        max_connections: max_connections.unwrap_or(d.max_connections),
+        max_per_ip: max_per_ip.unwrap_or(d.max_per_ip),
+        per_ip_wait: per_ip_wait_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.per_ip_wait),
+        exempt_loopback: d.exempt_loopback,
+        exempt: d.exempt.clone(),
+        tls_handshake_timeout: secs(tls_handshake_timeout_secs, d.tls_handshake_timeout),
     }
 }
 

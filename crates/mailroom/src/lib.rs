@@ -261,33 +261,35 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         mail_tls.clone(),
         mailroom_smtp::Kind::Mx,
     ));
+    let submission_server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
+        services.clone(),
+        config.smtp.clone(),
+        mail_tls.clone(),
+        mailroom_smtp::Kind::Submission,
+    ));
     let mut submission = Vec::new();
     for (listener, implicit_tls) in [(submission_listener, false), (submissions_listener, true)] {
-        let server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
-            services.clone(),
-            config.smtp.clone(),
-            mail_tls.clone(),
-            mailroom_smtp::Kind::Submission { implicit_tls },
-        ));
         submission.push(tokio::spawn(mailroom_smtp::serve(
             listener,
-            server,
+            submission_server.clone(),
+            implicit_tls,
             shutdown.clone(),
         )));
     }
     tracing::info!(starttls = %submission_addr, implicit_tls = %submissions_addr, "SMTP submission listening");
+    let pop3_server = std::sync::Arc::new(mailroom_pop3::Pop3Server::new(
+        services.clone(),
+        mail_tls.clone(),
+        config.pop3.clone(),
+        config.dev,
+        config.hostname.clone(),
+    ));
     let mut pop3 = Vec::new();
     for (listener, implicit_tls) in [(pop3_listener, false), (pop3s_listener, true)] {
-        let server = std::sync::Arc::new(mailroom_pop3::Pop3Server::new(
-            services.clone(),
-            mail_tls.clone(),
-            implicit_tls,
-            config.dev,
-            config.hostname.clone(),
-        ));
         pop3.push(tokio::spawn(mailroom_pop3::serve(
             listener,
-            server,
+            pop3_server.clone(),
+            implicit_tls,
             shutdown.clone(),
         )));
     }
@@ -299,6 +301,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         config.dev,
         config.hostname.clone(),
         config.smtp.max_message_size as u64,
+        config.imap_connections.clone(),
     ));
     let mut imap = Vec::new();
     for (listener, implicit_tls) in [(imap_listener, false), (imaps_listener, true)] {
@@ -313,6 +316,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     let smtp_task = tokio::spawn(mailroom_smtp::serve(
         smtp_listener,
         smtp_server,
+        false,
         shutdown.clone(),
     ));
     tracing::info!(addr = %smtp_addr, "SMTP (MX) listening");
@@ -338,7 +342,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         },
     ));
     let delivery_task = tokio::spawn(delivery.run(shutdown.clone()));
-    let http_task = tokio::spawn(mailroom_api::server::serve(http, tls, router, stop));
+    let http_task = tokio::spawn(mailroom_api::server::serve(
+        http,
+        tls,
+        router,
+        config.http_limits.clone(),
+        stop,
+    ));
     tracing::info!(
         addr = %http_addr,
         tls = http_tls,

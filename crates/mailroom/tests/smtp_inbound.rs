@@ -1062,7 +1062,7 @@ async fn other_tenants_cannot_read_the_mail(s: TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_answer_421() {
     let s = TestServer::start_with(mailroom_testkit::Backend::Sqlite, |c| {
-        c.smtp.max_connections_per_ip = 2;
+        c.smtp.connections.max_per_ip = 2;
     })
     .await
     .unwrap();
@@ -1092,7 +1092,7 @@ async fn connection_limits_answer_421() {
     assert!(ok, "a new session is admitted once the others closed");
     s.stop().await;
     let s = TestServer::start_with(mailroom_testkit::Backend::Sqlite, |c| {
-        c.smtp.max_connections = 1
+        c.smtp.connections.max_connections = 1
     })
     .await
     .unwrap();

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
+use mailroom_net::sasl::{self, SaslError};
+use mailroom_net::{ConnLimits, Door, Gate, Permit, Refused};
 use mailroom_services::Services;
 use mailroom_services::submission::LoginRefused;
 use mailroom_store::{MessageQuery, MessageRow};
@@ -17,76 +18,115 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The longest command line accepted (RFC 2449 §4: 255 octets).
 const MAX_LINE: usize = 512;
-/// RFC 1939 §3: the autologout timer is at least 10 minutes.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// Messages one session sees at most.
-const MAX_MESSAGES: u32 = 10_000;
+/// How long sessions in flight may take to finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long an answer may wait for a client that does not read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What every POP3 session shares.
+/// Limits of the POP3 server.
+#[derive(Debug, Clone)]
+pub struct Pop3Config {
+    /// Sessions at once, in all and per address, and the TLS handshake deadline.
+    pub connections: ConnLimits,
+    /// Autologout (RFC 1939 §3: at least 10 minutes) while logged in.
+    pub idle_timeout: Duration,
+    /// Time to log in: the greeting to a successful login, including any AUTH exchange.
+    pub login_timeout: Duration,
+    /// Messages one session sees at most (the oldest first).
+    pub max_messages: u32,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        let mut connections = ConnLimits::new(5000, 50);
+        // A local webmail or proxy brings everyone's connections from loopback.
+        connections.exempt_loopback = true;
+        Pop3Config {
+            connections,
+            idle_timeout: Duration::from_secs(600),
+            login_timeout: Duration::from_secs(120),
+            max_messages: 10_000,
+        }
+    }
+}
+
+/// What every POP3 session shares (both listeners share one, and one connection budget).
 pub struct Pop3Server {
     pub services: Services,
     pub tls: Arc<ServerConfig>,
-    /// Port 995: TLS from the first byte.
-    pub implicit_tls: bool,
     /// Allow USER/PASS and AUTH without TLS from loopback addresses (`--dev`).
     pub plaintext_on_loopback: bool,
     pub hostname: String,
-    pub idle_timeout: Duration,
+    pub config: Pop3Config,
+    gate: Arc<Gate>,
 }
 
 impl Pop3Server {
     pub fn new(
         services: Services,
         tls: Arc<ServerConfig>,
-        implicit_tls: bool,
+        config: Pop3Config,
         plaintext_on_loopback: bool,
         hostname: String,
     ) -> Pop3Server {
+        let gate = Gate::new(Door::Pop3, config.connections.clone());
         Pop3Server {
             services,
             tls,
-            implicit_tls,
             plaintext_on_loopback,
             hostname,
-            idle_timeout: IDLE_TIMEOUT,
+            config,
+            gate,
         }
     }
 }
 
+/// RFC 2449 §8.1.2: `[SYS/TEMP]` says the refusal is temporary.
+fn refusal(why: Refused) -> String {
+    format!("-ERR [SYS/TEMP] {why}\r\n")
+}
+
 /// Accepts connections until `shutdown`, then gives sessions a few seconds to finish.
-pub async fn serve(listener: TcpListener, server: Arc<Pop3Server>, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "POP3 accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let server = server.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move { handle(stream, peer, server, stop).await });
-    }
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+/// `implicit_tls`: port 995 (TLS from the first byte); otherwise 110 with STLS.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<Pop3Server>,
+    implicit_tls: bool,
+    shutdown: CancellationToken,
+) {
+    let gate = server.gate.clone();
+    let stop = shutdown.clone();
+    mailroom_net::serve(
+        listener,
+        gate,
+        shutdown,
+        SHUTDOWN_GRACE,
+        refusal,
+        move |stream, peer, permit| {
+            handle(
+                stream,
+                peer,
+                permit,
+                server.clone(),
+                implicit_tls,
+                stop.clone(),
+            )
+        },
+    )
+    .await;
 }
 
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
+    _permit: Permit,
     server: Arc<Pop3Server>,
+    implicit_tls: bool,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     metrics::counter!("mailroom_pop3_sessions_total").increment(1);
     let mut session = Session {
         server: server.clone(),
@@ -94,13 +134,13 @@ async fn handle(
         tls: false,
         user: None,
         mailbox: None,
+        login_deadline: tokio::time::Instant::now() + server.config.login_timeout,
     };
-    if server.implicit_tls {
-        let Ok(Ok(tls)) = tokio::time::timeout(
-            Duration::from_secs(30),
-            TlsAcceptor::from(server.tls.clone()).accept(stream),
-        )
-        .await
+    let acceptor = TlsAcceptor::from(server.tls.clone());
+    let handshake_timeout = server.config.connections.tls_handshake_timeout;
+    if implicit_tls {
+        let Some(tls) =
+            mailroom_net::tls::handshake(&acceptor, stream, handshake_timeout, Door::Pop3).await
         else {
             return;
         };
@@ -109,11 +149,8 @@ async fn handle(
         return;
     }
     if let Some(plain) = run(stream, &mut session, &stop, true).await {
-        let Ok(Ok(tls)) = tokio::time::timeout(
-            Duration::from_secs(30),
-            TlsAcceptor::from(server.tls.clone()).accept(plain),
-        )
-        .await
+        let Some(tls) =
+            mailroom_net::tls::handshake(&acceptor, plain, handshake_timeout, Door::Pop3).await
         else {
             return;
         };
@@ -130,6 +167,35 @@ struct Session {
     user: Option<String>,
     /// After login: the inbox and its messages as of login, with deletion marks.
     mailbox: Option<Mailbox>,
+    /// A session that has not logged in by then is closed.
+    login_deadline: tokio::time::Instant,
+}
+
+impl Session {
+    /// How long the next read may wait: the idle timeout, or before login what is left
+    /// of the time to log in.
+    fn read_timeout(&self) -> (Duration, &'static str) {
+        if self.mailbox.is_some() {
+            return (self.server.config.idle_timeout, "idle_timeout");
+        }
+        let left = self
+            .login_deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        (left.min(self.server.config.idle_timeout), "login_timeout")
+    }
+}
+
+/// Writes `bytes` within [`WRITE_TIMEOUT`]: a client that stops reading is dropped instead
+/// of holding its session (and the answer) for ever.
+async fn send<S: AsyncWrite + Unpin>(conn: &mut S, bytes: &[u8]) -> Option<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(bytes)).await {
+        Ok(Ok(())) => Some(()),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            mailroom_net::refused(Door::Pop3, "write_timeout");
+            None
+        }
+    }
 }
 
 struct Mailbox {
@@ -164,31 +230,32 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut conn = BufReader::new(stream);
     if greet {
         let hello = format!("+OK {} POP3 Mailroom ready\r\n", s.server.hostname);
-        conn.get_mut().write_all(hello.as_bytes()).await.ok()?;
+        send(conn.get_mut(), hello.as_bytes()).await?;
     }
     let mut line = Vec::new();
     loop {
         line.clear();
+        let (timeout, why) = s.read_timeout();
         let read = {
             let mut limited = (&mut conn).take(MAX_LINE as u64 + 1);
             tokio::select! {
-                r = tokio::time::timeout(s.server.idle_timeout, limited.read_until(b'\n', &mut line)) => Some(r),
+                r = tokio::time::timeout(timeout, limited.read_until(b'\n', &mut line)) => Some(r),
                 _ = stop.cancelled() => None,
             }
         };
         let Some(read) = read else {
-            let _ = conn
-                .get_mut()
-                .write_all(b"-ERR server shutting down\r\n")
-                .await;
+            let _ = send(conn.get_mut(), b"-ERR server shutting down\r\n").await;
             return None;
         };
         match read {
             Err(_) => {
-                let _ = conn
-                    .get_mut()
-                    .write_all(b"-ERR autologout: idle too long\r\n")
-                    .await;
+                mailroom_net::refused(Door::Pop3, why);
+                let bye: &[u8] = if why == "login_timeout" {
+                    b"-ERR too long without logging in\r\n"
+                } else {
+                    b"-ERR autologout: idle too long\r\n"
+                };
+                let _ = send(conn.get_mut(), bye).await;
                 return None;
             }
             Ok(Err(_)) | Ok(Ok(0)) => return None,
@@ -197,14 +264,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if !line.ends_with(b"\n") {
             // Over-long line: drop the rest of it.
             let mut rest = Vec::new();
-            let _ = (&mut conn)
-                .take(64 * 1024)
-                .read_until(b'\n', &mut rest)
-                .await;
-            conn.get_mut()
-                .write_all(b"-ERR line too long\r\n")
-                .await
-                .ok()?;
+            let mut limited = (&mut conn).take(64 * 1024);
+            let skip = limited.read_until(b'\n', &mut rest);
+            if !matches!(tokio::time::timeout(timeout, skip).await, Ok(Ok(n)) if n > 0) {
+                return None;
+            }
+            send(conn.get_mut(), b"-ERR line too long\r\n").await?;
             continue;
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_owned();
@@ -277,27 +342,18 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let response = match a2 {
                         Some(r) => r.trim().to_owned(),
                         None => {
-                            conn.get_mut().write_all(b"+ \r\n").await.ok()?;
-                            let mut l = Vec::new();
-                            (&mut conn)
-                                .take(MAX_LINE as u64)
-                                .read_until(b'\n', &mut l)
-                                .await
-                                .ok()?;
-                            String::from_utf8_lossy(&l).trim().to_owned()
+                            send(conn.get_mut(), b"+ \r\n").await?;
+                            auth_response(&mut conn, s).await?
                         }
                     };
-                    let decoded = base64::engine::general_purpose::STANDARD
-                        .decode(&response)
-                        .unwrap_or_default();
-                    let text = String::from_utf8_lossy(&decoded).into_owned();
-                    let mut f = text.split('\0');
-                    match (f.next(), f.next(), f.next()) {
-                        (Some(_), Some(u), Some(p)) => {
-                            let (u, p) = (u.to_owned(), p.to_owned());
-                            out.extend_from_slice(login(s, &u, &p).await.as_bytes());
+                    match sasl::decode_plain(&response) {
+                        Ok(plain) => out.extend_from_slice(
+                            login(s, &plain.authcid, &plain.password).await.as_bytes(),
+                        ),
+                        Err(SaslError::Cancelled) => {
+                            out.extend_from_slice(b"-ERR authentication cancelled\r\n")
                         }
-                        _ => out.extend_from_slice(b"-ERR malformed AUTH PLAIN response\r\n"),
+                        Err(e) => out.extend_from_slice(format!("-ERR {e}\r\n").as_bytes()),
                     }
                 }
             }
@@ -341,10 +397,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     match a2.and_then(|n| n.trim().parse::<usize>().ok()) {
                         Some(n) => Some(n),
                         None => {
-                            conn.get_mut()
-                                .write_all(b"-ERR TOP needs a message number and a line count\r\n")
-                                .await
-                                .ok()?;
+                            send(
+                                conn.get_mut(),
+                                b"-ERR TOP needs a message number and a line count\r\n",
+                            )
+                            .await?;
                             continue;
                         }
                     }
@@ -381,7 +438,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ => out.extend_from_slice(b"-ERR unknown command\r\n"),
         }
-        conn.get_mut().write_all(&out).await.ok()?;
+        send(conn.get_mut(), &out).await?;
         if quit {
             let _ = conn.get_mut().shutdown().await;
             return None;
@@ -389,6 +446,29 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if stls {
             // Anything pipelined after STLS is dropped (RFC 2595 §4).
             return Some(conn.into_inner());
+        }
+    }
+}
+
+/// Reads the continuation line of `AUTH PLAIN` (RFC 5034) within the time left to log in.
+/// `None` ends the session (timeout, EOF, or a line longer than any PLAIN response).
+async fn auth_response<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    s: &Session,
+) -> Option<String> {
+    let (timeout, why) = s.read_timeout();
+    let mut l = Vec::new();
+    let mut limited = (&mut *conn).take(sasl::MAX_RESPONSE as u64 + 2);
+    let read = limited.read_until(b'\n', &mut l);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(n)) if n > 0 && l.ends_with(b"\n") => {
+            Some(String::from_utf8_lossy(&l).trim().to_owned())
+        }
+        Ok(_) => None,
+        Err(_) => {
+            mailroom_net::refused(Door::Pop3, why);
+            let _ = send(conn.get_mut(), b"-ERR too long without logging in\r\n").await;
+            None
         }
     }
 }
@@ -406,7 +486,7 @@ async fn login(s: &mut Session, user: &str, pass: &str) -> String {
             let store = s.server.services.store();
             let query = MessageQuery {
                 mailbox: Some("INBOX".into()),
-                limit: MAX_MESSAGES,
+                limit: s.server.config.max_messages,
                 ascending: true,
                 ..MessageQuery::default()
             };

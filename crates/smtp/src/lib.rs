@@ -1,7 +1,8 @@
-//! The SMTP server (RFC 5321): the inbound MX listener today; submission (AUTH, issue #4)
-//! will run the same session with other rules.
+//! The SMTP server (RFC 5321): the inbound MX listener and submission (587/465, AUTH), one
+//! session with two sets of rules.
 //!
-//! - [`server`] accepts connections, enforces the connection limits and graceful shutdown.
+//! - [`server`] runs the shared accept loop (`mailroom_net`: connection budgets, TLS
+//!   handshake deadline, graceful shutdown) for both kinds.
 //! - [`session`] is the protocol: commands parsed by `smtp-proto`, replies, DATA and BDAT,
 //!   STARTTLS, the limits on size, recipients, errors and time.
 //! - Nothing here decides who may receive mail or how it is stored: that is
@@ -26,13 +27,15 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// How long the server waits for the next command (RFC 5321 §4.5.3.2: 5 minutes).
     pub command_timeout: Duration,
-    /// How long the server waits for the next piece of a message (RFC 5321: 3 minutes
-    /// per block; 10 minutes here for slow links).
+    /// How long the server waits for the next piece of a message (RFC 5321 §4.5.3.2.5:
+    /// 3 minutes per block).
     pub data_timeout: Duration,
-    /// Sessions open at once, in all.
-    pub max_connections: usize,
-    /// Sessions open at once from one IP address.
-    pub max_connections_per_ip: usize,
+    /// How long one message may take to arrive whole, from the `354` (or the first BDAT
+    /// chunk) to its last byte. Per-read timeouts alone let a client trickle a byte every
+    /// few minutes and hold a session (and its buffer) for days.
+    pub message_timeout: Duration,
+    /// Sessions at once, in all and per address, and the TLS handshake deadline.
+    pub connections: mailroom_net::ConnLimits,
     /// Bad commands before the session is closed.
     pub max_errors: usize,
 }
@@ -44,9 +47,9 @@ impl Default for SmtpConfig {
             max_message_size: 25 * 1024 * 1024,
             max_recipients: 100,
             command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(600),
-            max_connections: 1000,
-            max_connections_per_ip: 50,
+            data_timeout: Duration::from_secs(180),
+            message_timeout: Duration::from_secs(600),
+            connections: mailroom_net::ConnLimits::new(1000, 50),
             max_errors: 10,
         }
     }

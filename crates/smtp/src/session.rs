@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use mailroom_net::sasl::{self, SaslError};
+use mailroom_net::{Permit, refused};
 use mailroom_services::submission::{Destination, LoginRefused, Sender};
 use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError};
 use mailroom_store::Recipient;
@@ -31,6 +31,11 @@ use crate::server::{Kind, SmtpServer};
 pub struct Session {
     server: Arc<SmtpServer>,
     peer: SocketAddr,
+    /// The connection's slot; given back at `QUIT`, before the `221` is written.
+    permit: Permit,
+    /// When the message being received began (the `354`, or its first BDAT chunk): it
+    /// must be whole within `message_timeout`.
+    message_started: Option<tokio::time::Instant>,
     tls: bool,
     helo: Option<String>,
     mail_from: Option<String>,
@@ -79,10 +84,12 @@ enum End {
 }
 
 impl Session {
-    pub fn new(server: Arc<SmtpServer>, peer: SocketAddr) -> Session {
+    pub fn new(server: Arc<SmtpServer>, peer: SocketAddr, permit: Permit) -> Session {
         Session {
             server,
             peer,
+            permit,
+            message_started: None,
             tls: false,
             helo: None,
             mail_from: None,
@@ -96,6 +103,7 @@ impl Session {
     }
 
     fn reset(&mut self) {
+        self.message_started = None;
         self.mail_from = None;
         self.from_inbox = None;
         self.recipients.clear();
@@ -108,7 +116,33 @@ impl Session {
     }
 
     fn submission(&self) -> bool {
-        matches!(self.server.kind, Kind::Submission { .. })
+        self.server.kind == Kind::Submission
+    }
+
+    fn refused(&self, reason: &'static str) {
+        refused(self.server.door(), reason);
+    }
+
+    /// How long the next read may wait: the mode's timeout, cut short by the message
+    /// deadline while a message is arriving.
+    fn read_timeout(&self, mode: &Mode) -> (std::time::Duration, &'static str) {
+        let config = &self.server.config;
+        let (timeout, reason) = match mode {
+            Mode::Command => (config.command_timeout, "command_timeout"),
+            _ => (config.data_timeout, "data_timeout"),
+        };
+        match self.message_started {
+            Some(start) => {
+                let left = (start + config.message_timeout)
+                    .saturating_duration_since(tokio::time::Instant::now());
+                if left < timeout {
+                    (left, "message_timeout")
+                } else {
+                    (timeout, reason)
+                }
+            }
+            None => (timeout, reason),
+        }
     }
 }
 
@@ -122,12 +156,7 @@ pub async fn run_session(stream: TcpStream, mut session: Session, stop: Cancella
     match run(&mut stream, &mut session, &stop).await {
         End::Closed => {}
         End::StartTls => {
-            let acceptor = session.server.tls_acceptor();
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(stream))
-                    .await;
-            let Ok(Ok(mut tls)) = handshake else {
-                tracing::debug!(peer = %session.peer, "STARTTLS handshake failed");
+            let Some(mut tls) = handshake(&session, stream).await else {
                 return;
             };
             // RFC 3207 §4.2: forget everything learnt before TLS.
@@ -141,11 +170,7 @@ pub async fn run_session(stream: TcpStream, mut session: Session, stop: Cancella
 
 /// Runs a session on a connection that starts with a TLS handshake (port 465).
 pub async fn run_tls_session(stream: TcpStream, mut session: Session, stop: CancellationToken) {
-    let acceptor = session.server.tls_acceptor();
-    let handshake =
-        tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(stream)).await;
-    let Ok(Ok(mut tls)) = handshake else {
-        tracing::debug!(peer = %session.peer, "TLS handshake failed");
+    let Some(mut tls) = handshake(&session, stream).await else {
         return;
     };
     session.tls = true;
@@ -154,6 +179,19 @@ pub async fn run_tls_session(stream: TcpStream, mut session: Session, stop: Canc
         return;
     }
     let _ = run(&mut tls, &mut session, &stop).await;
+}
+
+async fn handshake(
+    session: &Session,
+    stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    mailroom_net::tls::handshake(
+        &session.server.tls_acceptor(),
+        stream,
+        session.server.config.connections.tls_handshake_timeout,
+        session.server.door(),
+    )
+    .await
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -170,10 +208,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut line_len = 0usize;
     let mut overlong = false;
     loop {
-        let timeout = match mode {
-            Mode::Command => s.server.config.command_timeout,
-            _ => s.server.config.data_timeout,
-        };
+        let (timeout, timeout_reason) = s.read_timeout(&mode);
         let read = tokio::select! {
             r = tokio::time::timeout(timeout, stream.read(&mut chunk)) => r,
             _ = stop.cancelled(), if matches!(mode, Mode::Command) => {
@@ -185,8 +220,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(0)) | Ok(Err(_)) => return End::Closed,
             Ok(Ok(n)) => n,
             Err(_) => {
+                s.refused(timeout_reason);
+                let what = if timeout_reason == "message_timeout" {
+                    "the message took too long to arrive"
+                } else {
+                    "timeout"
+                };
                 let _ = stream
-                    .write_all(format!("421 4.4.2 {} timeout, closing\r\n", s.host()).as_bytes())
+                    .write_all(format!("421 4.4.2 {} {what}, closing\r\n", s.host()).as_bytes())
                     .await;
                 return End::Closed;
             }
@@ -211,6 +252,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             s.errors += 1;
                             out.push_str("500 5.5.2 Line too long\r\n");
                             if s.errors >= s.server.config.max_errors {
+                                s.refused("max_errors");
                                 out.push_str("421 4.7.0 Too many errors, closing\r\n");
                                 close = true;
                             }
@@ -232,6 +274,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             Action::None => {}
                             Action::Data => {
                                 message.clear();
+                                s.message_started = Some(tokio::time::Instant::now());
                                 mode = Mode::Data(data_receiver());
                             }
                             Action::Bdat {
@@ -239,12 +282,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                                 last,
                                 discard,
                             } => {
+                                if !discard && s.message_started.is_none() {
+                                    s.message_started = Some(tokio::time::Instant::now());
+                                }
                                 mode = Mode::Bdat {
                                     rx: BdatReceiver::new(size, last),
                                     discard,
                                 };
                             }
-                            Action::Quit => close = true,
+                            Action::Quit => {
+                                // The session is over: the peer may open its next
+                                // connection as soon as it reads the 221.
+                                s.permit.release();
+                                close = true;
+                            }
                             Action::Auth(step) => mode = Mode::Auth(step, Vec::new()),
                             Action::StartTls => {
                                 // Anything pipelined after STARTTLS is dropped unread.
@@ -257,6 +308,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             s.errors += 1;
                             out.push_str(&proto_error_reply(&e));
                             if s.errors >= s.server.config.max_errors {
+                                s.refused("max_errors");
                                 out.push_str("421 4.7.0 Too many errors, closing\r\n");
                                 close = true;
                             }
@@ -270,6 +322,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         message.clear();
                         s.reset();
                     } else if message.len() > s.server.config.max_message_size {
+                        s.refused("max_message_size");
                         mode = Mode::DiscardData(DummyDataReceiver::new_data(rx));
                         message = Vec::new();
                     }
@@ -280,7 +333,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let take = nl.map_or(rest.len(), |p| p + 1);
                     buf.extend_from_slice(&rest[..take]);
                     bytes = rest[take..].iter();
-                    if buf.len() > 4096 {
+                    if buf.len() > sasl::MAX_RESPONSE + 2 {
                         out.push_str("500 5.5.2 Line too long\r\n");
                         mode = Mode::Command;
                     } else if nl.is_some() {
@@ -309,6 +362,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if !*discard && message.len() > s.server.config.max_message_size {
                         // Refuse now; read the rest of this chunk and drop it. The
                         // transaction is over, so later chunks get 503.
+                        s.refused("max_message_size");
                         *discard = true;
                         message = Vec::new();
                         s.reset();
@@ -441,6 +495,7 @@ async fn command(
             } else if s.submission() && s.sender.is_none() {
                 reply(out, "530 5.7.0 Authentication required");
             } else if from.size > s.server.config.max_message_size {
+                s.refused("max_message_size");
                 reply(
                     out,
                     &format!(
@@ -476,6 +531,7 @@ async fn command(
                 return Action::None;
             }
             if s.rcpt_count >= s.server.config.max_recipients {
+                s.refused("max_recipients");
                 reply(
                     out,
                     &format!(
@@ -663,36 +719,34 @@ async fn auth_continue(
     line: &str,
     out: &mut String,
 ) -> Option<AuthStep> {
-    if line == "*" {
-        reply(out, "501 5.0.0 Authentication cancelled");
-        return None;
-    }
-    let Ok(decoded) = B64.decode(line) else {
-        reply(
-            out,
-            "501 5.5.2 Cannot decode the response (base64 expected)",
-        );
-        return None;
-    };
-    let text = String::from_utf8_lossy(&decoded).into_owned();
-    let (user, password) = match step {
-        AuthStep::Plain => {
-            // authzid NUL authcid NUL password
-            let mut parts = text.split('\0');
-            let (_authz, user, pass) = (parts.next(), parts.next(), parts.next());
-            match (user, pass) {
-                (Some(u), Some(p)) => (u.to_owned(), p.to_owned()),
-                _ => {
-                    reply(out, "501 5.5.2 Malformed PLAIN response");
-                    return None;
-                }
+    let decoded = match step {
+        AuthStep::Plain => sasl::decode_plain(line).map(|p| (p.authcid, p.password)),
+        AuthStep::LoginUser => match sasl::decode_text(line) {
+            Ok(user) => {
+                reply(out, "334 UGFzc3dvcmQ6");
+                return Some(AuthStep::LoginPassword(user));
             }
+            Err(e) => Err(e),
+        },
+        AuthStep::LoginPassword(user) => sasl::decode_text(line).map(|p| (user, p)),
+    };
+    let (user, password) = match decoded {
+        Ok(up) => up,
+        Err(SaslError::Cancelled) => {
+            reply(out, "501 5.0.0 Authentication cancelled");
+            return None;
         }
-        AuthStep::LoginUser => {
-            reply(out, "334 UGFzc3dvcmQ6");
-            return Some(AuthStep::LoginPassword(text));
+        Err(SaslError::NotBase64) => {
+            reply(
+                out,
+                "501 5.5.2 Cannot decode the response (base64 expected)",
+            );
+            return None;
         }
-        AuthStep::LoginPassword(user) => (user, text),
+        Err(e) => {
+            reply(out, &format!("501 5.5.2 {e}"));
+            return None;
+        }
     };
     match s
         .server
