@@ -16,6 +16,7 @@
 //! [`on_both_backends!`] runs one test body on SQLite and, when
 //! `MAILROOM_TEST_DATABASE_URL` is set, on PostgreSQL (in a schema of its own).
 
+pub mod budget;
 mod dns;
 
 pub use dns::TestDns;
