@@ -243,6 +243,8 @@ struct FileSmtp {
     max_connections_per_ip: Option<usize>,
     per_ip_wait_ms: Option<u64>,
     tls_handshake_timeout_secs: Option<u64>,
+    auth_time_budget_ms: Option<u64>,
+    max_dkim_signatures: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +377,8 @@ pub struct Config {
     pub tiers: Tiers,
     /// SMTP limits (`[smtp]` in the file); the host name is filled in from `hostname`.
     pub smtp: mailroom_smtp::SmtpConfig,
+    /// What the SPF/DKIM/DMARC checks of one inbound message may cost (`[smtp]`).
+    pub auth_budget: mailroom_services::mailauth::AuthBudget,
     /// POP3 limits (`[pop3]`).
     pub pop3: mailroom_pop3::Pop3Config,
     /// IMAP sessions at once (`[imap]`).
@@ -502,6 +506,7 @@ impl Config {
                 .unwrap_or(6000),
             tiers: file.tiers.unwrap_or_default(),
             smtp,
+            auth_budget: resolve_auth_budget(&file.smtp),
             pop3: resolve_pop3(&file.pop3),
             imap_connections: conn_limits(
                 &mailroom_imap::default_connections(),
@@ -593,6 +598,17 @@ fn resolve_http_limits(
         connections,
         header_read_timeout: secs(file.header_read_timeout_secs, d.header_read_timeout),
         shutdown_grace: d.shutdown_grace,
+    }
+}
+
+fn resolve_auth_budget(file: &FileSmtp) -> mailroom_services::mailauth::AuthBudget {
+    let d = mailroom_services::mailauth::AuthBudget::default();
+    mailroom_services::mailauth::AuthBudget {
+        time: file
+            .auth_time_budget_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.time),
+        max_dkim_signatures: file.max_dkim_signatures.unwrap_or(d.max_dkim_signatures),
     }
 }
 

@@ -117,6 +117,7 @@ pub fn services(
             tiers: config.tiers.clone(),
             check_mail_auth,
             dns_resolver: config.dns_resolver,
+            auth_budget: config.auth_budget,
             queue_lifetime: config.queue_lifetime,
             access_token_ttl: config.access_token_ttl,
             webhooks: mailroom_services::webhooks::WebhookPolicy {

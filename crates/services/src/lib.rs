@@ -8,6 +8,7 @@
 mod auth;
 mod cache;
 pub mod dkim;
+pub mod dnscache;
 pub mod domains;
 mod error;
 mod inbound;
@@ -63,6 +64,8 @@ pub struct ServiceConfig {
     pub check_mail_auth: bool,
     /// The DNS server those checks ask; `None`: the system's resolvers.
     pub dns_resolver: Option<std::net::SocketAddr>,
+    /// What checking one inbound message may cost.
+    pub auth_budget: mailauth::AuthBudget,
     /// Where webhooks may point.
     pub webhooks: webhooks::WebhookPolicy,
     /// How long a message may wait in the outbound queue before it bounces.
@@ -102,7 +105,7 @@ struct Inner {
 impl Services {
     pub fn new(store: Store, config: ServiceConfig, master: MasterSecret) -> Services {
         let mail_auth = if config.check_mail_auth {
-            match mailauth::AuthChecker::new(config.dns_resolver) {
+            match mailauth::AuthChecker::new(config.dns_resolver, config.auth_budget) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "no DNS resolver for SPF/DKIM/DMARC; inbound mail is not checked");

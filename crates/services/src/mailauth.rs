@@ -1,20 +1,47 @@
 //! SPF, DKIM and DMARC for inbound mail (`mail-auth`), with a resolver the operator can
-//! point anywhere (tests point it at a DNS server of their own).
+//! point anywhere (tests point it at a DNS server of their own), parsed answers cached in
+//! the server ([`crate::dnscache`]), and a time budget per message: a slow or lossy DNS
+//! server makes the checks `temperror`, never a session that stalls.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use mail_auth::{DkimOutput, DmarcOutput, SpfOutput};
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
+use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
     SpfResult,
 };
 use serde::Serialize;
+
+use crate::dnscache::{DnsCaches, resolver_options};
+
+/// How much checking one message may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthBudget {
+    /// SPF, DKIM and DMARC together, DNS included. Past it, what is not done yet is
+    /// `temperror` (RFC 7208 §2.6.6, RFC 6376 §3.9, RFC 7489 §6.6.3).
+    pub time: Duration,
+    /// DKIM signatures checked per message; the rest are ignored (RFC 6376 §6.1 lets a
+    /// verifier limit them). Each costs a DNS lookup and an RSA verification.
+    pub max_dkim_signatures: usize,
+}
+
+impl Default for AuthBudget {
+    fn default() -> Self {
+        AuthBudget {
+            time: Duration::from_secs(5),
+            max_dkim_signatures: 5,
+        }
+    }
+}
 
 /// The verdicts on one message, as stored and shown by the API.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -40,6 +67,8 @@ pub struct DkimSignatureVerdict {
 /// Checks inbound messages.
 pub struct AuthChecker {
     authenticator: MessageAuthenticator,
+    caches: DnsCaches,
+    budget: AuthBudget,
 }
 
 impl std::fmt::Debug for AuthChecker {
@@ -53,7 +82,10 @@ impl std::fmt::Debug for AuthChecker {
 /// both at the operator's (or a test's) DNS server.
 pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, String> {
     match nameserver {
-        None => MessageAuthenticator::new_system_conf(),
+        None => {
+            let (config, opts) = read_system_conf().map_err(|e| e.to_string())?;
+            MessageAuthenticator::new(config, resolver_options(opts))
+        }
         Some(ns) => {
             let mut udp = ConnectionConfig::udp();
             udp.port = ns.port();
@@ -64,9 +96,7 @@ pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, 
                 true,
                 vec![udp, tcp],
             )]);
-            let mut opts = ResolverOpts::default();
-            opts.timeout = Duration::from_secs(3);
-            opts.attempts = 2;
+            let mut opts = resolver_options(ResolverOpts::default());
             opts.use_hosts_file = ResolveHosts::Never;
             MessageAuthenticator::new(config, opts)
         }
@@ -131,13 +161,21 @@ pub async fn mx_lookup(resolver: &MessageAuthenticator, domain: &str) -> MxAnswe
 
 impl AuthChecker {
     /// A checker asking `nameserver`, or the system's resolvers when `None`.
-    pub fn new(nameserver: Option<SocketAddr>) -> Result<AuthChecker, String> {
+    pub fn new(nameserver: Option<SocketAddr>, budget: AuthBudget) -> Result<AuthChecker, String> {
         Ok(AuthChecker {
             authenticator: resolver(nameserver)?,
+            caches: DnsCaches::new(),
+            budget,
         })
     }
 
-    /// SPF (for the MAIL FROM identity, or HELO for the null sender), DKIM and DMARC.
+    /// The parsed answers kept, for tests and metrics.
+    pub fn caches(&self) -> &DnsCaches {
+        &self.caches
+    }
+
+    /// SPF (for the MAIL FROM identity, or HELO for the null sender), DKIM and DMARC,
+    /// within the budget.
     pub async fn check(
         &self,
         raw: &[u8],
@@ -146,17 +184,26 @@ impl AuthChecker {
         mail_from: &str,
         hostname: &str,
     ) -> AuthVerdict {
+        let deadline = tokio::time::Instant::now() + self.budget.time;
+        let mut over_budget = false;
         let auth = &self.authenticator;
-        let spf = if mail_from.is_empty() {
-            auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, hostname))
-                .await
+        let spf_params = if mail_from.is_empty() {
+            SpfParameters::verify_ehlo(ip, helo, hostname)
         } else {
-            auth.verify_spf(SpfParameters::verify_mail_from(
-                ip, helo, hostname, mail_from,
-            ))
-            .await
+            SpfParameters::verify_mail_from(ip, helo, hostname, mail_from)
         };
-        let Some(msg) = AuthenticatedMessage::parse(raw) else {
+        let spf_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
+        let spf =
+            match tokio::time::timeout_at(deadline, auth.verify_spf(self.caches.with(spf_params)))
+                .await
+            {
+                Ok(spf) => spf,
+                Err(_) => {
+                    over_budget = true;
+                    SpfOutput::new(spf_domain.to_owned()).with_result(SpfResult::TempError)
+                }
+            };
+        let Some(mut msg) = AuthenticatedMessage::parse(raw) else {
             let header = AuthenticationResults::new(hostname)
                 .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
                 .to_header();
@@ -168,11 +215,47 @@ impl AuthChecker {
                 header,
             };
         };
-        let dkim = auth.verify_dkim(&msg).await;
-        let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
-        let dmarc = auth
-            .verify_dmarc(DmarcParameters::new(&msg, &dkim, mail_from_domain, &spf))
-            .await;
+        if msg.dkim_headers.len() > self.budget.max_dkim_signatures {
+            metrics::counter!("mailroom_refusals_total", "door" => "smtp", "reason" => "max_dkim_signatures").increment(1);
+            msg.dkim_headers.truncate(self.budget.max_dkim_signatures);
+        }
+        let msg = msg;
+        let dkim: Vec<DkimOutput<'_>> =
+            match tokio::time::timeout_at(deadline, auth.verify_dkim(self.caches.with(&msg))).await
+            {
+                Ok(d) => d,
+                Err(_) => {
+                    over_budget = true;
+                    msg.dkim_headers
+                        .iter()
+                        .map(|h| DkimOutput::temp_err(timeout_error()).with_signature(&h.header))
+                        .collect()
+                }
+            };
+        let dmarc_params = DmarcParameters::new(&msg, &dkim, spf_domain, &spf);
+        let dmarc = match tokio::time::timeout_at(
+            deadline,
+            auth.verify_dmarc(self.caches.with(dmarc_params)),
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(_) => {
+                over_budget = true;
+                let from_domain = msg
+                    .from()
+                    .rsplit_once('@')
+                    .map_or("", |(_, d)| d)
+                    .to_owned();
+                DmarcOutput::new(from_domain)
+                    .with_spf_result(DmarcResult::TempError(timeout_error()))
+                    .with_dkim_result(DmarcResult::TempError(timeout_error()))
+            }
+        };
+        if over_budget {
+            metrics::counter!("mailroom_refusals_total", "door" => "smtp", "reason" => "auth_time_budget").increment(1);
+            tracing::debug!(%ip, mail_from, "SPF/DKIM/DMARC over the time budget: temperror");
+        }
         let header = AuthenticationResults::new(hostname)
             .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
             .with_dkim_results(&dkim, msg.from())
@@ -201,6 +284,13 @@ impl AuthChecker {
             header,
         }
     }
+}
+
+/// What a check cut short by the budget records.
+fn timeout_error() -> mail_auth::Error {
+    mail_auth::Error::Dns(mail_auth::DnsError::Resolver(
+        "DNS time budget exceeded".to_owned(),
+    ))
 }
 
 fn spf_str(r: SpfResult) -> &'static str {

@@ -1,10 +1,15 @@
 //! A small authoritative DNS server for tests: answers from a map that the test fills,
-//! NXDOMAIN for every other name, on a UDP port of its own. Servers under test point their
-//! resolver at it (`MAILROOM_DNS_RESOLVER`), so no test ever asks the internet.
+//! NXDOMAIN for every other name (without an SOA, as some resolvers answer), on a UDP port
+//! of its own. Servers under test point their resolver at it (`MAILROOM_DNS_RESOLVER`), so
+//! no test ever asks the internet. It can also be slow, lossy or mute
+//! ([`TestDns::set_behaviour`]), the way real resolvers are under load, and it counts the
+//! queries it gets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use mail_auth::hickory_resolver::proto::op::{Message, ResponseCode};
 use mail_auth::hickory_resolver::proto::rr::rdata::{A, AAAA, MX, TXT};
@@ -13,11 +18,24 @@ use tokio::net::UdpSocket;
 
 type Zone = HashMap<(String, RecordType), Vec<RData>>;
 
+/// How the server answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Every answer waits this long.
+    pub delay: Duration,
+    /// Drops one query in this many (0: none).
+    pub drop_one_in: u64,
+    /// Answers nothing at all.
+    pub mute: bool,
+}
+
 /// A running test DNS server. Clones share the same records.
 #[derive(Clone)]
 pub struct TestDns {
     pub addr: SocketAddr,
     zone: Arc<RwLock<Zone>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    queries: Arc<AtomicU64>,
 }
 
 fn norm(name: &str) -> String {
@@ -27,23 +45,54 @@ fn norm(name: &str) -> String {
 impl TestDns {
     /// Starts the server on `127.0.0.1:0`.
     pub async fn start() -> std::io::Result<TestDns> {
-        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = sock.local_addr()?;
-        let zone: Arc<RwLock<Zone>> = Arc::default();
-        let served = zone.clone();
+        let dns = TestDns {
+            addr,
+            zone: Arc::default(),
+            behaviour: Arc::default(),
+            queries: Arc::default(),
+        };
+        let served = dns.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             while let Ok((len, peer)) = sock.recv_from(&mut buf).await {
+                let n = served.queries.fetch_add(1, Ordering::Relaxed) + 1;
+                let how = served.behaviour();
+                if how.mute || (how.drop_one_in > 0 && n % how.drop_one_in == 0) {
+                    continue;
+                }
                 let answer = {
-                    let zone = served.read().unwrap_or_else(|e| e.into_inner());
+                    let zone = served.zone.read().unwrap_or_else(|e| e.into_inner());
                     answer(&zone, &buf[..len])
                 };
-                if let Some(out) = answer {
+                let Some(out) = answer else { continue };
+                if how.delay.is_zero() {
                     let _ = sock.send_to(&out, peer).await;
+                } else {
+                    let sock = sock.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(how.delay).await;
+                        let _ = sock.send_to(&out, peer).await;
+                    });
                 }
             }
         });
-        Ok(TestDns { addr, zone })
+        Ok(dns)
+    }
+
+    /// Makes the server slow, lossy or mute from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) = behaviour;
+    }
+
+    fn behaviour(&self) -> Behaviour {
+        *self.behaviour.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queries received so far (answered or not).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 
     fn add(&self, name: &str, rtype: RecordType, data: RData) {

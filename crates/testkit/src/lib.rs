@@ -19,7 +19,7 @@
 pub mod budget;
 mod dns;
 
-pub use dns::TestDns;
+pub use dns::{Behaviour as DnsBehaviour, TestDns};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
