@@ -59,7 +59,7 @@ impl TestDns {
             while let Ok((len, peer)) = sock.recv_from(&mut buf).await {
                 let n = served.queries.fetch_add(1, Ordering::Relaxed) + 1;
                 let how = served.behaviour();
-                if how.mute || (how.drop_one_in > 0 && n % how.drop_one_in == 0) {
+                if how.mute || (how.drop_one_in > 0 && n.is_multiple_of(how.drop_one_in)) {
                     continue;
                 }
                 let answer = {
