@@ -10,6 +10,7 @@
 mod imap;
 mod load;
 mod smtp;
+mod smtp_bench;
 mod submission;
 mod webhooks;
 
@@ -53,8 +54,10 @@ enum Cmd {
         #[arg(long)]
         database_url: Option<String>,
     },
-    /// SMTP: N sessions × M messages of S bytes into one inbox of a fresh server (SQLite),
-    /// optionally alternating with a reference MTA (e.g. Postfix) at --reference.
+    /// SMTP: N clients × M messages of S bytes into one inbox of a fresh server (SQLite),
+    /// with instant and/or slow, lossy DNS behind the SPF/DKIM/DMARC checks, alternating
+    /// with a reference MTA at --reference (crates/bench/scripts/postfix-reference.sh sets
+    /// up Postfix on 127.0.0.1:2526).
     Smtp {
         #[arg(long, default_value_t = 50)]
         sessions: usize,
@@ -71,6 +74,12 @@ enum Cmd {
         reference: Option<SocketAddr>,
         #[arg(long, default_value = "bench@bench.test")]
         reference_rcpt: String,
+        /// A new connection for every message (as smtp-source and most MTAs send).
+        #[arg(long)]
+        connection_per_message: bool,
+        /// The DNS behind the checks.
+        #[arg(long, value_enum, default_value = "both")]
+        dns: smtp_bench::DnsMode,
         #[arg(long)]
         mailroom: Option<PathBuf>,
     },
@@ -151,16 +160,20 @@ fn main() -> anyhow::Result<()> {
             rounds,
             reference,
             reference_rcpt,
+            connection_per_message,
+            dns,
             mailroom,
-        } => smtp_bench(
+        } => smtp_bench::run(smtp_bench::SmtpArgs {
             sessions,
             messages,
             size,
             rounds,
+            connection_per_message,
+            dns,
             reference,
             reference_rcpt,
             mailroom,
-        ),
+        }),
         Cmd::Submission {
             sessions,
             messages,
@@ -338,101 +351,6 @@ fn vm_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no {field} in /proc/<pid>/status"))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn smtp_bench(
-    sessions: usize,
-    messages: usize,
-    size: usize,
-    rounds: usize,
-    reference: Option<SocketAddr>,
-    reference_rcpt: String,
-    mailroom: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let me = std::env::current_exe()?;
-    let mailroom = mailroom.unwrap_or_else(|| me.with_file_name("mailroom"));
-    let rt = tokio::runtime::Runtime::new()?;
-    let dir = tempfile::tempdir()?;
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let smtp_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    // SPF/DKIM/DMARC lookups go to a local DNS server that knows nothing (NXDOMAIN).
-    let dns = rt.block_on(mailroom_testkit::TestDns::start())?;
-    let server = Guard(
-        Command::new(&mailroom)
-            .args(["serve", "--dev", "--default-domain", "bench.test"])
-            .current_dir(dir.path())
-            .env("MAILROOM_HTTP_LISTEN", http.to_string())
-            .env("MAILROOM_SMTP_LISTEN", smtp_addr.to_string())
-            .env("MAILROOM_DNS_RESOLVER", dns.addr.to_string())
-            .env("MAILROOM_LOG", "warn")
-            // The limiter runs (its cost is measured) but never refuses the load.
-            .env("MAILROOM_REQUESTS_PER_MINUTE", "4000000000")
-            .env_remove("MAILROOM_DATABASE_URL")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting mailroom")?,
-    );
-    wait_ready(http, "/healthz")?;
-    rt.block_on(async {
-        let req = load::Request::post(http, "/v1/inboxes", None, "{\"username\":\"bench\"}");
-        load::one(http, &req).await
-    })?;
-    let idle = vm_kib(server.0.id(), "VmRSS:")?;
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    let mut last = None;
-    for _ in 0..rounds {
-        if let Some(r) = reference {
-            rt.block_on(smtp::wait_listening(r))?;
-            let o = rt.block_on(smtp::run(smtp::SmtpLoad {
-                addr: r,
-                rcpt: reference_rcpt.clone(),
-                sessions,
-                messages,
-                size,
-            }))?;
-            theirs.push(o.per_sec);
-        }
-        let o = rt.block_on(smtp::run(smtp::SmtpLoad {
-            addr: smtp_addr,
-            rcpt: "bench@bench.test".into(),
-            sessions,
-            messages,
-            size,
-        }))?;
-        ours.push(o.per_sec);
-        last = Some(o);
-    }
-    let peak = vm_kib(server.0.id(), "VmHWM:")?;
-    let o = last.context("no rounds")?;
-    println!("| measurement | result |");
-    println!("|---|---|");
-    println!(
-        "| Mailroom: {sessions} sessions × {messages} messages × {size} B, median of {rounds} | {:.0} messages/s (last round: p50 {:.1} ms, p99 {:.1} ms, {} accepted, {} refused) |",
-        median(ours.clone()),
-        o.p50_ms,
-        o.p99_ms,
-        o.accepted,
-        o.failed
-    );
-    if reference.is_some() {
-        println!(
-            "| reference MTA, same load, median of {rounds} | {:.0} messages/s |",
-            median(theirs.clone())
-        );
-        let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
-        println!(
-            "| **ratio Mailroom / reference** (median of rounds) | **{:.2}** |",
-            median(ratios)
-        );
-    }
-    println!(
-        "| Mailroom RSS idle → peak | {:.1} MiB → {:.1} MiB |",
-        idle as f64 / 1024.0,
-        peak as f64 / 1024.0
-    );
-    Ok(())
 }
 
 fn webhook_bench(sequential: usize, burst: usize, mailroom: Option<PathBuf>) -> anyhow::Result<()> {

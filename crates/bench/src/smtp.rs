@@ -1,5 +1,7 @@
-//! SMTP load: N concurrent sessions, each sending M messages of S bytes (with PIPELINING of
-//! MAIL/RCPT/DATA), timing each message from MAIL to the final 250.
+//! SMTP load: N concurrent clients, each sending M messages of S bytes (with PIPELINING of
+//! MAIL/RCPT/DATA), timing each message from MAIL to the final 250. Either one session per
+//! client for all its messages, or a new connection per message (greeting, EHLO, the
+//! transaction, QUIT), the way Postfix's `smtp-source` and most MTAs deliver.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,6 +16,8 @@ pub struct SmtpLoad {
     pub sessions: usize,
     pub messages: usize,
     pub size: usize,
+    /// A new connection (and EHLO) for every message.
+    pub connection_per_message: bool,
 }
 
 pub struct SmtpOutcome {
@@ -55,47 +59,83 @@ fn message(size: usize, session: usize, n: usize, rcpt: &str) -> Vec<u8> {
     m
 }
 
-async fn session(load: &SmtpLoad, id: usize) -> anyhow::Result<(Vec<u32>, usize)> {
+type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
+type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+/// Connects, reads the greeting and says EHLO.
+async fn open(load: &SmtpLoad) -> anyhow::Result<(Reader, Writer)> {
     let stream = TcpStream::connect(load.addr).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    reply(&mut r).await?;
+    let greeting = reply(&mut r).await?;
+    if !greeting.starts_with("220") {
+        bail!("greeting: {greeting}");
+    }
     w.write_all(b"EHLO bench.example\r\n").await?;
     let ehlo = reply(&mut r).await?;
     if !ehlo.starts_with("250") {
         bail!("EHLO refused: {ehlo}");
     }
+    Ok((r, w))
+}
+
+/// One transaction; `Ok(true)` when the message was accepted.
+async fn transaction(
+    r: &mut Reader,
+    w: &mut Writer,
+    envelope: &str,
+    body: &[u8],
+) -> anyhow::Result<bool> {
+    w.write_all(envelope.as_bytes()).await?;
+    let (a, b, c) = (reply(r).await?, reply(r).await?, reply(r).await?);
+    if !(a.starts_with("250") && b.starts_with("250") && c.starts_with("354")) {
+        w.write_all(b"RSET\r\n").await?;
+        reply(r).await?;
+        return Ok(false);
+    }
+    w.write_all(body).await?;
+    Ok(reply(r).await?.starts_with("250"))
+}
+
+async fn session(load: &SmtpLoad, id: usize) -> anyhow::Result<(Vec<u32>, usize)> {
     let mut lat = Vec::with_capacity(load.messages);
     let mut failed = 0;
     let envelope = format!(
         "MAIL FROM:<load@example.com>\r\nRCPT TO:<{}>\r\nDATA\r\n",
         load.rcpt
     );
+    let mut conn = None;
     for n in 0..load.messages {
         let body = message(load.size, id, n, &load.rcpt);
         let t = Instant::now();
-        w.write_all(envelope.as_bytes()).await?;
-        let (a, b, c) = (
-            reply(&mut r).await?,
-            reply(&mut r).await?,
-            reply(&mut r).await?,
-        );
-        if !(a.starts_with("250") && b.starts_with("250") && c.starts_with("354")) {
-            failed += 1;
-            w.write_all(b"RSET\r\n").await?;
-            reply(&mut r).await?;
-            continue;
-        }
-        w.write_all(&body).await?;
-        let done = reply(&mut r).await?;
-        if done.starts_with("250") {
+        let (r, w) = match conn.as_mut() {
+            Some(c) => c,
+            None => match open(load).await {
+                Ok(c) => conn.insert(c),
+                Err(_) if load.connection_per_message => {
+                    // A refused connection (421) counts as a refused message.
+                    failed += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        if transaction(r, w, &envelope, &body).await? {
             lat.push(t.elapsed().as_micros() as u32);
         } else {
             failed += 1;
         }
+        if load.connection_per_message
+            && let Some((mut r, mut w)) = conn.take()
+        {
+            w.write_all(b"QUIT\r\n").await?;
+            let _ = reply(&mut r).await;
+        }
     }
-    w.write_all(b"QUIT\r\n").await?;
+    if let Some((_, mut w)) = conn {
+        w.write_all(b"QUIT\r\n").await?;
+    }
     Ok((lat, failed))
 }
 
