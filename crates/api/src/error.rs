@@ -107,6 +107,14 @@ impl From<ServiceError> for ApiError {
                     message,
                 )
             },
+            ServiceError::Busy {
+                code,
+                message,
+                retry_after_secs,
+            } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            },
             ServiceError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(

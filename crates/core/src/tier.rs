@@ -73,6 +73,9 @@ pub struct TierLimits {
     pub max_sends_per_month: Option<u64>,
     /// Whether webhooks may be registered.
     pub webhooks_enabled: bool,
+    /// Webhook endpoints an account may hold; `None` = unlimited. Each endpoint multiplies
+    /// the deliveries one event costs, so a free account gets a few.
+    pub max_webhooks: Option<u64>,
     /// Custom domains an account may add; `Some(0)` = none.
     pub max_custom_domains: Option<u64>,
     /// Whether the account may use SMTP submission (seed 000: paid tiers only).
@@ -104,6 +107,7 @@ impl Tier {
                 max_sends_per_day: Some(0),
                 max_sends_per_month: Some(0),
                 webhooks_enabled: true,
+                max_webhooks: Some(3),
                 max_custom_domains: Some(0),
                 smtp_enabled: false,
             },
@@ -112,6 +116,7 @@ impl Tier {
                 max_sends_per_day: Some(1_000),
                 max_sends_per_month: Some(30_000),
                 webhooks_enabled: true,
+                max_webhooks: Some(10),
                 max_custom_domains: Some(5),
                 smtp_enabled: true,
             },
@@ -120,6 +125,7 @@ impl Tier {
                 max_sends_per_day: Some(10_000),
                 max_sends_per_month: Some(300_000),
                 webhooks_enabled: true,
+                max_webhooks: Some(50),
                 max_custom_domains: None,
                 smtp_enabled: true,
             },
@@ -128,6 +134,7 @@ impl Tier {
                 max_sends_per_day: None,
                 max_sends_per_month: None,
                 webhooks_enabled: true,
+                max_webhooks: None,
                 max_custom_domains: None,
                 smtp_enabled: true,
             },
@@ -207,6 +214,10 @@ mod tests {
         assert_eq!(t.growth.max_sends_per_day, Some(10_000));
         assert_eq!(t.enterprise.max_sends_per_day, None);
         assert!(Tier::ALL.iter().all(|x| t.limits(*x).webhooks_enabled));
+        assert_eq!(t.free.max_webhooks, Some(3));
+        assert_eq!(t.developer.max_webhooks, Some(10));
+        assert_eq!(t.growth.max_webhooks, Some(50));
+        assert_eq!(t.enterprise.max_webhooks, None);
     }
 
     #[test]

@@ -220,18 +220,17 @@ impl DeliveryWorker {
         let attempts = self.deliver_group(&group).await;
         let now = now_ms();
         let results = self.results(&group, attempts, now).await;
-        let bounced = results.iter().any(|r| r.bounce.is_some());
         match self
             .services
             .store()
             .record_recipient_results(&results, now)
             .await
         {
-            Ok(()) => {
-                if bounced {
-                    self.services.mail_arrived();
-                }
-            }
+            // The sender's inbox got delivery events (and, for a bounce, the DSN): wake its
+            // waiters and the webhook worker.
+            Ok(()) => self
+                .services
+                .inboxes_changed(group.iter().map(|r| r.inbox_id.as_str())),
             Err(e) => {
                 tracing::error!(error = %e, "cannot record delivery results; they will be retried");
                 let _ = self.services.store().release_recipients(keys).await;

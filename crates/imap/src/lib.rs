@@ -54,8 +54,6 @@ pub struct ImapServer {
     pub idle_timeout: Duration,
     /// Largest message APPEND accepts (the SMTP size limit).
     pub max_message_size: u64,
-    /// Bumped whenever a session changes a mailbox, so that IDLE sessions look at once.
-    changes: tokio::sync::watch::Sender<u64>,
     /// Sessions at once over both listeners, and per address.
     gate: Arc<Gate>,
     /// Header blocks by blob hash (SEARCH on header keys).
@@ -82,20 +80,10 @@ impl ImapServer {
             hostname,
             idle_timeout: IDLE_TIMEOUT,
             max_message_size,
-            changes: tokio::sync::watch::Sender::new(0),
             gate: Gate::new(Door::Imap, connections),
             headers: cache::HeaderCache::default(),
             flags,
         }
-    }
-
-    /// Tells IDLE sessions that something changed.
-    fn changed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
     }
 }
 

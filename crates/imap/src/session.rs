@@ -43,9 +43,6 @@ use crate::{ImapServer, conn, mime};
 /// After this many BAD answers in a row the session is closed: a client that sends only
 /// garbage is not a client.
 const MAX_BAD_IN_A_ROW: u32 = 20;
-/// How often an IDLE session looks for changes nobody told it about (API changes, other
-/// processes). Mail delivered by this process wakes it at once.
-const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Without a signal from this process, the database is asked for changes by others (the
 /// API, other processes) at most this often; a client busy with commands sees them this
 /// late at worst, and a command costs one query less.
@@ -137,10 +134,10 @@ pub struct Session {
     bad_in_a_row: u32,
     /// A BYE was sent outside LOGOUT: the connection ends after this answer.
     pub closing: bool,
-    /// Change signals of this process (mail arrived, an IMAP session wrote) and when the
-    /// database was last asked: see [`Session::sync`].
-    arrivals: tokio::sync::watch::Receiver<u64>,
-    local: tokio::sync::watch::Receiver<u64>,
+    /// The change signal of the logged-in inbox (mail delivered, an APPEND, flags, moves,
+    /// API changes in this process) and when the database was last asked: see
+    /// [`Session::sync`].
+    signal: Option<mailroom_services::InboxSignal>,
     last_check: Option<std::time::Instant>,
 }
 
@@ -391,8 +388,7 @@ impl Session {
             rev2: false,
             bad_in_a_row: 0,
             closing: false,
-            arrivals: server.services.arrivals(),
-            local: server.subscribe(),
+            signal: None,
             last_check: None,
         }
     }
@@ -635,7 +631,7 @@ impl Session {
                             store_failed(out, &e);
                             return Ok(Next::Continue);
                         }
-                        self.server.changed();
+                        signal_inbox(&self.server, &self.user);
                     }
                 }
                 self.selected = None;
@@ -653,7 +649,7 @@ impl Session {
                 let inbox_id = self.inbox_id();
                 match self.server.services.store().imap_delete_mailbox(&inbox_id, &name).await {
                     Ok(Ok(())) => {
-                        self.server.changed();
+                        signal_inbox(&self.server, &self.user);
                         out.line(&format!("{tag} OK DELETE completed"));
                     }
                     Ok(Err(MailboxRefusal::NotFound)) => {
@@ -685,7 +681,7 @@ impl Session {
                     .await
                 {
                     Ok(Ok(())) => {
-                        self.server.changed();
+                        signal_inbox(&self.server, &self.user);
                         // The selected mailbox (or one above it) renamed by this session:
                         // follow it, since uids and UIDVALIDITY stay.
                         if let Some(sel) = self.selected.as_mut() {
@@ -932,6 +928,7 @@ impl Session {
                     ));
                     return;
                 };
+                self.signal = Some(services.inbox_signal(&inbox_id));
                 self.user = Some(User {
                     account_id: sender.account_id,
                     inbox_id,
@@ -998,8 +995,7 @@ impl Session {
             && !prev.pending_expunge
             && store.imap_state(&prev.mailbox.id).await? == Some(prev.known)
         {
-            self.arrivals.borrow_and_update();
-            self.local.borrow_and_update();
+            mark_seen(&mut self.signal);
             self.last_check = Some(std::time::Instant::now());
             let mut mb = prev.mailbox;
             mb.uidnext = prev.known.uidnext;
@@ -1012,8 +1008,7 @@ impl Session {
         };
         // The mailbox row was read first: anything newer than it is reported by the next
         // check (a message already listed is not reported twice).
-        self.arrivals.borrow_and_update();
-        self.local.borrow_and_update();
+        mark_seen(&mut self.signal);
         self.last_check = Some(std::time::Instant::now());
         let msgs: Vec<Msg> = store
             .imap_messages(&mb.id)
@@ -1119,14 +1114,12 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
-        let signalled =
-            self.arrivals.has_changed().unwrap_or(true) || self.local.has_changed().unwrap_or(true);
+        let signalled = self.signal.as_ref().is_none_or(|s| s.has_changed());
         let fresh = self.last_check.is_some_and(|t| t.elapsed() < SYNC_INTERVAL);
         if fresh && !signalled && !(sel.pending_expunge && allow_expunge) {
             return Ok(());
         }
-        self.arrivals.borrow_and_update();
-        self.local.borrow_and_update();
+        mark_seen(&mut self.signal);
         self.last_check = Some(std::time::Instant::now());
         let store = self.server.services.store();
         let state = store.imap_state(&sel.mailbox.id).await?;
@@ -1264,7 +1257,7 @@ impl Session {
                 }
             }
         }
-        self.server.changed();
+        signal_inbox(&self.server, &self.user);
         out.line(&format!("{tag} OK CREATE completed"));
         Ok(())
     }
@@ -1409,11 +1402,8 @@ impl Session {
             out.line(&format!("{tag} NO [NONEXISTENT] the mailbox went away"));
             return Ok(());
         };
-        if mb.name == "INBOX" {
-            // An event was recorded: wake long polls, streams and webhooks.
-            self.server.services.mail_arrived();
-        }
-        self.server.changed();
+        // Wakes this inbox's waiters (IDLE, long polls, streams) and the webhook worker.
+        signal_inbox(&self.server, &self.user);
         self.sync(out, true).await?;
         out.line(&format!(
             "{tag} OK [APPENDUID {} {}] APPEND completed",
@@ -1561,7 +1551,7 @@ impl Session {
                         newly_seen.insert(m.uid);
                     }
                 }
-                self.server.changed();
+                signal_inbox(&self.server, &self.user);
             }
         }
         let mut any_gone = false;
@@ -1848,7 +1838,7 @@ impl Session {
                     modified.push(if uid { u as u32 } else { i as u32 + 1 });
                 }
             }
-            self.server.changed();
+            signal_inbox(&self.server, &self.user);
         }
         let silent = matches!(response, StoreResponse::Silent);
         for &i in &idx {
@@ -2086,7 +2076,7 @@ impl Session {
                     sel.msgs.remove(i);
                 }
             }
-            self.server.changed();
+            signal_inbox(&self.server, &self.user);
         }
         self.sync(out, true).await?;
         out.line(&format!("{tag} OK EXPUNGE completed"));
@@ -2138,7 +2128,7 @@ impl Session {
             store.imap_copy(&sel.mailbox.id, &uids, &dest.id).await?
         };
         if !pairs.is_empty() {
-            self.server.changed();
+            signal_inbox(&self.server, &self.user);
         }
         let src: Vec<u32> = pairs.iter().map(|p| p.0 as u32).collect();
         let dst: Vec<u32> = pairs.iter().map(|p| p.1 as u32).collect();
@@ -2178,11 +2168,27 @@ impl Session {
         out: &mut Out,
         stop: &CancellationToken,
     ) -> std::io::Result<Next> {
+        // IDLE holds a place in the inbox's and the account's budget of waiters.
+        let slot = match &self.user {
+            Some(u) => self
+                .server
+                .services
+                .imap_wait_slot(&u.account_id, &u.inbox_id)
+                .map_err(|e| e.to_string()),
+            None => Err("log in first".to_owned()),
+        };
+        let _slot = match slot {
+            Ok(slot) => slot,
+            Err(why) => {
+                out.line(&format!("{tag} NO [LIMIT] {why}"));
+                return Ok(Next::Continue);
+            }
+        };
         out.line("+ idling");
-        let mut arrivals = self.server.services.arrivals();
-        let mut local = self.server.subscribe();
+        let poll = self.server.services.poll_interval();
         let deadline = tokio::time::Instant::now() + self.server.idle_timeout;
         loop {
+            self.server.services.note_waiter_poll("imap_idle");
             if let Err(e) = self.sync(out, true).await {
                 tracing::warn!(error = %e, "IMAP IDLE: cannot check the mailbox");
             }
@@ -2194,9 +2200,13 @@ impl Session {
                     }
                     break;
                 }
-                _ = arrivals.changed() => {}
-                _ = local.changed() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = async {
+                    match self.signal.as_mut() {
+                        Some(s) => s.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     out.line("* BYE autologout: idle for too long");
                     return Ok(Next::Logout);
@@ -2229,6 +2239,21 @@ impl Session {
             let _ = self.bad(out, tag, "expected DONE to end IDLE");
         }
         Ok(Next::Continue)
+    }
+}
+
+/// Tells the inbox's waiters (other sessions in IDLE, long polls, streams) and the webhook
+/// worker that this session changed something. (Free functions, so that a command holding
+/// the selected mailbox mutably can still call them.)
+fn signal_inbox(server: &ImapServer, user: &Option<User>) {
+    if let Some(u) = user {
+        server.services.inbox_changed(&u.inbox_id);
+    }
+}
+
+fn mark_seen(signal: &mut Option<mailroom_services::InboxSignal>) {
+    if let Some(s) = signal.as_mut() {
+        s.mark_seen();
     }
 }
 

@@ -12,6 +12,10 @@ use clap::{Args, ValueEnum};
 use mailroom_core::Tiers;
 use serde::Deserialize;
 
+mod events;
+
+pub use events::WebhookBudgets;
+
 /// Whether the HTTP API is served over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +218,10 @@ struct FileConfig {
     imap: FileImap,
     #[serde(default)]
     delivery: FileDelivery,
+    #[serde(default)]
+    webhooks: events::FileWebhooks,
+    #[serde(default)]
+    streams: events::FileStreams,
     tiers: Option<Tiers>,
 }
 
@@ -361,8 +369,12 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// Delays between webhook attempts (the first attempt is immediate).
     pub webhook_retry_schedule: Vec<std::time::Duration>,
-    /// Time allowed for one webhook delivery.
+    /// Time allowed for one webhook delivery (`[webhooks] timeout_secs`).
     pub webhook_timeout: std::time::Duration,
+    /// The webhook worker's slots and fan-out batches (`[webhooks]`).
+    pub webhook_budgets: WebhookBudgets,
+    /// Budgets of event streams, long polls and IMAP IDLE (`[streams]`).
+    pub streams: mailroom_services::StreamLimits,
     pub listen: Listeners,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -467,6 +479,8 @@ impl Config {
         if queue_lifetime.is_zero() {
             bail!("delivery.queue_lifetime_hours must be at least 1");
         }
+        let webhook_budgets = events::resolve_webhooks(&file.webhooks)?;
+        let streams = events::resolve_streams(&file.streams)?;
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
@@ -488,7 +502,9 @@ impl Config {
             webhook_allow_private: args.webhook_allow_private
                 || file.webhook_allow_private.unwrap_or(false),
             webhook_retry_schedule: default_retry_schedule(),
-            webhook_timeout: std::time::Duration::from_secs(10),
+            webhook_timeout: events::webhook_timeout(&file.webhooks)?,
+            webhook_budgets,
+            streams,
             listen,
             tls_cert,
             tls_key,

@@ -120,6 +120,7 @@ pub fn services(
             auth_budget: config.auth_budget,
             queue_lifetime: config.queue_lifetime,
             access_token_ttl: config.access_token_ttl,
+            streams: config.streams,
             webhooks: mailroom_services::webhooks::WebhookPolicy {
                 allow_http: config.dev,
                 allow_loopback: config.dev || config.webhook_allow_private,
@@ -326,8 +327,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         mailroom_events::WorkerConfig {
             retry_schedule: config.webhook_retry_schedule.clone(),
             timeout: config.webhook_timeout,
-            max_in_flight: 32,
-            max_per_endpoint: 4,
+            budgets: config.webhook_budgets,
             public_url: public_url.clone(),
         },
     )

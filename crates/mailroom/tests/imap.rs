@@ -716,7 +716,7 @@ async fn mbsync_mirrors_the_mailboxes_byte_for_byte(s: TestServer) {
             .arg(&config)
             .arg("-a")
             .output()
-            .unwrap();
+            .expect("cannot run mbsync: install it with `apt-get install isync`");
         assert!(
             out.status.success(),
             "mbsync failed:\n{}\n{}",

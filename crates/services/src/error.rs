@@ -41,6 +41,14 @@ pub enum ServiceError {
         message: String,
         upgrade: Option<Box<UpgradeContext>>,
     },
+    /// Too many of something at once for this key or account (open streams): try again
+    /// after `retry_after_secs`, or close one.
+    #[error("{message}")]
+    Busy {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

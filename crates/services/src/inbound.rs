@@ -156,7 +156,7 @@ impl Services {
                 outbound: None,
             })
             .await?;
-        self.mail_arrived();
+        self.inboxes_changed(stored.iter().map(|m| m.inbox_id.as_str()));
         Ok(stored)
     }
 }

@@ -22,6 +22,7 @@ pub mod submission;
 mod tenancy;
 mod upgrade;
 pub mod users;
+mod wakeup;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use tenancy::{
     SmtpCredentials,
 };
 pub use upgrade::{UpgradeLink, UpgradeLinkInfo};
+pub use wakeup::{InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
 
 /// What the services need to know of the server's configuration.
 #[derive(Debug, Clone)]
@@ -72,6 +74,8 @@ pub struct ServiceConfig {
     pub queue_lifetime: std::time::Duration,
     /// How long a user's access token (JWT) works.
     pub access_token_ttl: std::time::Duration,
+    /// Budgets of long polls, event streams and IMAP IDLE.
+    pub streams: StreamLimits,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -85,9 +89,9 @@ struct Inner {
     store: Store,
     mail_auth: Option<mailauth::AuthChecker>,
     cache: cache::Cache,
-    /// Bumped whenever mail arrives in this process, so that requests waiting for mail
-    /// (`wait=`) and event streams look again.
-    arrivals: tokio::sync::watch::Sender<u64>,
+    /// Per-inbox change signals (long polls, streams, IDLE), the webhook worker's signal,
+    /// and the count of waiters.
+    wakeups: Arc<wakeup::Wakeups>,
     /// Wakes the delivery worker when something was queued.
     queued: tokio::sync::Notify,
     /// DKIM signers by domain.
@@ -120,7 +124,7 @@ impl Services {
                 store,
                 mail_auth,
                 cache: cache::Cache::default(),
-                arrivals: tokio::sync::watch::Sender::new(0),
+                wakeups: Arc::default(),
                 queued: tokio::sync::Notify::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 auth_failures: ratelimit::RateLimiter::new(),
@@ -155,11 +159,6 @@ impl Services {
         self.inner.stopping.cancelled()
     }
 
-    /// Wakes everyone waiting for mail.
-    pub fn mail_arrived(&self) {
-        self.inner.arrivals.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
     /// Tells the delivery worker that the outbound queue has new work.
     pub fn queue_changed(&self) {
         self.inner.queued.notify_one();
@@ -170,9 +169,8 @@ impl Services {
         self.inner.queued.notified().await;
     }
 
-    /// A receiver that changes whenever mail arrives.
-    pub fn arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.arrivals.subscribe()
+    pub(crate) fn wakeups(&self) -> &Arc<wakeup::Wakeups> {
+        &self.inner.wakeups
     }
 
     pub(crate) fn mail_auth(&self) -> Option<&mailauth::AuthChecker> {

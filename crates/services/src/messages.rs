@@ -216,24 +216,30 @@ impl Services {
                 message: "after must be the id of a message of this inbox".into(),
             })?);
         }
-        let deadline = filter
-            .wait
-            .map(|w| tokio::time::Instant::now() + w.min(MAX_WAIT));
-        let mut arrivals = self.arrivals();
+        let Some(wait) = filter.wait else {
+            return Ok(self.store().list_messages(inbox_id, &query).await?);
+        };
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        // Subscribed before the first look, so that a change between the look and the wait
+        // is not missed.
+        let mut signal = self.inbox_signal(inbox_id);
+        let mut slot = None;
         loop {
-            arrivals.borrow_and_update();
+            signal.mark_seen();
+            self.note_waiter_poll("long_poll");
             let (rows, total) = self.store().list_messages(inbox_id, &query).await?;
-            let Some(deadline) = deadline else {
-                return Ok((rows, total));
-            };
             if !rows.is_empty() {
                 return Ok((rows, total));
             }
-            // Wake on new mail in this process, and at least every second for mail that
-            // another process (sharing PostgreSQL) stored.
-            let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+            // Only a poll that waits holds a place in the key's and the account's budget.
+            if slot.is_none() {
+                slot = Some(self.http_wait_slot(principal)?);
+            }
+            // Wake on a change of this inbox in this process, and every poll interval for
+            // mail that another process (sharing PostgreSQL) stored.
+            let tick = tokio::time::Instant::now() + self.poll_interval();
             tokio::select! {
-                _ = arrivals.changed() => {}
+                _ = signal.changed() => {}
                 _ = tokio::time::sleep_until(deadline.min(tick)) => {}
                 _ = self.stopping() => return Ok((rows, total)),
             }
@@ -348,6 +354,8 @@ impl Services {
         self.store()
             .update_message(inbox_id, message_id, &flags, &labels, mailbox)
             .await?;
+        // IMAP sessions of this inbox see the change at once.
+        self.inbox_changed(inbox_id);
         self.message_row(principal, inbox_id, message_id).await
     }
 
@@ -360,15 +368,17 @@ impl Services {
     ) -> Result<Deleted, ServiceError> {
         principal.require_scope("api:write")?;
         let row = self.message_row(principal, inbox_id, message_id).await?;
-        if row.mailbox == "Trash" {
+        let deleted = if row.mailbox == "Trash" {
             self.store().delete_message(inbox_id, message_id).await?;
-            Ok(Deleted::Removed)
+            Deleted::Removed
         } else {
             self.store()
                 .update_message(inbox_id, message_id, &row.flags, &row.labels, Some("Trash"))
                 .await?;
-            Ok(Deleted::MovedToTrash)
-        }
+            Deleted::MovedToTrash
+        };
+        self.inbox_changed(inbox_id);
+        Ok(deleted)
     }
 
     /// Threads of an inbox: (thread id, messages, newest message row).

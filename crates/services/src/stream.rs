@@ -3,12 +3,11 @@
 //! sequence, and a client that reconnects with the last id it saw misses nothing.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use mailroom_core::ids::{IdKind, is_well_formed};
 use mailroom_store::EventRow;
 
-use crate::{Principal, ServiceError, Services};
+use crate::{InboxSignal, Principal, ServiceError, Services, WaitSlot};
 
 /// Reads an inbox's events in order, waiting when there are none.
 pub struct EventCursor {
@@ -16,7 +15,9 @@ pub struct EventCursor {
     inbox_id: String,
     after_seq: i64,
     pending: VecDeque<EventRow>,
-    arrivals: tokio::sync::watch::Receiver<u64>,
+    signal: InboxSignal,
+    /// The stream's place in its key's and account's budget, for as long as it is open.
+    _slot: WaitSlot,
 }
 
 impl EventCursor {
@@ -28,17 +29,19 @@ impl EventCursor {
                 self.after_seq = ev.seq;
                 return Ok(Some(ev));
             }
-            self.arrivals.borrow_and_update();
+            self.signal.mark_seen();
+            self.services.note_waiter_poll("event_stream");
             let rows = self
                 .services
                 .store()
                 .list_inbox_events(&self.inbox_id, self.after_seq, 100)
                 .await?;
             if rows.is_empty() {
-                // New mail in this process wakes us at once; other processes' within 1 s.
+                // A change of this inbox in this process wakes us at once; other processes'
+                // within the poll interval.
                 tokio::select! {
-                    _ = self.arrivals.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = self.signal.changed() => {}
+                    _ = tokio::time::sleep(self.services.poll_interval()) => {}
                     _ = self.services.stopping() => return Ok(None),
                 }
             }
@@ -49,7 +52,8 @@ impl EventCursor {
 
 impl Services {
     /// A cursor over inbox `inbox_id`'s events: after event `last_event_id` when given (a
-    /// reconnecting client), else only events from now on.
+    /// reconnecting client), else only events from now on. `TOO_MANY_STREAMS` when the key
+    /// or the account has its share of streams open.
     pub async fn inbox_events(
         &self,
         principal: &Principal,
@@ -57,6 +61,9 @@ impl Services {
         last_event_id: Option<&str>,
     ) -> Result<EventCursor, ServiceError> {
         self.get_inbox(principal, inbox_id).await?;
+        let slot = self.http_wait_slot(principal)?;
+        // Subscribed before the position is read, so nothing recorded after it is missed.
+        let signal = self.inbox_signal(inbox_id);
         let after_seq = match last_event_id {
             Some(id) => {
                 let seq = if is_well_formed(IdKind::Event, id) {
@@ -77,7 +84,8 @@ impl Services {
             inbox_id: inbox_id.to_owned(),
             after_seq,
             pending: VecDeque::new(),
-            arrivals: self.arrivals(),
+            signal,
+            _slot: slot,
         })
     }
 }

@@ -376,8 +376,9 @@ impl Services {
             }
             Err(e) => return Err(e.into()),
         };
-        let ids: Vec<String> = stored.into_iter().flatten().map(|m| m.id).collect();
-        self.mail_arrived();
+        let stored: Vec<_> = stored.into_iter().flatten().collect();
+        self.inboxes_changed(stored.iter().map(|m| m.inbox_id.as_str()));
+        let ids: Vec<String> = stored.into_iter().map(|m| m.id).collect();
         self.queue_changed();
         Ok(Submitted { message_ids: ids })
     }

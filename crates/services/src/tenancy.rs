@@ -43,6 +43,9 @@ pub struct LimitsView {
     pub max_sends_per_month: Option<u64>,
     pub current_sends_this_month: u64,
     pub webhooks_enabled: bool,
+    /// Webhook endpoints the tier allows (`null`: unlimited) and the account holds.
+    pub max_webhooks: Option<u64>,
+    pub current_webhooks: u64,
     pub custom_domains_enabled: bool,
     pub max_custom_domains: Option<u64>,
 }
@@ -370,6 +373,8 @@ impl Services {
             max_sends_per_month: limits.max_sends_per_month,
             current_sends_this_month: self.store().send_count(&account.id, &month).await?,
             webhooks_enabled: limits.webhooks_enabled,
+            max_webhooks: limits.max_webhooks,
+            current_webhooks: self.store().count_webhooks(&account.id).await?,
             custom_domains_enabled: limits.custom_domains_enabled(),
             max_custom_domains: limits.max_custom_domains,
         })
@@ -526,8 +531,24 @@ impl Services {
         } else {
             cannot.push(account_only("smtp.credentials"));
         }
-        if limits.webhooks_enabled {
+        let webhooks_left = limits
+            .max_webhooks
+            .is_none_or(|m| view.current_webhooks < m);
+        if limits.webhooks_enabled && webhooks_left {
             allow("webhooks.manage", "register webhooks for account events");
+        } else if limits.webhooks_enabled {
+            allow(
+                "webhooks.manage",
+                "change, test and delete the account's webhooks",
+            );
+            let current = view.current_webhooks;
+            cannot.push(Refusal {
+                action: "webhooks.create",
+                reason: format!("the {tier} tier allows {current} webhooks and all are in use"),
+                unlock_url: upgrade_url("register more webhooks", &|l| {
+                    l.max_webhooks.is_none_or(|m| m > current)
+                }),
+            });
         } else {
             cannot.push(Refusal {
                 action: "webhooks.manage",

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use mailroom_core::event::SUBSCRIBABLE;
 use mailroom_core::ids::{IdKind, is_well_formed, new_id};
 use mailroom_core::time::now_ms;
-use mailroom_store::{AttemptRow, EventRow, NewWebhook, WebhookRow};
+use mailroom_store::{AttemptRow, CreateWebhookOutcome, EventRow, NewWebhook, WebhookRow};
 
 use crate::{Principal, ServiceError, Services};
 
@@ -192,7 +192,10 @@ impl Services {
         Ok(())
     }
 
-    async fn require_webhooks(&self, principal: &Principal) -> Result<String, ServiceError> {
+    async fn require_webhooks(
+        &self,
+        principal: &Principal,
+    ) -> Result<mailroom_store::AccountRow, ServiceError> {
         let account_id = principal.require_account()?.to_owned();
         let account = self
             .store()
@@ -200,6 +203,8 @@ impl Services {
             .await?
             .ok_or_else(|| ServiceError::Unauthenticated("invalid API key".into()))?;
         if !self.config().tiers.limits(account.tier).webhooks_enabled {
+            metrics::counter!("mailroom_refusals_total", "door" => "webhooks", "reason" => "not_on_tier")
+                .increment(1);
             return Err(ServiceError::TierLimit {
                 code: "WEBHOOKS_REQUIRE_UPGRADE",
                 message: format!("webhooks are not enabled on the {} tier", account.tier),
@@ -208,7 +213,7 @@ impl Services {
                 }),
             });
         }
-        Ok(account_id)
+        Ok(account)
     }
 
     /// The signing secret of a webhook's generation: `whsec_` + base64 of 32 bytes derived
@@ -262,7 +267,7 @@ impl Services {
         inbox_ids: &[String],
         client_id: Option<String>,
     ) -> Result<(WebhookRow, String, bool), ServiceError> {
-        let account_id = self.require_webhooks(principal).await?;
+        let account = self.require_webhooks(principal).await?;
         let url = self.check_webhook_url(url)?;
         let events = Self::check_events(events)?;
         self.check_inbox_ids(principal, inbox_ids).await?;
@@ -275,10 +280,11 @@ impl Services {
                 "client_id must be 1 to 255 characters",
             ));
         }
-        let (row, created) = self
+        let max = self.limits(account.tier).max_webhooks;
+        let outcome = self
             .store()
             .create_webhook(
-                &account_id,
+                &account.id,
                 &NewWebhook {
                     id: new_id(IdKind::Webhook),
                     url,
@@ -287,8 +293,31 @@ impl Services {
                     client_id,
                     now: now_ms(),
                 },
+                max,
             )
             .await?;
+        let (row, created) = match outcome {
+            CreateWebhookOutcome::Created(row) => (row, true),
+            CreateWebhookOutcome::Existing(row) => (row, false),
+            CreateWebhookOutcome::LimitReached { current } => {
+                metrics::counter!("mailroom_refusals_total", "door" => "webhooks", "reason" => "webhook_limit")
+                    .increment(1);
+                return Err(ServiceError::TierLimit {
+                    code: "WEBHOOK_LIMIT_REACHED",
+                    message: format!(
+                        "the {} tier allows {current} webhooks and this account has {current}; \
+                         delete one (DELETE /v1/webhooks/{{id}}) or upgrade",
+                        account.tier
+                    ),
+                    upgrade: self.upgrade_context(
+                        &account.id,
+                        account.tier,
+                        "register more webhooks",
+                        move |l| l.max_webhooks.is_none_or(|m| m > current),
+                    ),
+                });
+            }
+        };
         let secret = self.webhook_secret(&row.id, row.secret_generation);
         Ok((row, secret, created))
     }
@@ -323,7 +352,7 @@ impl Services {
         patch: &WebhookPatch,
     ) -> Result<WebhookRow, ServiceError> {
         self.get_webhook(principal, id).await?;
-        let account_id = self.require_webhooks(principal).await?;
+        let account_id = self.require_webhooks(principal).await?.id;
         let url = patch
             .url
             .as_deref()
@@ -398,7 +427,7 @@ impl Services {
         self.store()
             .append_webhook_test(principal.account_id(), id, now_ms())
             .await?;
-        self.mail_arrived();
+        self.events_recorded();
         Ok(())
     }
 
@@ -430,7 +459,7 @@ impl Services {
         {
             return Err(ServiceError::NotFound { what: "delivery" });
         }
-        self.mail_arrived();
+        self.events_recorded();
         Ok(())
     }
 

@@ -257,6 +257,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "imap",
         include_str!("../migrations/sqlite/0010_imap.sql"),
     ),
+    (
+        11,
+        "webhook fairness",
+        include_str!("../migrations/sqlite/0011_webhook_fairness.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -309,6 +314,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         10,
         "imap",
         include_str!("../migrations/postgres/0010_imap.sql"),
+    ),
+    (
+        11,
+        "webhook fairness",
+        include_str!("../migrations/postgres/0011_webhook_fairness.sql"),
     ),
 ];
 

@@ -19,6 +19,7 @@ mod outbound;
 mod tenancy;
 pub mod testing;
 mod users;
+mod webhook_queue;
 mod webhooks;
 
 pub use db::{Backend, Stale, StaleListener, Store};
@@ -39,6 +40,8 @@ pub use tenancy::{
     NewKeyRow, SendQuota, TierChange,
 };
 pub use users::{NewUser, RefreshLookup, UserRow};
+pub use webhook_queue::{DueCandidate, FANOUT_GRACE_MS, FanOutBatch, FanOutBudget, FanOutResume};
 pub use webhooks::{
-    AttemptOutcome, AttemptRow, DueDelivery, NewWebhook, WebhookRow, WebhookUpdate, matches,
+    AttemptOutcome, AttemptRow, CreateWebhookOutcome, DueDelivery, NewWebhook, WebhookRow,
+    WebhookUpdate, matches,
 };

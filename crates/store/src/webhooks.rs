@@ -47,6 +47,18 @@ pub struct WebhookUpdate<'a> {
     pub status: Option<&'a str>,
 }
 
+/// What [`Store::create_webhook`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateWebhookOutcome {
+    Created(WebhookRow),
+    /// A repeat of an earlier create with the same `client_id`.
+    Existing(WebhookRow),
+    /// The account holds `current` webhooks, its tier's limit.
+    LimitReached {
+        current: u64,
+    },
+}
+
 /// What a leased delivery needs.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
@@ -76,17 +88,14 @@ pub enum AttemptOutcome {
     Failed,
 }
 
-/// How old an event must be before fan-out reads it on PostgreSQL (see `fan_out`).
-pub const FANOUT_GRACE_MS: i64 = 500;
-
-const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.events, w.inbox_ids, w.client_id, w.status, \
+pub(crate) const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.events, w.inbox_ids, w.client_id, w.status, \
      w.secret_generation, w.previous_expires_at, w.created_at, w.updated_at";
 
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-fn webhook_from_row(r: &AnyRow, at: usize) -> Result<WebhookRow, StoreError> {
+pub(crate) fn webhook_from_row(r: &AnyRow, at: usize) -> Result<WebhookRow, StoreError> {
     let events: String = r.try_get(at + 3)?;
     let inbox_ids: String = r.try_get(at + 4)?;
     Ok(WebhookRow {
@@ -122,24 +131,30 @@ pub fn matches(webhook: &WebhookRow, event: &EventRow) -> bool {
 }
 
 impl Store {
-    /// Creates a webhook, or returns the account's webhook with the same `client_id`
-    /// (`Ok((row, false))`).
+    /// Creates a webhook within the account's limit of `max` endpoints (`None`: no limit),
+    /// or returns the account's webhook with the same `client_id`. The account row is
+    /// locked while counting, so concurrent creates cannot pass the limit together.
     pub async fn create_webhook(
         &self,
         account_id: &str,
         w: &NewWebhook,
-    ) -> Result<(WebhookRow, bool), StoreError> {
-        if let Some(cid) = &w.client_id {
-            let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = $1 AND w.client_id = $2"
-            )))
+        max: Option<u64>,
+    ) -> Result<CreateWebhookOutcome, StoreError> {
+        if let Some(existing) = self.webhook_by_client_id(account_id, w).await? {
+            return Ok(CreateWebhookOutcome::Existing(existing));
+        }
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
             .bind(account_id)
-            .bind(cid)
-            .fetch_optional(&self.read)
+            .execute(&mut *tx)
             .await?;
-            if let Some(row) = existing {
-                return Ok((webhook_from_row(&row, 0)?, false));
-            }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let current = u64::try_from(count).unwrap_or(0);
+        if max.is_some_and(|m| current >= m) {
+            return Ok(CreateWebhookOutcome::LimitReached { current });
         }
         let inserted = sqlx::query(
             "INSERT INTO webhooks (id, account_id, url, events, inbox_ids, client_id, status, \
@@ -152,13 +167,17 @@ impl Store {
         .bind(word_set(&w.inbox_ids))
         .bind(w.client_id.as_deref())
         .bind(w.now)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await;
         match inserted {
-            Ok(_) => {}
+            Ok(_) => tx.commit().await?,
             // A concurrent create with the same client_id won: return its webhook.
             Err(e) if is_unique_violation(&e) && w.client_id.is_some() => {
-                return Box::pin(self.create_webhook(account_id, w)).await;
+                drop(tx);
+                return match self.webhook_by_client_id(account_id, w).await? {
+                    Some(row) => Ok(CreateWebhookOutcome::Existing(row)),
+                    None => Err(e.into()),
+                };
             }
             Err(e) => return Err(e.into()),
         }
@@ -166,7 +185,35 @@ impl Store {
             .get_webhook(account_id, &w.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("webhook vanished after insert".into()))?;
-        Ok((row, true))
+        Ok(CreateWebhookOutcome::Created(row))
+    }
+
+    async fn webhook_by_client_id(
+        &self,
+        account_id: &str,
+        w: &NewWebhook,
+    ) -> Result<Option<WebhookRow>, StoreError> {
+        let Some(cid) = &w.client_id else {
+            return Ok(None);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = $1 AND w.client_id = $2"
+        )))
+        .bind(account_id)
+        .bind(cid)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| webhook_from_row(&r, 0)).transpose()
+    }
+
+    /// How many webhooks the account holds, whatever their status (a disabled one may be
+    /// enabled again, so it keeps its place in the limit).
+    pub async fn count_webhooks(&self, account_id: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     pub async fn get_webhook(
@@ -276,144 +323,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Turns outbox events into deliveries for the webhooks that want them, and moves the
-    /// fan-out cursor past them. Returns how many events were read.
-    pub async fn fan_out(&self, limit: u32, now: i64) -> Result<usize, StoreError> {
-        let mut tx = self.write.begin().await?;
-        // Touching the cursor row locks it on PostgreSQL: one process fans out at a time.
-        sqlx::query("UPDATE outbox_cursors SET seq = seq WHERE name = 'webhooks'")
-            .execute(&mut *tx)
-            .await?;
-        let cursor: i64 =
-            sqlx::query_scalar("SELECT seq FROM outbox_cursors WHERE name = 'webhooks'")
-                .fetch_one(&mut *tx)
-                .await?;
-        // On PostgreSQL a transaction may take a sequence number and commit after a later
-        // one is visible; reading past it would skip its event for good. Events are read
-        // only once they are FANOUT_GRACE_MS old, so every transaction shorter than that
-        // has committed. SQLite has one writer: sequence order is commit order.
-        let visible_until = match self.backend() {
-            crate::Backend::Postgres => now - FANOUT_GRACE_MS,
-            crate::Backend::Sqlite => i64::MAX,
-        };
-        let rows = sqlx::query(
-            "SELECT seq, id, account_id, inbox_id, type, data, created_at FROM events \
-             WHERE seq > $1 AND created_at <= $3 ORDER BY seq LIMIT $2",
-        )
-        .bind(cursor)
-        .bind(i64::from(limit))
-        .bind(visible_until)
-        .fetch_all(&mut *tx)
-        .await?;
-        let events: Vec<EventRow> = rows
-            .iter()
-            .map(crate::events::event_from_row)
-            .collect::<Result<_, _>>()?;
-        let mut last = cursor;
-        for event in &events {
-            last = event.seq;
-            let hooks = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = $1 AND w.status = 'active'"
-            )))
-            .bind(&event.account_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for h in hooks.iter().map(|r| webhook_from_row(r, 0)) {
-                let h = h?;
-                if !matches(&h, event) {
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (id, webhook_id, account_id, event_id, status, \
-                     next_attempt_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5) \
-                     ON CONFLICT (webhook_id, event_id) DO NOTHING",
-                )
-                .bind(new_id(IdKind::Delivery))
-                .bind(&h.id)
-                .bind(&h.account_id)
-                .bind(&event.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if last != cursor {
-            sqlx::query("UPDATE outbox_cursors SET seq = $1 WHERE name = 'webhooks'")
-                .bind(last)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(events.len())
-    }
-
-    /// Leases up to `limit` deliveries that are due, until `lease_until`. A delivery leased
-    /// by another process (or worker) is skipped.
-    pub async fn lease_due_deliveries(
-        &self,
-        now: i64,
-        limit: u32,
-        lease_until: i64,
-    ) -> Result<Vec<DueDelivery>, StoreError> {
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-             AND lease_until < $1 ORDER BY next_attempt_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await?;
-        // Lease the whole batch in one transaction: one commit (one fsync) for all of them.
-        let mut leased_ids = Vec::with_capacity(candidates.len());
-        let mut tx = self.write.begin().await?;
-        for id in candidates {
-            let leased = sqlx::query(
-                "UPDATE webhook_deliveries SET lease_until = $1 WHERE id = $2 AND lease_until < $3 \
-                 AND status = 'pending'",
-            )
-            .bind(lease_until)
-            .bind(&id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if leased.rows_affected() > 0 {
-                leased_ids.push(id);
-            }
-        }
-        tx.commit().await?;
-        let mut due = Vec::new();
-        for id in leased_ids {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT d.id, d.attempts, e.seq, e.id, e.account_id, e.inbox_id, e.type, e.data, \
-                 e.created_at, {WEBHOOK_COLUMNS} FROM webhook_deliveries d \
-                 JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
-                 WHERE d.id = $1"
-            )))
-            .bind(&id)
-            .fetch_optional(&self.read)
-            .await?;
-            let Some(r) = row else { continue };
-            let data: String = r.try_get(7)?;
-            due.push(DueDelivery {
-                delivery_id: r.try_get(0)?,
-                attempts: r.try_get(1)?,
-                event: EventRow {
-                    seq: r.try_get(2)?,
-                    id: r.try_get(3)?,
-                    account_id: r.try_get(4)?,
-                    inbox_id: r.try_get(5)?,
-                    event_type: r.try_get(6)?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
-                    created_at: r.try_get(8)?,
-                },
-                webhook: webhook_from_row(&r, 9)?,
-            });
-        }
-        Ok(due)
     }
 
     /// Records an attempt and what follows from it, and releases the lease.

@@ -161,6 +161,10 @@ fn seed_error(e: ServiceError) -> Response {
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({"success": false, "message": "Validation failed.", "errors": {"username": [message]}}),
         ),
+        ServiceError::Busy { message, .. } => seed(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"success": false, "message": message}),
+        ),
         ServiceError::Store(e) => {
             tracing::error!(error = %e, "domain credential request failed");
             seed(

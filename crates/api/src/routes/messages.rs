@@ -91,7 +91,8 @@ fn parse_since(s: &str) -> Result<i64, ApiError> {
 #[utoipa::path(get, path = "/v1/inboxes/{id}/messages", tag = "messages",
     params(("id" = String, Path), MessageParams), security(("bearer" = [])),
     responses((status = 200, body = Envelope<MessageList>), (status = 400, description = "INVALID_QUERY"),
-        (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_AFTER, INVALID_MAILBOX")))]
+        (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_AFTER, INVALID_MAILBOX"),
+        (status = 429, description = "TOO_MANY_STREAMS (with wait=): the key or account has its share of streams and long polls open (Retry-After)")))]
 pub async fn list_messages(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -407,7 +408,8 @@ pub struct EventParams {
 #[utoipa::path(get, path = "/v1/inboxes/{id}/events", tag = "messages",
     params(("id" = String, Path), EventParams), security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream", description = "events: `id`, `event` (the type) and `data` ({id, type, timestamp, data})"),
-        (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_LAST_EVENT_ID")))]
+        (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_LAST_EVENT_ID"),
+        (status = 429, description = "TOO_MANY_STREAMS: the key or account has its share of streams and long polls open (Retry-After)")))]
 pub async fn inbox_events(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -62,7 +62,7 @@ impl WebhookView {
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
     request_body(content = CreateWebhookBody, content_type = "application/json"),
     responses((status = 201, body = Envelope<WebhookView>), (status = 200, description = "A repeated client_id: the existing webhook"),
-        (status = 403, description = "WEBHOOKS_REQUIRE_UPGRADE, ACCOUNT_KEY_REQUIRED"),
+        (status = 403, description = "WEBHOOK_LIMIT_REACHED (the tier's max_webhooks, with upgrade_context), WEBHOOKS_REQUIRE_UPGRADE, ACCOUNT_KEY_REQUIRED"),
         (status = 422, description = "INVALID_URL, URL_NOT_ALLOWED, INVALID_EVENTS, INVALID_INBOX_IDS")))]
 pub async fn create_webhook(
     State(state): State<AppState>,
