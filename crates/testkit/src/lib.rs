@@ -18,6 +18,7 @@
 
 pub mod budget;
 mod dns;
+pub mod fuzz;
 
 pub use dns::{Behaviour as DnsBehaviour, TestDns};
 
