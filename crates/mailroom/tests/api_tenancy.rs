@@ -906,6 +906,8 @@ async fn revocations_reach_every_process_sharing_postgres() {
         "the other process stopped accepting the old key within a second"
     );
     assert_eq!(get(&b, &path, &new_key).await.0, 200);
+    // The other process also knows the address as a recipient (kept in memory).
+    assert!(rcpt_reply(&b, &acct.email).await.starts_with("250"));
     let (st, _) = delete(&a, &path, &acct.account_key).await;
     assert_eq!(st, 200);
     let mut gone = false;
@@ -917,6 +919,28 @@ async fn revocations_reach_every_process_sharing_postgres() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(gone, "the other process forgot the deleted inbox");
+    let r = rcpt_reply(&b, &acct.email).await;
+    assert!(r.starts_with("550"), "RCPT to the deleted inbox: {r}");
     b.stop().await;
     a.stop().await;
+}
+
+/// The reply to `RCPT TO:<to>` in a fresh SMTP session with `s`.
+async fn rcpt_reply(s: &TestServer, to: &str) -> String {
+    use mailroom_testkit::budget::read_reply;
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(s.server.as_ref().unwrap().smtp_addr)
+        .await
+        .unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    assert!(read_reply(&mut r).await.starts_with("220"));
+    for cmd in ["EHLO client.test", "MAIL FROM:<sender@example.com>"] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+        assert!(read_reply(&mut r).await.starts_with("250"), "{cmd}");
+    }
+    w.write_all(format!("RCPT TO:<{to}>\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_reply(&mut r).await
 }

@@ -27,7 +27,28 @@ on_both_backends!(
     the_event_stream_is_live_and_resumable,
     spf_dkim_and_dmarc_are_checked_and_recorded,
     hostile_messages_are_stored_raw_and_readable,
+    a_deleted_inbox_stops_receiving_at_once,
 );
+
+/// Recipients are looked up once and then kept in memory; deleting the inbox forgets its
+/// address at once, so the next RCPT is refused.
+async fn a_deleted_inbox_stops_receiving_at_once(s: TestServer) {
+    let a = s.new_account("shortlived").await;
+    let mut c = Raw::connect(&s);
+    c.transaction(&a.email);
+    assert!(c.cmd("RSET").starts_with("250"));
+    let resp = s
+        .http
+        .delete(s.url(&format!("/v1/inboxes/{}", a.inbox_id)))
+        .bearer_auth(&a.account_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(c.cmd("MAIL FROM:<sender@example.com>").starts_with("250"));
+    let r = c.cmd(&format!("RCPT TO:<{}>", a.email));
+    assert!(r.starts_with("550"), "RCPT to a deleted inbox: {r}");
+}
 
 async fn hostile_messages_are_stored_raw_and_readable(s: TestServer) {
     let a = s.new_account("hostile").await;

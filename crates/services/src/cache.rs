@@ -1,5 +1,6 @@
 //! What every request needs and rarely changes, kept in memory: which principal a key hash
-//! names, and inbox rows. Without it, `GET /v1/inboxes/{id}` costs two database round trips.
+//! names, inbox rows, and which inbox an address is. Without it, `GET /v1/inboxes/{id}`
+//! costs two database round trips, and every `RCPT TO` one more.
 //!
 //! Correctness rules:
 //! - Every change to keys or inboxes goes through [`crate::Services`], which evicts the
@@ -27,6 +28,16 @@ pub(crate) struct Cache {
     epoch: AtomicU64,
     keys: RwLock<HashMap<String, Principal>>,
     inboxes: RwLock<HashMap<String, InboxRow>>,
+    /// Address (lowercase, no `+tag`) to its account and inbox. Only addresses that exist
+    /// are kept: a client trying random names costs a read each, not memory.
+    recipients: RwLock<HashMap<String, Recipient>>,
+}
+
+/// An inbox found by its address: the account and the inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recipient {
+    pub account_id: String,
+    pub inbox_id: String,
 }
 
 /// A reader's ticket: taken before reading the database, checked before inserting.
@@ -68,13 +79,30 @@ impl Cache {
         inboxes.insert(inbox.id.clone(), inbox.clone());
     }
 
-    /// Forgets the inbox and every key scoped to it.
+    pub fn recipient(&self, email: &str) -> Option<Recipient> {
+        read(&self.recipients).get(email).cloned()
+    }
+
+    pub fn put_recipient(&self, ticket: Ticket, email: &str, recipient: &Recipient) {
+        let mut recipients = write(&self.recipients);
+        if self.epoch.load(Ordering::Acquire) != ticket.0 {
+            return;
+        }
+        if recipients.len() >= MAX_ENTRIES {
+            recipients.clear();
+        }
+        recipients.insert(email.to_owned(), recipient.clone());
+    }
+
+    /// Forgets the inbox, its address and every key scoped to it.
     pub fn evict_inbox(&self, inbox_id: &str) {
         let mut keys = write(&self.keys);
         let mut inboxes = write(&self.inboxes);
+        let mut recipients = write(&self.recipients);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         keys.retain(|_, p| !matches!(p, Principal::Inbox { inbox_id: id, .. } if id == inbox_id));
         inboxes.remove(inbox_id);
+        recipients.retain(|_, r| r.inbox_id != inbox_id);
     }
 
     /// Forgets a named API key.
@@ -88,9 +116,11 @@ impl Cache {
     pub fn evict_all(&self) {
         let mut keys = write(&self.keys);
         let mut inboxes = write(&self.inboxes);
+        let mut recipients = write(&self.recipients);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         keys.clear();
         inboxes.clear();
+        recipients.clear();
     }
 
     /// Applies a stale-cache message from another process (`inbox:<id>`).
@@ -148,5 +178,23 @@ mod tests {
         assert!(c.key("h2").is_some());
         c.apply("something-else");
         assert!(c.key("h2").is_none());
+    }
+
+    #[test]
+    fn evicting_an_inbox_forgets_its_address() {
+        let c = Cache::default();
+        let r = |inbox: &str| Recipient {
+            account_id: "acc_a".into(),
+            inbox_id: inbox.into(),
+        };
+        let t = c.ticket();
+        c.put_recipient(t, "a@x", &r("inbox_1"));
+        c.put_recipient(t, "b@x", &r("inbox_2"));
+        c.evict_inbox("inbox_1");
+        assert!(c.recipient("a@x").is_none());
+        assert_eq!(c.recipient("b@x"), Some(r("inbox_2")));
+        // A lookup that started before the eviction does not put the address back.
+        c.put_recipient(t, "a@x", &r("inbox_1"));
+        assert!(c.recipient("a@x").is_none());
     }
 }

@@ -89,13 +89,35 @@ impl Services {
             .unwrap_or(local)
             .to_ascii_lowercase();
         let email = format!("{local}@{domain}");
-        Ok(match self.store().find_inbox_by_email(&email).await? {
-            Some((account_id, inbox_id)) => RcptVerdict::Accept(Recipient {
-                account_id,
-                inbox_id,
+        Ok(match self.inbox_by_email(&email).await? {
+            Some(r) => RcptVerdict::Accept(Recipient {
+                account_id: r.account_id,
+                inbox_id: r.inbox_id,
             }),
             None => RcptVerdict::UnknownUser,
         })
+    }
+
+    /// The inbox with this address (lowercase, without `+tag`), from memory when it was
+    /// asked before: a peer delivering a message per connection asks for the same few
+    /// recipients again and again.
+    pub(crate) async fn inbox_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<crate::cache::Recipient>, ServiceError> {
+        if let Some(r) = self.cache().recipient(email) {
+            return Ok(Some(r));
+        }
+        let ticket = self.cache().ticket();
+        let Some((account_id, inbox_id)) = self.store().find_inbox_by_email(email).await? else {
+            return Ok(None);
+        };
+        let r = crate::cache::Recipient {
+            account_id,
+            inbox_id,
+        };
+        self.cache().put_recipient(ticket, email, &r);
+        Ok(Some(r))
     }
 
     /// Stores an accepted message for its recipients, with a `Received` header prepended,
