@@ -44,7 +44,26 @@ struct Measured {
     _dir: tempfile::TempDir,
     idle_kib: u64,
     rates: Vec<f64>,
+    /// The server's CPU time (all threads, user and system) per accepted message, in µs.
+    cpu_per_msg: Vec<f64>,
     last: Option<smtp::SmtpOutcome>,
+}
+
+/// CPU time a process has used, all threads, user and system, in seconds (`/proc/<pid>/stat`
+/// fields 14 and 15, in clock ticks of 1/100 s on Linux).
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = stat.rsplit_once(')').context("a /proc/<pid>/stat line")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("utime/stime in /proc/<pid>/stat")?
+            .parse::<f64>()?)
+    };
+    // After ")": state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    Ok((tick(11)? + tick(12)?) / 100.0)
 }
 
 fn start(
@@ -109,6 +128,7 @@ fn start(
         _dir: dir,
         idle_kib,
         rates: Vec::new(),
+        cpu_per_msg: Vec::new(),
         last: None,
     })
 }
@@ -142,7 +162,10 @@ pub fn run(a: SmtpArgs) -> anyhow::Result<()> {
             theirs.push(rt.block_on(smtp::run(load(r, &a.reference_rcpt)))?.per_sec);
         }
         for m in &mut servers {
+            let cpu_before = cpu_secs(m.server.0.id())?;
             let o = rt.block_on(smtp::run(load(m.smtp, "bench@bench.test")))?;
+            let cpu = cpu_secs(m.server.0.id())? - cpu_before;
+            m.cpu_per_msg.push(cpu * 1e6 / (o.accepted.max(1) as f64));
             m.rates.push(o.per_sec);
             m.last = Some(o);
         }
@@ -157,23 +180,24 @@ pub fn run(a: SmtpArgs) -> anyhow::Result<()> {
         a.sessions, a.messages, a.size, a.rounds
     );
     println!();
-    println!("| server | messages/s | last round | RSS idle → peak |");
-    println!("|---|---|---|---|");
+    println!("| server | messages/s | last round | server CPU per message | RSS idle → peak |");
+    println!("|---|---|---|---|---|");
     let reference = (!theirs.is_empty()).then(|| median(theirs.clone()));
     if let Some(r) = reference {
-        println!("| reference MTA | {r:.0} | | |");
+        println!("| reference MTA | {r:.0} | | | |");
     }
     for m in &servers {
         let o = m.last.as_ref().context("no rounds")?;
         let peak = vm_kib(m.server.0.id(), "VmHWM:")?;
         println!(
-            "| Mailroom, {} | {:.0} | p50 {:.1} ms, p99 {:.1} ms, {} accepted, {} refused | {:.1} → {:.1} MiB |",
+            "| Mailroom, {} | {:.0} | p50 {:.1} ms, p99 {:.1} ms, {} accepted, {} refused | {:.0} µs | {:.1} → {:.1} MiB |",
             m.name,
             median(m.rates.clone()),
             o.p50_ms,
             o.p99_ms,
             o.accepted,
             o.failed,
+            median(m.cpu_per_msg.clone()),
             m.idle_kib as f64 / 1024.0,
             peak as f64 / 1024.0
         );

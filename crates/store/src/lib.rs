@@ -9,6 +9,7 @@
 //! Every method that changes state and that someone may want to hear about also writes its
 //! event row in the same transaction (see `mailroom_core::event`).
 
+mod batch;
 mod db;
 mod domains;
 mod error;

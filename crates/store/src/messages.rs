@@ -6,13 +6,11 @@
 //! concurrent deliveries share one fsync. A message is acknowledged (its `deliver` call
 //! returns) only after that transaction commits.
 
-use mailroom_core::event::NewEvent;
 use mailroom_core::ids::{IdKind, new_id};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::append_event;
 use crate::tenancy::SendQuota;
 use crate::{Store, StoreError};
 
@@ -250,113 +248,41 @@ async fn commit_batch(
     jobs: &[&Job],
 ) -> Result<Vec<Vec<Vec<StoredMessage>>>, StoreError> {
     let mut tx = write.begin().await?;
-    let mut all = Vec::with_capacity(jobs.len());
     for job in jobs {
         if let Some(q) = &job.quota
             && let Err(which) = crate::tenancy::reserve_sends_in(&mut tx, q).await?
         {
             return Err(StoreError::QuotaExceeded(which));
         }
-        let mut stored = Vec::with_capacity(job.msgs.len());
-        for msg in &job.msgs {
-            stored.push(insert_message(&mut tx, msg).await?);
-        }
-        all.push(stored);
     }
+    // Every job's messages in one go (few statements for the whole batch), then the
+    // results handed back job by job.
+    let msgs: Vec<&NewMessage> = jobs.iter().flat_map(|j| j.msgs.iter()).collect();
+    let mut stored = crate::batch::insert_messages(&mut tx, &msgs)
+        .await?
+        .into_iter();
+    let all = jobs
+        .iter()
+        .map(|j| stored.by_ref().take(j.msgs.len()).collect())
+        .collect();
     tx.commit().await?;
     Ok(all)
 }
 
+/// Stores one message in `tx` (a bounce, say, written with other changes).
 pub(crate) async fn insert_message(
     tx: &mut Transaction<'_, Any>,
     msg: &NewMessage,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let blob_sql = "INSERT INTO blobs (hash, size, data, created_at) VALUES ($1, $2, $3, $4) \
-                    ON CONFLICT (hash) DO NOTHING";
-    sqlx::query(blob_sql)
-        .bind(&msg.hash)
-        .bind(msg.raw.len() as i64)
-        .bind(msg.raw.as_slice())
-        .bind(msg.internal_date)
-        .execute(&mut **tx)
-        .await?;
-    let mut stored = Vec::with_capacity(msg.recipients.len());
-    for rcpt in &msg.recipients {
-        let mbox = mailbox_id(&rcpt.inbox_id, &msg.mailbox);
-        let row = sqlx::query(
-            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 \
-             WHERE id = $1 RETURNING uidnext - 1, highestmodseq",
-        )
-        .bind(&mbox)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else {
-            // The inbox was deleted between RCPT and commit: nothing to file into.
-            tracing::info!(inbox_id = %rcpt.inbox_id, "recipient inbox vanished before delivery");
-            continue;
-        };
-        let uid: i64 = row.try_get(0)?;
-        let modseq: i64 = row.try_get(1)?;
-        let thread_id = find_thread(tx, &rcpt.inbox_id, &msg.references).await?;
-        let id = new_id(IdKind::Message);
-        sqlx::query(
-            "INSERT INTO messages (id, account_id, inbox_id, mailbox_id, uid, modseq, blob_hash, \
-             size, internal_date, flags, labels, thread_id, message_id, subject, from_addr, \
-             envelope_from, auth_results) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(&id)
-        .bind(&rcpt.account_id)
-        .bind(&rcpt.inbox_id)
-        .bind(&mbox)
-        .bind(uid)
-        .bind(modseq)
-        .bind(&msg.hash)
-        .bind(msg.raw.len() as i64)
-        .bind(msg.internal_date)
-        .bind(word_set(&msg.flags))
-        .bind(&thread_id)
-        .bind(msg.message_id.as_deref())
-        .bind(msg.subject.as_deref())
-        .bind(msg.from_addr.as_deref())
-        .bind(msg.envelope_from.as_deref())
-        .bind(msg.auth_results.as_deref())
-        .execute(&mut **tx)
-        .await?;
-        if msg.mailbox == "INBOX" {
-            let event = NewEvent::message_received(
-                &rcpt.account_id,
-                &rcpt.inbox_id,
-                serde_json::json!({
-                    "message_id": id,
-                    "inbox_id": rcpt.inbox_id,
-                    "thread_id": thread_id,
-                    "from": msg.from_addr,
-                    "subject": msg.subject,
-                    "size": msg.raw.len(),
-                    "received_at": mailroom_core::time::rfc3339(msg.internal_date),
-                }),
-            );
-            append_event(tx, &event, msg.internal_date).await?;
-        }
-        stored.push(StoredMessage {
-            id,
-            inbox_id: rcpt.inbox_id.clone(),
-            thread_id,
-            uid,
-        });
-    }
-    if let (Some(spec), Some(sent), Some(rcpt)) =
-        (&msg.outbound, stored.first(), msg.recipients.first())
-    {
-        crate::outbound::insert_outbound(tx, msg, spec, sent, &rcpt.account_id).await?;
-    }
-    Ok(stored)
+    Ok(crate::batch::insert_messages(tx, &[msg])
+        .await?
+        .pop()
+        .unwrap_or_default())
 }
 
 /// The thread of the newest message in the inbox whose Message-ID is among `references`,
 /// or a new thread.
-async fn find_thread(
+pub(crate) async fn find_thread(
     tx: &mut Transaction<'_, Any>,
     inbox_id: &str,
     references: &[String],

@@ -416,6 +416,7 @@ mod messages {
     on_both_backends!(
         one_body_for_many_inboxes,
         concurrent_deliveries_share_commits_and_get_distinct_uids,
+        one_commit_files_many_messages_in_order,
         replies_join_the_thread,
         filters_and_polling,
         flags_labels_moves_and_deletes,
@@ -506,6 +507,67 @@ mod messages {
         assert_eq!(uids, (1..=60).collect::<Vec<i64>>());
         let (_, total) = store.list_messages(&a.inbox_id, &q(1)).await.unwrap();
         assert_eq!(total, 60);
+    }
+
+    /// A group commit writes its messages with a few statements for the whole batch: uids
+    /// and modseqs still follow the order of the batch, per mailbox, a reply joins the
+    /// thread of a parent in the same commit, a body shared by two messages is fine, and
+    /// every INBOX copy gets its event, in order.
+    async fn one_commit_files_many_messages_in_order(store: Store, _db: &TestDatabase) {
+        let a = inbox_of(&store, "batcha").await;
+        let b = inbox_of(&store, "batchb").await;
+        let mut parent = msg("Message-ID: <p@x>\r\n\r\nparent\r\n", vec![a.clone()]);
+        parent.message_id = Some("p@x".into());
+        let mut reply = msg(
+            "Message-ID: <r@x>\r\nIn-Reply-To: <p@x>\r\n\r\nreply\r\n",
+            vec![a.clone(), b.clone()],
+        );
+        reply.message_id = Some("r@x".into());
+        reply.references = vec!["p@x".into()];
+        let same_body = msg("Message-ID: <p@x>\r\n\r\nparent\r\n", vec![b.clone()]);
+        let stored = store
+            .deliver_all(vec![parent, reply, same_body], None)
+            .await
+            .unwrap();
+        let uids: Vec<Vec<(String, i64)>> = stored
+            .iter()
+            .map(|s| s.iter().map(|m| (m.inbox_id.clone(), m.uid)).collect())
+            .collect();
+        assert_eq!(
+            uids,
+            vec![
+                vec![(a.inbox_id.clone(), 1)],
+                vec![(a.inbox_id.clone(), 2), (b.inbox_id.clone(), 1)],
+                vec![(b.inbox_id.clone(), 2)],
+            ]
+        );
+        assert_eq!(
+            stored[0][0].thread_id, stored[1][0].thread_id,
+            "the reply joins"
+        );
+        assert_ne!(
+            stored[1][1].thread_id, stored[0][0].thread_id,
+            "another inbox"
+        );
+        let (rows, total) = store.list_messages(&a.inbox_id, &q(10)).await.unwrap();
+        assert_eq!(total, 2);
+        let mut modseqs: Vec<i64> = rows.iter().map(|r| r.modseq).collect();
+        modseqs.sort_unstable();
+        modseqs.dedup();
+        assert_eq!(modseqs.len(), 2, "each copy its own modseq");
+        let (_, total_b) = store.list_messages(&b.inbox_id, &q(10)).await.unwrap();
+        assert_eq!(total_b, 2, "two copies in b, one body shared with a");
+        let events = store.list_events(&a.account_id, 0, 100).await.unwrap();
+        let received: Vec<&str> = events
+            .iter()
+            .filter(|e| e.event_type == "message.received")
+            .filter_map(|e| e.data["message_id"].as_str())
+            .collect();
+        assert_eq!(
+            received,
+            [stored[0][0].id.as_str(), stored[1][0].id.as_str()],
+            "an event per INBOX copy of the account, in order"
+        );
     }
 
     async fn replies_join_the_thread(store: Store, _db: &TestDatabase) {
