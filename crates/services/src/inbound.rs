@@ -15,6 +15,9 @@ pub enum RcptVerdict {
     UnknownUser,
     /// The domain is not ours: this server never relays.
     RelayDenied,
+    /// The inbox (or its account) holds all the storage its tier allows: a temporary
+    /// failure (`452 4.2.2`), so the sender tries again later.
+    MailboxFull,
 }
 
 /// What the SMTP session knows of a message's transport.
@@ -89,17 +92,25 @@ impl Services {
             .unwrap_or(local)
             .to_ascii_lowercase();
         let email = format!("{local}@{domain}");
-        Ok(match self.store().find_inbox_by_email(&email).await? {
-            Some((account_id, inbox_id)) => RcptVerdict::Accept(Recipient {
-                account_id,
-                inbox_id,
-            }),
-            None => RcptVerdict::UnknownUser,
-        })
+        let Some(usage) = self.store().storage_usage_by_email(&email).await? else {
+            return Ok(RcptVerdict::UnknownUser);
+        };
+        let report = self.report_of(usage);
+        if report.over(1).is_some() {
+            return Ok(RcptVerdict::MailboxFull);
+        }
+        Ok(RcptVerdict::Accept(Recipient {
+            storage: self.storage_limit(report.tier),
+            account_id: report.account_id,
+            inbox_id: report.inbox_id,
+        }))
     }
 
     /// Stores an accepted message for its recipients, with a `Received` header prepended,
-    /// and returns once it is durable.
+    /// and returns once it is durable. When a recipient's storage would pass its limit,
+    /// nothing is stored and the answer is the storage refusal (`STORAGE_QUOTA_EXCEEDED`):
+    /// the sender tries the whole message again later, and `RCPT TO` then refuses only the
+    /// full mailbox (docs/decisions.md).
     pub async fn receive(
         &self,
         envelope: &InboundEnvelope,
@@ -138,7 +149,7 @@ impl Services {
         raw.extend_from_slice(data);
         let facts = parse_facts(data);
         let hash = hex::encode(Sha256::digest(&raw));
-        let stored = self
+        let stored = match self
             .store()
             .deliver(NewMessage {
                 raw,
@@ -155,7 +166,11 @@ impl Services {
                 flags: Vec::new(),
                 outbound: None,
             })
-            .await?;
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => return Err(self.storage_error(e).await),
+        };
         self.inboxes_changed(stored.iter().map(|m| m.inbox_id.as_str()));
         Ok(stored)
     }

@@ -17,6 +17,7 @@ pub mod mailauth;
 mod messages;
 pub mod ratelimit;
 pub mod send;
+pub mod storage;
 mod stream;
 pub mod submission;
 mod tenancy;
@@ -39,6 +40,7 @@ pub use messages::{
     MAX_WAIT, MessagePatch, MessageView, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use storage::{StorageMeter, StorageReport};
 pub use stream::EventCursor;
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,

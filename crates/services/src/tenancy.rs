@@ -48,6 +48,11 @@ pub struct LimitsView {
     pub current_webhooks: u64,
     pub custom_domains_enabled: bool,
     pub max_custom_domains: Option<u64>,
+    /// Bytes of mail all the account's inboxes may hold (`null`: unlimited) and hold now.
+    pub max_storage_bytes: Option<u64>,
+    pub current_storage_bytes: u64,
+    /// Bytes of mail one inbox may hold (`null`: unlimited).
+    pub max_storage_bytes_per_inbox: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +382,9 @@ impl Services {
             current_webhooks: self.store().count_webhooks(&account.id).await?,
             custom_domains_enabled: limits.custom_domains_enabled(),
             max_custom_domains: limits.max_custom_domains,
+            max_storage_bytes: limits.max_storage_bytes_per_account,
+            current_storage_bytes: self.store().account_storage(&account.id).await?,
+            max_storage_bytes_per_inbox: limits.max_storage_bytes_per_inbox,
         })
     }
 

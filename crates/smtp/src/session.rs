@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mailroom_net::sasl::{self, SaslError};
 use mailroom_net::{Permit, refused};
 use mailroom_services::submission::{Destination, LoginRefused, Sender};
-use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError};
+use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError, storage};
 use mailroom_store::Recipient;
 use smtp_proto::request::receiver::{
     BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
@@ -551,6 +551,12 @@ async fn command(
                         }
                         reply(out, "250 2.1.5 OK");
                     }
+                    Err(ServiceError::Forbidden { code, message })
+                        if code == storage::RECIPIENT_MAILBOX_FULL =>
+                    {
+                        s.refused("storage_quota");
+                        reply(out, &format!("452 4.2.2 {}", printable(&message)));
+                    }
                     Ok(None) => {
                         s.errors += 1;
                         reply(
@@ -584,6 +590,16 @@ async fn command(
                     reply(
                         out,
                         &format!("550 5.1.1 <{}>: no such mailbox here", printable(&address)),
+                    );
+                }
+                Ok(RcptVerdict::MailboxFull) => {
+                    s.refused("storage_quota");
+                    reply(
+                        out,
+                        &format!(
+                            "452 4.2.2 <{}>: mailbox full; try again later",
+                            printable(&address)
+                        ),
                     );
                 }
                 Ok(RcptVerdict::RelayDenied) => {
@@ -867,6 +883,12 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
                     done.message_ids.first().map(String::as_str).unwrap_or("-")
                 )
             }
+            Err(ServiceError::Forbidden { code, message })
+                if code == storage::RECIPIENT_MAILBOX_FULL =>
+            {
+                s.refused("storage_quota");
+                format!("452 4.2.2 {}\r\n", printable(&message))
+            }
             Err(ServiceError::Forbidden { message, .. }) => {
                 format!("550 5.7.1 {}\r\n", printable(&message))
             }
@@ -878,7 +900,10 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
                 let link = upgrade
                     .map(|u| format!(" Upgrade: {}", u.operator_action_url))
                     .unwrap_or_default();
-                if code == "SEND_LIMIT_EXCEEDED" {
+                if code == storage::STORAGE_QUOTA_EXCEEDED {
+                    s.refused("storage_quota");
+                    format!("452 4.2.2 {}{link}\r\n", printable(&message))
+                } else if code == "SEND_LIMIT_EXCEEDED" {
                     format!("452 4.7.1 {}{link}\r\n", printable(&message))
                 } else {
                     format!("554 5.7.1 {}{link}\r\n", printable(&message))
@@ -902,6 +927,10 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
             metrics::counter!("mailroom_smtp_messages_accepted_total").increment(1);
             let id = stored.first().map(|m| m.id.as_str()).unwrap_or("-");
             format!("250 2.0.0 OK: queued as {id}\r\n")
+        }
+        Err(ServiceError::TierLimit { code, .. }) if code == storage::STORAGE_QUOTA_EXCEEDED => {
+            s.refused("storage_quota");
+            "452 4.2.2 Mailbox full: a recipient holds all the mail its plan allows; try again later\r\n".to_owned()
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store an inbound message");

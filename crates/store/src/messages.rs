@@ -58,6 +58,8 @@ pub(crate) async fn create_standard_mailboxes(
 pub struct Recipient {
     pub account_id: String,
     pub inbox_id: String,
+    /// The storage limits of the inbox's account, checked when the copy is stored.
+    pub storage: crate::StorageLimit,
 }
 
 /// A message to store, with the facts the caller parsed from it.
@@ -226,7 +228,10 @@ pub(crate) async fn committer(write: AnyPool, mut rx: mpsc::Receiver<Job>) {
             Err(e) if jobs.len() > 1 => {
                 // One bad job (or one over its sending quota) must not fail the others:
                 // retry each on its own.
-                if !matches!(e, StoreError::QuotaExceeded(_)) {
+                if !matches!(
+                    e,
+                    StoreError::QuotaExceeded(_) | StoreError::StorageFull { .. }
+                ) {
                     tracing::warn!(error = %e, batch = jobs.len(), "group commit failed; retrying one by one");
                 }
                 for job in jobs {
@@ -271,13 +276,15 @@ pub(crate) async fn insert_message(
     tx: &mut Transaction<'_, Any>,
     msg: &NewMessage,
 ) -> Result<Vec<StoredMessage>, StoreError> {
+    // A blob used again is made young again (and locked for this transaction), so the
+    // collector's grace period also covers a blob that was unused a moment ago.
     let blob_sql = "INSERT INTO blobs (hash, size, data, created_at) VALUES ($1, $2, $3, $4) \
-                    ON CONFLICT (hash) DO NOTHING";
+                    ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at";
     sqlx::query(blob_sql)
         .bind(&msg.hash)
         .bind(msg.raw.len() as i64)
         .bind(msg.raw.as_slice())
-        .bind(msg.internal_date)
+        .bind(mailroom_core::time::now_ms())
         .execute(&mut **tx)
         .await?;
     let mut stored = Vec::with_capacity(msg.recipients.len());
@@ -297,6 +304,8 @@ pub(crate) async fn insert_message(
         };
         let uid: i64 = row.try_get(0)?;
         let modseq: i64 = row.try_get(1)?;
+        let size = msg.raw.len() as i64;
+        crate::storage::charge(tx, &rcpt.account_id, &rcpt.inbox_id, size, rcpt.storage).await?;
         let thread_id = find_thread(tx, &rcpt.inbox_id, &msg.references).await?;
         let id = new_id(IdKind::Message);
         sqlx::query(
@@ -612,23 +621,23 @@ impl Store {
         message_id: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        let hash: Option<String> = sqlx::query_scalar(
-            "DELETE FROM messages WHERE id = $1 AND inbox_id = $2 RETURNING blob_hash",
+        let row = sqlx::query(
+            "DELETE FROM messages WHERE id = $1 AND inbox_id = $2 \
+             RETURNING blob_hash, account_id, size",
         )
         .bind(message_id)
         .bind(inbox_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(hash) = hash else {
+        let Some(row) = row else {
             return Ok(false);
         };
-        sqlx::query(
-            "DELETE FROM blobs WHERE hash = $1 AND NOT EXISTS \
-             (SELECT 1 FROM messages WHERE blob_hash = $1)",
-        )
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+        let hash: String = row.try_get(0)?;
+        let gone = [(row.try_get(1)?, inbox_id.to_owned(), row.try_get(2)?)];
+        crate::storage::release(&mut tx, &gone).await?;
+        // A Sent copy's blob stays while its queue entry needs it; the collector takes both
+        // once delivery is finished.
+        crate::storage::drop_unused_blobs(&mut tx, &[hash]).await?;
         tx.commit().await?;
         Ok(true)
     }

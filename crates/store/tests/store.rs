@@ -438,6 +438,7 @@ mod messages {
         Recipient {
             account_id,
             inbox_id,
+            storage: mailroom_store::StorageLimit::UNLIMITED,
         }
     }
 
