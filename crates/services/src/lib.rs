@@ -7,6 +7,7 @@
 
 mod auth;
 mod cache;
+mod collector;
 pub mod dkim;
 pub mod dnscache;
 pub mod domains;
@@ -33,6 +34,7 @@ use mailroom_core::secret::MasterSecret;
 use mailroom_store::Store;
 
 pub use auth::Principal;
+pub use collector::CollectorConfig;
 pub use error::{ServiceError, UpgradeContext};
 pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
 pub use messages::{
