@@ -77,7 +77,11 @@ impl ApiError {
 impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> ApiError {
         if let ServiceError::TierLimit { code, .. } | ServiceError::Forbidden { code, .. } = &err
-            && [storage::STORAGE_QUOTA_EXCEEDED, storage::RECIPIENT_MAILBOX_FULL].contains(code)
+            && [
+                storage::STORAGE_QUOTA_EXCEEDED,
+                storage::RECIPIENT_MAILBOX_FULL,
+            ]
+            .contains(code)
         {
             mailroom_net::refused(mailroom_net::Door::Http, "storage_quota");
         }

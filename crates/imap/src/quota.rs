@@ -44,7 +44,9 @@ pub(crate) fn over_quota(out: &mut Out, tag: &str, scope: StorageScope) {
 pub(crate) fn is_quota_command(body: &CommandBody<'_>) -> bool {
     matches!(
         body,
-        CommandBody::GetQuota { .. } | CommandBody::GetQuotaRoot { .. } | CommandBody::SetQuota { .. }
+        CommandBody::GetQuota { .. }
+            | CommandBody::GetQuotaRoot { .. }
+            | CommandBody::SetQuota { .. }
     )
 }
 
@@ -87,7 +89,12 @@ pub(crate) async fn command(
         }
         CommandBody::GetQuotaRoot { .. } => {
             let name = mailbox.unwrap_or("INBOX");
-            if services.store().imap_mailbox(inbox_id, name).await?.is_none() {
+            if services
+                .store()
+                .imap_mailbox(inbox_id, name)
+                .await?
+                .is_none()
+            {
                 out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"));
                 return Ok(());
             }
@@ -128,7 +135,10 @@ mod tests {
             used_bytes: 1025,
             limit_bytes: Some(10 * 1024 + 1000),
         };
-        assert_eq!(quota_line(&m).as_deref(), Some("* QUOTA \"\" (STORAGE 2 10)"));
+        assert_eq!(
+            quota_line(&m).as_deref(),
+            Some("* QUOTA \"\" (STORAGE 2 10)")
+        );
         let unlimited = StorageMeter {
             used_bytes: 5,
             limit_bytes: None,

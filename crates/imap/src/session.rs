@@ -490,9 +490,15 @@ impl Session {
                 _ => None,
             };
             let (services, inbox_id) = (&self.server.services, self.inbox_id());
-            if let Err(e) =
-                crate::quota::command(services, &inbox_id, &tag, &cmd.body, mailbox.as_deref(), out)
-                    .await
+            if let Err(e) = crate::quota::command(
+                services,
+                &inbox_id,
+                &tag,
+                &cmd.body,
+                mailbox.as_deref(),
+                out,
+            )
+            .await
             {
                 store_failed(out, &e);
             }
@@ -2154,7 +2160,10 @@ impl Session {
         } else if moving {
             store.imap_move(&sel.mailbox.id, &uids, &dest.id).await?
         } else {
-            match store.imap_copy(&sel.mailbox.id, &uids, &dest.id, limit).await {
+            match store
+                .imap_copy(&sel.mailbox.id, &uids, &dest.id, limit)
+                .await
+            {
                 Err(mailroom_store::StoreError::StorageFull { scope, .. }) => {
                     crate::quota::over_quota(out, tag, scope);
                     return Ok(());

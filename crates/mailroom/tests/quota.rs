@@ -88,7 +88,11 @@ async fn smtp(addr: SocketAddr, to: &str, body: &str) -> (String, Option<String>
         read_reply(&mut r).await
     };
     assert!(say(&mut w, "EHLO client.test").await.starts_with("250"));
-    assert!(say(&mut w, "MAIL FROM:<a@example.com>").await.starts_with("250"));
+    assert!(
+        say(&mut w, "MAIL FROM:<a@example.com>")
+            .await
+            .starts_with("250")
+    );
     let rcpt = say(&mut w, &format!("RCPT TO:<{to}>")).await;
     if !rcpt.starts_with("250") {
         say(&mut w, "QUIT").await;
@@ -130,7 +134,10 @@ impl Imap {
         let mut lines = Vec::new();
         loop {
             let mut l = String::new();
-            assert!(self.r.read_line(&mut l).await.unwrap() > 0, "closed: {lines:?}");
+            assert!(
+                self.r.read_line(&mut l).await.unwrap() > 0,
+                "closed: {lines:?}"
+            );
             let done = l.starts_with("t ");
             lines.push(l.trim_end().to_owned());
             if done {
@@ -157,7 +164,9 @@ async fn limits(s: &TestServer, a: &TestAccount) -> Value {
 }
 
 async fn used(s: &TestServer, a: &TestAccount) -> u64 {
-    limits(s, a).await["current_storage_bytes"].as_u64().unwrap()
+    limits(s, a).await["current_storage_bytes"]
+        .as_u64()
+        .unwrap()
 }
 
 /// Fills the account's only inbox to exactly its limit with one APPEND.
@@ -187,7 +196,10 @@ async fn smtp_and_imap_refuse_a_full_mailbox(s: TestServer) {
     let before = s.refusals("smtp", "storage_quota").await;
     let (rcpt, done) = smtp(mx, &a.email, &message("two", 2500)).await;
     assert!(rcpt.starts_with("250"), "{rcpt}");
-    assert!(done.as_deref().unwrap().starts_with("452 4.2.2"), "{done:?}");
+    assert!(
+        done.as_deref().unwrap().starts_with("452 4.2.2"),
+        "{done:?}"
+    );
     assert_eq!(used(&s, &a).await, after_one, "nothing stored");
     assert!(s.refusals("smtp", "storage_quota").await > before);
     s.other_tenant_delivers(&other.email).await;
@@ -234,10 +246,13 @@ async fn smtp_and_imap_refuse_a_full_mailbox(s: TestServer) {
     // Expunging frees the space at once; the blob goes with the last copy.
     let store = running.services.store();
     let (rows, _) = store
-        .list_messages(&a.inbox_id, &mailroom_store::MessageQuery {
-            limit: 10,
-            ..Default::default()
-        })
+        .list_messages(
+            &a.inbox_id,
+            &mailroom_store::MessageQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let hashes: Vec<String> = rows.iter().map(|m| m.blob_hash.clone()).collect();
@@ -250,7 +265,10 @@ async fn smtp_and_imap_refuse_a_full_mailbox(s: TestServer) {
     }
     assert_eq!(used(&s, &a).await, 0);
     for h in &hashes {
-        assert!(store.get_blob(h).await.unwrap().is_none(), "blob {h} collected");
+        assert!(
+            store.get_blob(h).await.unwrap().is_none(),
+            "blob {h} collected"
+        );
     }
     let (rcpt, done) = smtp(mx, &a.email, &message("again", 500)).await;
     assert!(rcpt.starts_with("250") && done.unwrap().starts_with("250"));
@@ -279,21 +297,46 @@ async fn api_refuses_sends_that_would_not_fit(s: TestServer) {
     let mut imap = Imap::login(imap_addr, &full).await;
     fill(&s, &mut imap, &full, FREE_INBOX).await;
     let before = s.refusals("http", "storage_quota").await;
-    let (status, body) = send(&s, &sender, json!({"to": full.email, "subject": "hi", "text": "hi"})).await;
+    let (status, body) = send(
+        &s,
+        &sender,
+        json!({"to": full.email, "subject": "hi", "text": "hi"}),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "RECIPIENT_MAILBOX_FULL");
-    assert!(body["message"].as_str().unwrap().contains(&full.email), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(&full.email),
+        "{body}"
+    );
     assert_eq!(used(&s, &sender).await, 0, "no Sent copy either");
     assert_eq!(limits(&s, &sender).await["current_sends_today"], 0);
     // The sender's own inbox full: 403 with the way up.
     let mut imap = Imap::login(imap_addr, &sender).await;
     fill(&s, &mut imap, &sender, DEV_INBOX).await;
-    let (status, body) = send(&s, &sender, json!({"to": other.email, "subject": "hi", "text": "hi"})).await;
+    let (status, body) = send(
+        &s,
+        &sender,
+        json!({"to": other.email, "subject": "hi", "text": "hi"}),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "STORAGE_QUOTA_EXCEEDED");
     let up = &body["upgrade_context"];
-    assert!(up["operator_action_url"].as_str().unwrap().starts_with("http"), "{body}");
-    assert!(up["operator_action_label"].as_str().unwrap().contains("Growth"), "{body}");
+    assert!(
+        up["operator_action_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http"),
+        "{body}"
+    );
+    assert!(
+        up["operator_action_label"]
+            .as_str()
+            .unwrap()
+            .contains("Growth"),
+        "{body}"
+    );
     assert!(up["agent_script"].is_string());
     assert!(s.refusals("http", "storage_quota").await >= before + 2);
     assert_eq!(used(&s, &other).await, 0, "nothing delivered");
@@ -307,7 +350,12 @@ async fn sent_message_deletes_for_good_and_blobs_are_collected(s: TestServer) {
     let store = running.services.store().clone();
     let a = s.new_account("deleter").await;
     s.set_tier(&a.account_id, Tier::Developer).await;
-    let (status, body) = send(&s, &a, json!({"to": "bob@example.com", "subject": "out", "text": "bye"})).await;
+    let (status, body) = send(
+        &s,
+        &a,
+        json!({"to": "bob@example.com", "subject": "out", "text": "bye"}),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let id = body["result"]["id"].as_str().unwrap().to_owned();
     let hash = store
@@ -332,21 +380,32 @@ async fn sent_message_deletes_for_good_and_blobs_are_collected(s: TestServer) {
     let b = s.new_account("leaver").await;
     s.deliver_smtp(&b.email, &message("kept", 300)).await;
     let (rows, _) = store
-        .list_messages(&b.inbox_id, &mailroom_store::MessageQuery {
-            limit: 10,
-            ..Default::default()
-        })
+        .list_messages(
+            &b.inbox_id,
+            &mailroom_store::MessageQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let blob = rows[0].blob_hash.clone();
     let (status, body, _) = s
-        .call("DELETE", &format!("/v1/inboxes/{}", b.inbox_id), Some(&b.account_key), None)
+        .call(
+            "DELETE",
+            &format!("/v1/inboxes/{}", b.inbox_id),
+            Some(&b.account_key),
+            None,
+        )
         .await;
     assert!(status == 200 || status == 204, "{status} {body}");
     assert_eq!(used(&s, &b).await, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.get_blob(&blob).await.unwrap().is_some() {
-        assert!(std::time::Instant::now() < deadline, "the blob was never collected");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blob was never collected"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     s.stop().await;
@@ -377,7 +436,11 @@ c.logout()
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "OK", "{text}");
     assert!(lines.contains(&"\"INBOX\" \"\""), "{text}");

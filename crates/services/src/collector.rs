@@ -37,7 +37,10 @@ const MAX_BATCHES_PER_ROUND: usize = 100;
 
 impl Services {
     /// One round of collection: batches until one comes back short.
-    pub async fn collect_garbage(&self, config: &CollectorConfig) -> Result<Collected, ServiceError> {
+    pub async fn collect_garbage(
+        &self,
+        config: &CollectorConfig,
+    ) -> Result<Collected, ServiceError> {
         let grace = i64::try_from(config.grace.as_millis()).unwrap_or(i64::MAX);
         let cutoff = mailroom_core::time::now_ms().saturating_sub(grace);
         let mut total = Collected::default();

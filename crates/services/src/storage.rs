@@ -138,17 +138,17 @@ impl Services {
 
     /// The refusal for a write over the storage limit of `scope`, with an upgrade offer
     /// when a higher tier holds more.
-    pub fn storage_refusal(&self, account_id: &str, tier: Tier, scope: StorageScope) -> ServiceError {
-        let current = self.config().tiers.limits(tier);
-        let (limit, pick): (Option<u64>, fn(&TierLimits) -> Option<u64>) = match scope {
-            StorageScope::Inbox => (current.max_storage_bytes_per_inbox, |l| {
-                l.max_storage_bytes_per_inbox
-            }),
-            StorageScope::Account => (current.max_storage_bytes_per_account, |l| {
-                l.max_storage_bytes_per_account
-            }),
+    pub fn storage_refusal(
+        &self,
+        account_id: &str,
+        tier: Tier,
+        scope: StorageScope,
+    ) -> ServiceError {
+        let pick = move |l: &TierLimits| match scope {
+            StorageScope::Inbox => l.max_storage_bytes_per_inbox,
+            StorageScope::Account => l.max_storage_bytes_per_account,
         };
-        let limit = limit.unwrap_or(0);
+        let limit = pick(self.config().tiers.limits(tier)).unwrap_or(0);
         ServiceError::TierLimit {
             code: STORAGE_QUOTA_EXCEEDED,
             message: format!(

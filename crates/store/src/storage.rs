@@ -80,7 +80,10 @@ pub(crate) async fn charge(
     let (inbox_limit, account_limit) = if bytes < 0 {
         (i64::MAX, i64::MAX)
     } else {
-        (limit_value(limit.inbox_bytes), limit_value(limit.account_bytes))
+        (
+            limit_value(limit.inbox_bytes),
+            limit_value(limit.account_bytes),
+        )
     };
     for (table, id, max, scope) in [
         ("inboxes", inbox_id, inbox_limit, StorageScope::Inbox),

@@ -117,7 +117,10 @@ fn msg(size: usize, recipients: Vec<Recipient>) -> NewMessage {
 
 async fn used(store: &Store, r: &Recipient) -> (u64, u64) {
     let u = store.storage_usage(&r.inbox_id).await.unwrap().unwrap();
-    assert_eq!(store.account_storage(&r.account_id).await.unwrap(), u.account_bytes);
+    assert_eq!(
+        store.account_storage(&r.account_id).await.unwrap(),
+        u.account_bytes
+    );
     (u.inbox_bytes, u.account_bytes)
 }
 
@@ -174,7 +177,11 @@ async fn over_the_inbox_limit_nothing_is_stored(store: Store, _db: &TestDatabase
     );
     assert_eq!(used(&store, &a).await, (600, 600), "nothing was charged");
     let inbox = format!("{}/INBOX", a.inbox_id);
-    assert_eq!(store.imap_uids(&inbox).await.unwrap().len(), 1, "nothing stored");
+    assert_eq!(
+        store.imap_uids(&inbox).await.unwrap().len(),
+        1,
+        "nothing stored"
+    );
     // Exactly full fits.
     store.deliver(msg(400, vec![a.clone()])).await.unwrap();
     assert_eq!(used(&store, &a).await, (1000, 1000));
@@ -285,7 +292,10 @@ async fn deleted_inbox_blobs_are_collected_after_the_grace(store: Store, _db: &T
         .await
         .unwrap()
         .unwrap();
-    assert!(store.get_blob(&hash).await.unwrap().is_some(), "left to the collector");
+    assert!(
+        store.get_blob(&hash).await.unwrap().is_some(),
+        "left to the collector"
+    );
     // Inside the grace period: kept.
     let done = store.collect_garbage(now_ms() - 60_000, 100).await.unwrap();
     assert_eq!(done.blobs, 0);
