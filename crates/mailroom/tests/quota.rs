@@ -242,6 +242,11 @@ async fn smtp_and_imap_refuse_a_full_mailbox(s: TestServer) {
     s.other_tenant_delivers(&other.email).await;
     s.other_tenant_reads_api(&other.account_key).await;
     assert_eq!(used(&s, &a).await, FREE_INBOX);
+    let view = s
+        .get_json(&a.inbox_key, &format!("/v1/inboxes/{}", a.inbox_id))
+        .await;
+    assert_eq!(view["result"]["storage"]["used_bytes"], FREE_INBOX);
+    assert_eq!(view["result"]["storage"]["limit_bytes"], FREE_INBOX);
 
     // Expunging frees the space at once; the blob goes with the last copy.
     let store = running.services.store();
