@@ -292,6 +292,19 @@ async fn send(s: &TestServer, a: &TestAccount, body: Value) -> (u16, Value) {
     (status, body)
 }
 
+/// One message from `a` (its inbox key) to `to` over submission with Python's smtplib:
+/// `OK` or the refusal as `CODE text`.
+async fn submit(s: &TestServer, a: &TestAccount, to: &str) -> String {
+    let port = s.server.as_ref().unwrap().submission_addr.port();
+    let (email, key, to) = (a.email.clone(), a.inbox_key.clone(), to.to_owned());
+    let body = format!("From: {email}\r\nTo: {to}\r\nSubject: sub\r\n\r\nhello\r\n");
+    tokio::task::spawn_blocking(move || {
+        mailroom_testkit::smtplib(port, &email, &key, &email, &to, &body)
+    })
+    .await
+    .unwrap()
+}
+
 async fn api_refuses_sends_that_would_not_fit(s: TestServer) {
     let imap_addr = s.server.as_ref().unwrap().imap_addr;
     let sender = s.new_account("sender").await;
@@ -316,6 +329,11 @@ async fn api_refuses_sends_that_would_not_fit(s: TestServer) {
     );
     assert_eq!(used(&s, &sender).await, 0, "no Sent copy either");
     assert_eq!(limits(&s, &sender).await["current_sends_today"], 0);
+    // The same over SMTP submission (Python's smtplib): 452 4.2.2 at RCPT.
+    let before_sub = s.refusals("submission", "storage_quota").await;
+    let r = submit(&s, &sender, &full.email).await;
+    assert!(r.starts_with("452") && r.contains("4.2.2"), "{r}");
+    assert!(s.refusals("submission", "storage_quota").await > before_sub);
     // The sender's own inbox full: 403 with the way up.
     let mut imap = Imap::login(imap_addr, &sender).await;
     fill(&s, &mut imap, &sender, DEV_INBOX).await;
@@ -343,6 +361,11 @@ async fn api_refuses_sends_that_would_not_fit(s: TestServer) {
         "{body}"
     );
     assert!(up["agent_script"].is_string());
+    let r = submit(&s, &sender, &other.email).await;
+    assert!(
+        r.starts_with("452") && r.contains("4.2.2") && r.contains("Upgrade"),
+        "{r}"
+    );
     assert!(s.refusals("http", "storage_quota").await >= before + 2);
     assert_eq!(used(&s, &other).await, 0, "nothing delivered");
     s.other_tenant_reads_api(&other.account_key).await;
