@@ -475,3 +475,49 @@ c.logout()
     assert!(lines.contains(&"\"\" (STORAGE 3 4)"), "{text}");
     s.stop().await;
 }
+
+/// A full account is told so by `GET /v1/capabilities`, with the way up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_say_when_the_account_is_full() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.tiers.free.max_storage_bytes_per_inbox = Some(FREE_INBOX);
+        c.tiers.free.max_storage_bytes_per_account = Some(FREE_INBOX);
+    })
+    .await
+    .unwrap();
+    let a = s.new_account("capfull").await;
+    let actions = |v: &Value, list: &str| -> Vec<String> {
+        v["result"][list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["action"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let caps = s.get_json(&a.account_key, "/v1/capabilities").await;
+    assert!(
+        actions(&caps, "can").contains(&"mail.receive".to_owned()),
+        "{caps}"
+    );
+    assert_eq!(caps["result"]["limits"]["max_storage_bytes"], FREE_INBOX);
+    let mut imap = Imap::login(s.server.as_ref().unwrap().imap_addr, &a).await;
+    fill(&s, &mut imap, &a, FREE_INBOX).await;
+    let caps = s.get_json(&a.account_key, "/v1/capabilities").await;
+    assert!(
+        !actions(&caps, "can").contains(&"mail.receive".to_owned()),
+        "{caps}"
+    );
+    let refusal = caps["result"]["cannot"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "mail.receive")
+        .unwrap()
+        .clone();
+    assert!(
+        refusal["reason"].as_str().unwrap().contains("452 4.2.2"),
+        "{refusal}"
+    );
+    assert!(refusal["unlock_url"].is_string(), "{refusal}");
+    s.stop().await;
+}

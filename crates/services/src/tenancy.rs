@@ -463,7 +463,18 @@ impl Services {
                 description: description.to_owned(),
             })
         };
-        allow("mail.receive", "receive mail at your inbox address");
+        match view.max_storage_bytes {
+            Some(max) if view.current_storage_bytes >= max => cannot.push(Refusal {
+                action: "mail.receive",
+                reason: format!(
+                    "the account holds all the {max} bytes of mail the {tier} tier allows; new mail is deferred (SMTP 452 4.2.2) until some is deleted"
+                ),
+                unlock_url: upgrade_url("store more mail", &|l| {
+                    l.max_storage_bytes_per_account.is_none_or(|m| m > max)
+                }),
+            }),
+            _ => allow("mail.receive", "receive mail at your inbox address"),
+        }
         allow("inbox.read", "read your inbox (GET /v1/inboxes/{id})");
         allow(
             "inbox.rotate_key",
