@@ -80,6 +80,11 @@ fn message(subject: &str, size: usize) -> String {
 /// One SMTP transaction on the MX port; the replies to RCPT and to the end of DATA (or
 /// `None` when RCPT was refused).
 async fn smtp(addr: SocketAddr, to: &str, body: &str) -> (String, Option<String>) {
+    smtp_with(addr, "MAIL FROM:<a@example.com>", to, body).await
+}
+
+/// [`smtp`] with the given `MAIL FROM` command (`SIZE=`).
+async fn smtp_with(addr: SocketAddr, mail: &str, to: &str, body: &str) -> (String, Option<String>) {
     let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
     let mut r = BufReader::new(r);
     assert!(read_reply(&mut r).await.starts_with("220"));
@@ -88,11 +93,7 @@ async fn smtp(addr: SocketAddr, to: &str, body: &str) -> (String, Option<String>
         read_reply(&mut r).await
     };
     assert!(say(&mut w, "EHLO client.test").await.starts_with("250"));
-    assert!(
-        say(&mut w, "MAIL FROM:<a@example.com>")
-            .await
-            .starts_with("250")
-    );
+    assert!(say(&mut w, mail).await.starts_with("250"));
     let rcpt = say(&mut w, &format!("RCPT TO:<{to}>")).await;
     if !rcpt.starts_with("250") {
         say(&mut w, "QUIT").await;
@@ -202,6 +203,12 @@ async fn smtp_and_imap_refuse_a_full_mailbox(s: TestServer) {
     );
     assert_eq!(used(&s, &a).await, after_one, "nothing stored");
     assert!(s.refusals("smtp", "storage_quota").await > before);
+    // Announced with SIZE= (RFC 1870): refused at RCPT already.
+    let (rcpt, _) = smtp_with(mx, "MAIL FROM:<a@example.com> SIZE=2500", &a.email, "x").await;
+    assert!(rcpt.starts_with("452 4.2.2"), "{rcpt}");
+    let (rcpt, done) = smtp_with(mx, "MAIL FROM:<a@example.com> SIZE=500", &a.email, "x").await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert!(done.unwrap().starts_with("250"), "a small one still fits");
     s.other_tenant_delivers(&other.email).await;
 
     // IMAP: fill to the byte, then APPEND and COPY are refused.
@@ -261,7 +268,7 @@ async fn smtp_and_imap_refuse_a_full_mailbox(s: TestServer) {
         .await
         .unwrap();
     let hashes: Vec<String> = rows.iter().map(|m| m.blob_hash.clone()).collect();
-    assert_eq!(hashes.len(), 2);
+    assert_eq!(hashes.len(), 3);
     for mailbox in ["INBOX", "Archive"] {
         imap.cmd(&format!("SELECT {mailbox}")).await;
         imap.cmd("STORE 1:* +FLAGS.SILENT (\\Deleted)").await;

@@ -76,6 +76,17 @@ impl Services {
     /// Decides `RCPT TO:<address>` for inbound mail. `+tag` sub-addresses reach the inbox
     /// of the part before the `+`.
     pub async fn inbound_recipient(&self, address: &str) -> Result<RcptVerdict, ServiceError> {
+        self.inbound_recipient_sized(address, 0).await
+    }
+
+    /// [`Services::inbound_recipient`] for a message announced as `declared_size` bytes
+    /// (`MAIL FROM … SIZE=`; 0 when unknown): a mailbox it would not fit is
+    /// [`RcptVerdict::MailboxFull`].
+    pub async fn inbound_recipient_sized(
+        &self,
+        address: &str,
+        declared_size: u64,
+    ) -> Result<RcptVerdict, ServiceError> {
         let Some((local, domain)) = address.rsplit_once('@') else {
             return Ok(RcptVerdict::UnknownUser);
         };
@@ -96,7 +107,7 @@ impl Services {
             return Ok(RcptVerdict::UnknownUser);
         };
         let report = self.report_of(usage);
-        if report.over(1).is_some() {
+        if report.over(declared_size.max(1)).is_some() {
             return Ok(RcptVerdict::MailboxFull);
         }
         Ok(RcptVerdict::Accept(Recipient {

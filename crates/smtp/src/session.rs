@@ -49,6 +49,9 @@ pub struct Session {
     /// Submission: who logged in, and the inbox of the MAIL FROM address.
     sender: Option<Sender>,
     from_inbox: Option<Recipient>,
+    /// `MAIL FROM … SIZE=` of this transaction (0 when not given): a recipient it would
+    /// not fit is refused at `RCPT` (RFC 1870).
+    declared_size: u64,
 }
 
 enum Mode {
@@ -99,6 +102,7 @@ impl Session {
             errors: 0,
             sender: None,
             from_inbox: None,
+            declared_size: 0,
         }
     }
 
@@ -106,6 +110,7 @@ impl Session {
         self.message_started = None;
         self.mail_from = None;
         self.from_inbox = None;
+        self.declared_size = 0;
         self.recipients.clear();
         self.destinations.clear();
         self.rcpt_count = 0;
@@ -521,6 +526,7 @@ async fn command(
                 }
             } else {
                 s.mail_from = Some(from.address.to_string());
+                s.declared_size = u64::try_from(from.size).unwrap_or(u64::MAX);
                 reply(out, "250 2.1.0 OK");
             }
             Action::None
@@ -577,7 +583,13 @@ async fn command(
                 }
                 return Action::None;
             }
-            match s.server.services.inbound_recipient(&address).await {
+            let declared = s.declared_size;
+            match s
+                .server
+                .services
+                .inbound_recipient_sized(&address, declared)
+                .await
+            {
                 Ok(RcptVerdict::Accept(rcpt)) => {
                     s.rcpt_count += 1;
                     if !s.recipients.contains(&rcpt) {
