@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailroom_services::{ServiceError, UpgradeContext};
+use mailroom_services::{ServiceError, UpgradeContext, storage};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -76,6 +76,15 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> ApiError {
+        if let ServiceError::TierLimit { code, .. } | ServiceError::Forbidden { code, .. } = &err
+            && [
+                storage::STORAGE_QUOTA_EXCEEDED,
+                storage::RECIPIENT_MAILBOX_FULL,
+            ]
+            .contains(code)
+        {
+            mailroom_net::refused(mailroom_net::Door::Http, "storage_quota");
+        }
         match err {
             ServiceError::Unauthenticated(message) => ApiError::unauthorized(message),
             ServiceError::Forbidden { code, message } => {

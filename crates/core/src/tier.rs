@@ -80,6 +80,11 @@ pub struct TierLimits {
     pub max_custom_domains: Option<u64>,
     /// Whether the account may use SMTP submission (seed 000: paid tiers only).
     pub smtp_enabled: bool,
+    /// Bytes of mail one inbox may hold (every copy counts, in every folder); `None` =
+    /// unlimited.
+    pub max_storage_bytes_per_inbox: Option<u64>,
+    /// Bytes of mail all inboxes of an account may hold together; `None` = unlimited.
+    pub max_storage_bytes_per_account: Option<u64>,
 }
 
 impl Default for TierLimits {
@@ -98,8 +103,13 @@ impl TierLimits {
     }
 }
 
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
 impl Tier {
-    /// Seed 003's table. Monthly limits are 30× the daily ones.
+    /// Seed 003's table. Monthly limits are 30× the daily ones. Storage is not in the seed:
+    /// per inbox / per account, free 100 MiB / 500 MiB, developer 1 GiB / 10 GiB, growth
+    /// 10 GiB / 100 GiB, enterprise unlimited (docs/decisions.md).
     pub fn default_limits(self) -> TierLimits {
         match self {
             Tier::Free => TierLimits {
@@ -110,6 +120,8 @@ impl Tier {
                 max_webhooks: Some(3),
                 max_custom_domains: Some(0),
                 smtp_enabled: false,
+                max_storage_bytes_per_inbox: Some(100 * MIB),
+                max_storage_bytes_per_account: Some(500 * MIB),
             },
             Tier::Developer => TierLimits {
                 max_inboxes: None,
@@ -119,6 +131,8 @@ impl Tier {
                 max_webhooks: Some(10),
                 max_custom_domains: Some(5),
                 smtp_enabled: true,
+                max_storage_bytes_per_inbox: Some(GIB),
+                max_storage_bytes_per_account: Some(10 * GIB),
             },
             Tier::Growth => TierLimits {
                 max_inboxes: None,
@@ -128,6 +142,8 @@ impl Tier {
                 max_webhooks: Some(50),
                 max_custom_domains: None,
                 smtp_enabled: true,
+                max_storage_bytes_per_inbox: Some(10 * GIB),
+                max_storage_bytes_per_account: Some(100 * GIB),
             },
             Tier::Enterprise => TierLimits {
                 max_inboxes: None,
@@ -137,6 +153,8 @@ impl Tier {
                 max_webhooks: None,
                 max_custom_domains: None,
                 smtp_enabled: true,
+                max_storage_bytes_per_inbox: None,
+                max_storage_bytes_per_account: None,
             },
         }
     }
@@ -218,6 +236,9 @@ mod tests {
         assert_eq!(t.developer.max_webhooks, Some(10));
         assert_eq!(t.growth.max_webhooks, Some(50));
         assert_eq!(t.enterprise.max_webhooks, None);
+        assert_eq!(t.free.max_storage_bytes_per_inbox, Some(100 * MIB));
+        assert_eq!(t.free.max_storage_bytes_per_account, Some(500 * MIB));
+        assert_eq!(t.enterprise.max_storage_bytes_per_account, None);
     }
 
     #[test]

@@ -617,6 +617,9 @@ impl DeliveryWorker {
             recipients: vec![Recipient {
                 account_id: due.account_id.clone(),
                 inbox_id: due.inbox_id.clone(),
+                // Counted, never refused: a bounce is small and tells the sender something
+                // they need to know.
+                storage: mailroom_store::StorageLimit::UNLIMITED,
             }],
             mailbox: "INBOX".into(),
             message_id: facts.message_id,

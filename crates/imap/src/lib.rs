@@ -12,6 +12,7 @@ mod conn;
 mod flags;
 mod fmt;
 mod mime;
+mod quota;
 mod search;
 mod session;
 

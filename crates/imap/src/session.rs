@@ -403,8 +403,9 @@ impl Session {
 
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE BINARY STATUS=SIZE WITHIN",
+            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE BINARY STATUS=SIZE WITHIN ",
         );
+        caps.push_str(crate::quota::CAPABILITIES);
         if self.user.is_none() {
             if !self.tls {
                 caps.push_str(" STARTTLS");
@@ -483,6 +484,26 @@ impl Session {
                 "{tag} NO [UNAVAILABLE] temporary failure; try again"
             ));
         };
+        if crate::quota::is_quota_command(&cmd.body) {
+            let mailbox = match &cmd.body {
+                CommandBody::GetQuotaRoot { mailbox } => Some(mailbox_str(mailbox)),
+                _ => None,
+            };
+            let (services, inbox_id) = (&self.server.services, self.inbox_id());
+            if let Err(e) = crate::quota::command(
+                services,
+                &inbox_id,
+                &tag,
+                &cmd.body,
+                mailbox.as_deref(),
+                out,
+            )
+            .await
+            {
+                store_failed(out, &e);
+            }
+            return Ok(Next::Continue);
+        }
         match cmd.body {
             CommandBody::Capability => {
                 out.line(&format!("* CAPABILITY {}", self.capabilities()));
@@ -1379,6 +1400,7 @@ impl Session {
         };
         let facts = mailroom_services::parse_facts(&data);
         let hash = hex::encode(Sha256::digest(&data));
+        let storage = crate::quota::storage_limit(&self.server.services, &user.account_id).await?;
         // The fields not named (no envelope sender, no SPF/DKIM verdicts, and whatever is
         // added to NewMessage later) keep their defaults.
         let msg = NewMessage {
@@ -1387,6 +1409,7 @@ impl Session {
             recipients: vec![Recipient {
                 account_id: user.account_id.clone(),
                 inbox_id: user.inbox_id.clone(),
+                storage,
             }],
             mailbox: mb.name.clone(),
             message_id: facts.message_id,
@@ -1397,7 +1420,13 @@ impl Session {
             raw: data,
             ..NewMessage::default()
         };
-        let stored = self.server.services.store().deliver(msg).await?;
+        let stored = match self.server.services.store().deliver(msg).await {
+            Err(mailroom_store::StoreError::StorageFull { scope, .. }) => {
+                crate::quota::over_quota(out, tag, scope);
+                return Ok(());
+            }
+            other => other?,
+        };
         let Some(stored) = stored.first() else {
             out.line(&format!("{tag} NO [NONEXISTENT] the mailbox went away"));
             return Ok(());
@@ -2105,6 +2134,12 @@ impl Session {
             return Ok(());
         };
         let store = self.server.services.store().clone();
+        let account_id = self.user.as_ref().map(|u| u.account_id.clone());
+        let limit = match (&account_id, moving) {
+            // A move stays within the inbox: its storage does not change.
+            (Some(a), false) => crate::quota::storage_limit(&self.server.services, a).await?,
+            _ => mailroom_store::StorageLimit::UNLIMITED,
+        };
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
@@ -2125,7 +2160,16 @@ impl Session {
         } else if moving {
             store.imap_move(&sel.mailbox.id, &uids, &dest.id).await?
         } else {
-            store.imap_copy(&sel.mailbox.id, &uids, &dest.id).await?
+            match store
+                .imap_copy(&sel.mailbox.id, &uids, &dest.id, limit)
+                .await
+            {
+                Err(mailroom_store::StoreError::StorageFull { scope, .. }) => {
+                    crate::quota::over_quota(out, tag, scope);
+                    return Ok(());
+                }
+                other => other?,
+            }
         };
         if !pairs.is_empty() {
             signal_inbox(&self.server, &self.user);

@@ -13,6 +13,7 @@ use mailroom_core::Tiers;
 use serde::Deserialize;
 
 mod events;
+mod storage;
 
 pub use events::WebhookBudgets;
 
@@ -222,6 +223,8 @@ struct FileConfig {
     webhooks: events::FileWebhooks,
     #[serde(default)]
     streams: events::FileStreams,
+    #[serde(default)]
+    storage: storage::FileStorage,
     tiers: Option<Tiers>,
 }
 
@@ -375,6 +378,8 @@ pub struct Config {
     pub webhook_budgets: WebhookBudgets,
     /// Budgets of event streams, long polls and IMAP IDLE (`[streams]`).
     pub streams: mailroom_services::StreamLimits,
+    /// The blob collector (`[storage]`).
+    pub collector: mailroom_services::CollectorConfig,
     pub listen: Listeners,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -481,6 +486,7 @@ impl Config {
         }
         let webhook_budgets = events::resolve_webhooks(&file.webhooks)?;
         let streams = events::resolve_streams(&file.streams)?;
+        let collector = storage::resolve_storage(&file.storage)?;
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
@@ -505,6 +511,7 @@ impl Config {
             webhook_timeout: events::webhook_timeout(&file.webhooks)?,
             webhook_budgets,
             streams,
+            collector,
             listen,
             tls_cert,
             tls_key,

@@ -46,6 +46,7 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     smtp: JoinHandle<()>,
     key_uses: JoinHandle<()>,
+    collector: JoinHandle<()>,
     submission: Vec<JoinHandle<()>>,
     pop3: Vec<JoinHandle<()>>,
     imap: Vec<JoinHandle<()>>,
@@ -73,6 +74,7 @@ impl RunningServer {
         self.webhooks.await.context("the webhook worker failed")?;
         self.delivery.await.context("the delivery worker failed")?;
         self.key_uses.await.context("the key-use recorder failed")?;
+        self.collector.await.context("the blob collector failed")?;
         self.services.store().close().await;
         served.context("the HTTP server stopped with an error")?;
         tracing::info!("stopped");
@@ -343,6 +345,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         },
     ));
     let delivery_task = tokio::spawn(delivery.run(shutdown.clone()));
+    let collector = tokio::spawn(
+        services
+            .clone()
+            .run_collector(config.collector, shutdown.clone()),
+    );
     let http_task = tokio::spawn(mailroom_api::server::serve(
         http,
         tls,
@@ -374,6 +381,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         http: http_task,
         smtp: smtp_task,
         key_uses,
+        collector,
         submission,
         pop3,
         imap,

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mailroom_store::InboxRow;
+use mailroom_store::{InboxRow, StorageUsage};
 
 use crate::Principal;
 
@@ -28,16 +28,23 @@ pub(crate) struct Cache {
     epoch: AtomicU64,
     keys: RwLock<HashMap<String, Principal>>,
     inboxes: RwLock<HashMap<String, InboxRow>>,
-    /// Address (lowercase, no `+tag`) to its account and inbox. Only addresses that exist
-    /// are kept: a client trying random names costs a read each, not memory.
-    recipients: RwLock<HashMap<String, Recipient>>,
+    /// Address (lowercase, no `+tag`) to its inbox, and inbox to what it and its account
+    /// hold. Only addresses that exist are kept: a client trying random names costs a read
+    /// each, not memory.
+    recipients: RwLock<Recipients>,
 }
 
-/// An inbox found by its address: the account and the inbox.
+#[derive(Debug, Default)]
+struct Recipients {
+    addresses: HashMap<String, String>,
+    usage: HashMap<String, Recipient>,
+}
+
+/// An inbox found by its address, and what it held when it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Recipient {
-    pub account_id: String,
-    pub inbox_id: String,
+    pub usage: StorageUsage,
+    pub read_at: std::time::Instant,
 }
 
 /// A reader's ticket: taken before reading the database, checked before inserting.
@@ -80,18 +87,44 @@ impl Cache {
     }
 
     pub fn recipient(&self, email: &str) -> Option<Recipient> {
-        read(&self.recipients).get(email).cloned()
+        let r = read(&self.recipients);
+        r.usage.get(r.addresses.get(email)?).cloned()
     }
 
     pub fn put_recipient(&self, ticket: Ticket, email: &str, recipient: &Recipient) {
-        let mut recipients = write(&self.recipients);
+        let mut r = write(&self.recipients);
         if self.epoch.load(Ordering::Acquire) != ticket.0 {
             return;
         }
-        if recipients.len() >= MAX_ENTRIES {
-            recipients.clear();
+        if r.addresses.len() >= MAX_ENTRIES || r.usage.len() >= MAX_ENTRIES {
+            r.addresses.clear();
+            r.usage.clear();
         }
-        recipients.insert(email.to_owned(), recipient.clone());
+        let inbox = recipient.usage.inbox_id.clone();
+        r.addresses.insert(email.to_owned(), inbox.clone());
+        r.usage.insert(inbox, recipient.clone());
+    }
+
+    /// Counts `bytes` just stored in `inbox_id` in its remembered use (the inbox's and its
+    /// account's), so that RCPT answers stay close to the truth between reads. Other inboxes
+    /// of the account learn of it at their next read, within a second.
+    pub fn add_usage(&self, inbox_id: &str, bytes: u64) {
+        if let Some(r) = write(&self.recipients).usage.get_mut(inbox_id) {
+            r.usage.inbox_bytes += bytes;
+            r.usage.account_bytes += bytes;
+        }
+    }
+
+    /// Forgets the remembered use of every inbox of `account_id` (its tier changed).
+    pub fn forget_account_usage(&self, account_id: &str) {
+        write(&self.recipients)
+            .usage
+            .retain(|_, r| r.usage.account_id != account_id);
+    }
+
+    /// Forgets the remembered use of `inbox_id` (it proved to be wrong).
+    pub fn forget_usage(&self, inbox_id: &str) {
+        write(&self.recipients).usage.remove(inbox_id);
     }
 
     /// Forgets the inbox, its address and every key scoped to it.
@@ -102,7 +135,8 @@ impl Cache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         keys.retain(|_, p| !matches!(p, Principal::Inbox { inbox_id: id, .. } if id == inbox_id));
         inboxes.remove(inbox_id);
-        recipients.retain(|_, r| r.inbox_id != inbox_id);
+        recipients.usage.remove(inbox_id);
+        recipients.addresses.retain(|_, inbox| inbox != inbox_id);
     }
 
     /// Forgets a named API key.
@@ -120,7 +154,8 @@ impl Cache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         keys.clear();
         inboxes.clear();
-        recipients.clear();
+        recipients.addresses.clear();
+        recipients.usage.clear();
     }
 
     /// Applies a stale-cache message from another process (`inbox:<id>`).
@@ -183,9 +218,16 @@ mod tests {
     #[test]
     fn evicting_an_inbox_forgets_its_address() {
         let c = Cache::default();
+        let at = std::time::Instant::now();
         let r = |inbox: &str| Recipient {
-            account_id: "acc_a".into(),
-            inbox_id: inbox.into(),
+            usage: StorageUsage {
+                account_id: "acc_a".into(),
+                inbox_id: inbox.into(),
+                tier: mailroom_core::Tier::Free,
+                inbox_bytes: 0,
+                account_bytes: 0,
+            },
+            read_at: at,
         };
         let t = c.ticket();
         c.put_recipient(t, "a@x", &r("inbox_1"));

@@ -15,6 +15,9 @@ pub enum RcptVerdict {
     UnknownUser,
     /// The domain is not ours: this server never relays.
     RelayDenied,
+    /// The inbox (or its account) holds all the storage its tier allows: a temporary
+    /// failure (`452 4.2.2`), so the sender tries again later.
+    MailboxFull,
 }
 
 /// What the SMTP session knows of a message's transport.
@@ -69,10 +72,24 @@ pub fn parse_facts(raw: &[u8]) -> ParsedFacts {
     }
 }
 
+/// How long a recipient's storage use read at RCPT is taken as current.
+const USAGE_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Services {
     /// Decides `RCPT TO:<address>` for inbound mail. `+tag` sub-addresses reach the inbox
     /// of the part before the `+`.
     pub async fn inbound_recipient(&self, address: &str) -> Result<RcptVerdict, ServiceError> {
+        self.inbound_recipient_sized(address, 0).await
+    }
+
+    /// [`Services::inbound_recipient`] for a message announced as `declared_size` bytes
+    /// (`MAIL FROM … SIZE=`; 0 when unknown): a mailbox it would not fit is
+    /// [`RcptVerdict::MailboxFull`].
+    pub async fn inbound_recipient_sized(
+        &self,
+        address: &str,
+        declared_size: u64,
+    ) -> Result<RcptVerdict, ServiceError> {
         let Some((local, domain)) = address.rsplit_once('@') else {
             return Ok(RcptVerdict::UnknownUser);
         };
@@ -89,39 +106,51 @@ impl Services {
             .unwrap_or(local)
             .to_ascii_lowercase();
         let email = format!("{local}@{domain}");
-        Ok(match self.inbox_by_email(&email).await? {
-            Some(r) => RcptVerdict::Accept(Recipient {
-                account_id: r.account_id,
-                inbox_id: r.inbox_id,
-            }),
-            None => RcptVerdict::UnknownUser,
-        })
+        let Some(usage) = self.usage_by_email(&email).await? else {
+            return Ok(RcptVerdict::UnknownUser);
+        };
+        let report = self.report_of(usage);
+        if report.over(declared_size.max(1)).is_some() {
+            return Ok(RcptVerdict::MailboxFull);
+        }
+        Ok(RcptVerdict::Accept(Recipient {
+            storage: self.storage_limit(report.tier),
+            account_id: report.account_id,
+            inbox_id: report.inbox_id,
+        }))
     }
 
-    /// The inbox with this address (lowercase, without `+tag`), from memory when it was
-    /// asked before: a peer delivering a message per connection asks for the same few
-    /// recipients again and again.
-    pub(crate) async fn inbox_by_email(
+    /// The inbox with this address (lowercase, without `+tag`) and what it and its
+    /// account hold, from memory when read less than [`USAGE_FRESH`] ago: a peer
+    /// delivering a message per connection asks for the same few recipients again and
+    /// again. The storage check at RCPT is an early answer only; the commit charges the
+    /// message atomically and refuses it (452 at DATA) if it no longer fits.
+    pub(crate) async fn usage_by_email(
         &self,
         email: &str,
-    ) -> Result<Option<crate::cache::Recipient>, ServiceError> {
-        if let Some(r) = self.cache().recipient(email) {
-            return Ok(Some(r));
+    ) -> Result<Option<mailroom_store::StorageUsage>, ServiceError> {
+        if let Some(r) = self.cache().recipient(email)
+            && r.read_at.elapsed() < USAGE_FRESH
+        {
+            return Ok(Some(r.usage));
         }
         let ticket = self.cache().ticket();
-        let Some((account_id, inbox_id)) = self.store().find_inbox_by_email(email).await? else {
+        let Some(usage) = self.store().storage_usage_by_email(email).await? else {
             return Ok(None);
         };
         let r = crate::cache::Recipient {
-            account_id,
-            inbox_id,
+            usage: usage.clone(),
+            read_at: std::time::Instant::now(),
         };
         self.cache().put_recipient(ticket, email, &r);
-        Ok(Some(r))
+        Ok(Some(usage))
     }
 
     /// Stores an accepted message for its recipients, with a `Received` header prepended,
-    /// and returns once it is durable.
+    /// and returns once it is durable. When a recipient's storage would pass its limit,
+    /// nothing is stored and the answer is the storage refusal (`STORAGE_QUOTA_EXCEEDED`):
+    /// the sender tries the whole message again later, and `RCPT TO` then refuses only the
+    /// full mailbox (docs/decisions.md).
     pub async fn receive(
         &self,
         envelope: &InboundEnvelope,
@@ -160,7 +189,8 @@ impl Services {
         raw.extend_from_slice(data);
         let facts = parse_facts(data);
         let hash = hex::encode(Sha256::digest(&raw));
-        let stored = self
+        let size = raw.len() as u64;
+        let stored = match self
             .store()
             .deliver(NewMessage {
                 raw,
@@ -177,8 +207,21 @@ impl Services {
                 flags: Vec::new(),
                 outbound: None,
             })
-            .await?;
-        self.inboxes_changed(stored.iter().map(|m| m.inbox_id.as_str()));
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                if let mailroom_store::StoreError::StorageFull { inbox_id, .. } = &e {
+                    // The next RCPT for it reads the truth (and is refused there).
+                    self.cache().forget_usage(inbox_id);
+                }
+                return Err(self.storage_error(e).await);
+            }
+        };
+        for m in &stored {
+            self.cache().add_usage(&m.inbox_id, size);
+        }
+        self.deliveries_signalled(stored.iter().map(|m| m.inbox_id.as_str()));
         Ok(stored)
     }
 }

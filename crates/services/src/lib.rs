@@ -7,6 +7,7 @@
 
 mod auth;
 mod cache;
+mod collector;
 pub mod dkim;
 pub mod dnscache;
 pub mod domains;
@@ -17,6 +18,7 @@ pub mod mailauth;
 mod messages;
 pub mod ratelimit;
 pub mod send;
+pub mod storage;
 mod stream;
 pub mod submission;
 mod tenancy;
@@ -32,6 +34,7 @@ use mailroom_core::secret::MasterSecret;
 use mailroom_store::Store;
 
 pub use auth::Principal;
+pub use collector::CollectorConfig;
 pub use error::{ServiceError, UpgradeContext};
 pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
 pub use messages::{
@@ -39,6 +42,7 @@ pub use messages::{
     MAX_WAIT, MessagePatch, MessageView, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use storage::{StorageMeter, StorageReport};
 pub use stream::EventCursor;
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,

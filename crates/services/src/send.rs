@@ -301,6 +301,8 @@ impl Services {
         let from_inbox = Recipient {
             account_id: inbox.account_id.clone(),
             inbox_id: inbox.id.clone(),
+            // `submit` applies the account's storage limits to the Sent copy.
+            storage: mailroom_store::StorageLimit::UNLIMITED,
         };
         let done = self
             .submit(&sender, &from_inbox, &inbox.email, &destinations, &raw)

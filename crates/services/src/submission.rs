@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use mailroom_core::ids::{IdKind, is_well_formed};
 use mailroom_core::secret::{constant_time_eq, hash_secret};
 use mailroom_core::time::now_ms;
-use mailroom_store::{NewMessage, Recipient};
+use mailroom_store::{NewMessage, Recipient, StorageLimit};
 use sha2::{Digest, Sha256};
 
 use crate::ratelimit::RateRule;
@@ -249,15 +249,18 @@ impl Services {
             });
         }
         match &sender.inbox {
+            // The storage limits are the account's tier's; `submit` sets them.
             Some((inbox_id, email)) if *email == address => Ok(Recipient {
                 account_id: sender.account_id.clone(),
                 inbox_id: inbox_id.clone(),
+                storage: StorageLimit::UNLIMITED,
             }),
             Some(_) => Err(refused()),
             None => match self.store().find_inbox_by_email(&address).await? {
                 Some((account_id, inbox_id)) if account_id == sender.account_id => Ok(Recipient {
                     account_id,
                     inbox_id,
+                    storage: StorageLimit::UNLIMITED,
                 }),
                 _ => Err(refused()),
             },
@@ -355,6 +358,11 @@ impl Services {
                 .collect(),
             expires_at: internal_date.saturating_add(lifetime),
         };
+        // The Sent copy counts against the sender's own storage.
+        let from_inbox = Recipient {
+            storage: self.storage_limit(account.tier),
+            ..from_inbox.clone()
+        };
         let sent = NewMessage {
             recipients: vec![from_inbox.clone()],
             mailbox: "Sent".into(),
@@ -373,6 +381,14 @@ impl Services {
             Ok(stored) => stored,
             Err(mailroom_store::StoreError::QuotaExceeded(which)) => {
                 return Err(self.over_quota(&account, &limits, which, now));
+            }
+            Err(mailroom_store::StoreError::StorageFull { inbox_id, scope })
+                if inbox_id == from_inbox.inbox_id =>
+            {
+                return Err(self.storage_refusal(&account.id, account.tier, scope));
+            }
+            Err(mailroom_store::StoreError::StorageFull { inbox_id, .. }) => {
+                return Err(recipient_full(destinations, &inbox_id));
             }
             Err(e) => return Err(e.into()),
         };
@@ -441,8 +457,35 @@ impl Services {
                 Some(Destination::Remote(address.to_ascii_lowercase()))
             }
             RcptVerdict::RelayDenied => None,
+            RcptVerdict::MailboxFull => return Err(mailbox_full(address)),
         })
     }
+}
+
+/// The refusal for a send to a hosted mailbox that holds all its tier allows. The sender
+/// can do nothing about another tenant's storage, so there is no upgrade offer.
+pub fn mailbox_full(address: &str) -> ServiceError {
+    ServiceError::Forbidden {
+        code: crate::storage::RECIPIENT_MAILBOX_FULL,
+        message: format!(
+            "the mailbox of <{}> is full; nothing was sent, try again later",
+            address.trim().to_ascii_lowercase()
+        ),
+    }
+}
+
+/// [`mailbox_full`] for the destination whose inbox is `inbox_id`.
+fn recipient_full(destinations: &[Destination], inbox_id: &str) -> ServiceError {
+    let address = destinations
+        .iter()
+        .find_map(|d| match d {
+            Destination::Local { address, inbox } if inbox.inbox_id == inbox_id => {
+                Some(address.as_str())
+            }
+            _ => None,
+        })
+        .unwrap_or("a recipient");
+    mailbox_full(address)
 }
 
 /// Whether `address` looks deliverable over SMTP: a local part and a domain name with at

@@ -48,6 +48,11 @@ pub struct LimitsView {
     pub current_webhooks: u64,
     pub custom_domains_enabled: bool,
     pub max_custom_domains: Option<u64>,
+    /// Bytes of mail all the account's inboxes may hold (`null`: unlimited) and hold now.
+    pub max_storage_bytes: Option<u64>,
+    pub current_storage_bytes: u64,
+    /// Bytes of mail one inbox may hold (`null`: unlimited).
+    pub max_storage_bytes_per_inbox: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +382,9 @@ impl Services {
             current_webhooks: self.store().count_webhooks(&account.id).await?,
             custom_domains_enabled: limits.custom_domains_enabled(),
             max_custom_domains: limits.max_custom_domains,
+            max_storage_bytes: limits.max_storage_bytes_per_account,
+            current_storage_bytes: self.store().account_storage(&account.id).await?,
+            max_storage_bytes_per_inbox: limits.max_storage_bytes_per_inbox,
         })
     }
 
@@ -455,7 +463,18 @@ impl Services {
                 description: description.to_owned(),
             })
         };
-        allow("mail.receive", "receive mail at your inbox address");
+        match view.max_storage_bytes {
+            Some(max) if view.current_storage_bytes >= max => cannot.push(Refusal {
+                action: "mail.receive",
+                reason: format!(
+                    "the account holds all the {max} bytes of mail the {tier} tier allows; new mail is deferred (SMTP 452 4.2.2) until some is deleted"
+                ),
+                unlock_url: upgrade_url("store more mail", &|l| {
+                    l.max_storage_bytes_per_account.is_none_or(|m| m > max)
+                }),
+            }),
+            _ => allow("mail.receive", "receive mail at your inbox address"),
+        }
         allow("inbox.read", "read your inbox (GET /v1/inboxes/{id})");
         allow(
             "inbox.rotate_key",
@@ -578,9 +597,13 @@ impl Services {
         if !is_well_formed(IdKind::Account, account_id) {
             return Err(ServiceError::NotFound { what: "account" });
         }
-        self.store()
+        let change = self
+            .store()
             .set_tier(account_id, tier, now_ms())
             .await?
-            .ok_or(ServiceError::NotFound { what: "account" })
+            .ok_or(ServiceError::NotFound { what: "account" })?;
+        // The storage use remembered for RCPT carries the tier (and so the limits).
+        self.cache().forget_account_usage(account_id);
+        Ok(change)
     }
 }

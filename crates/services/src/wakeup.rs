@@ -260,7 +260,22 @@ impl Services {
 
     /// Tells the waiters of these inboxes (only) that something changed in them, and the
     /// webhook worker that events may have been recorded.
+    ///
+    /// What the inboxes hold may have changed too, so the storage use remembered for RCPT
+    /// is forgotten (inbound delivery, which counts its own bytes, uses
+    /// [`Services::deliveries_signalled`] instead).
     pub fn inboxes_changed<'a>(&self, inbox_ids: impl IntoIterator<Item = &'a str>) {
+        let w = self.wakeups();
+        for id in inbox_ids {
+            self.cache().forget_usage(id);
+            w.inbox_changed(id);
+        }
+        w.events_recorded();
+    }
+
+    /// Wakes the inboxes' waiters and the webhook worker after inbound deliveries whose
+    /// bytes were added to the remembered storage use.
+    pub(crate) fn deliveries_signalled<'a>(&self, inbox_ids: impl IntoIterator<Item = &'a str>) {
         let w = self.wakeups();
         for id in inbox_ids {
             w.inbox_changed(id);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mailroom_net::sasl::{self, SaslError};
 use mailroom_net::{Permit, refused};
 use mailroom_services::submission::{Destination, LoginRefused, Sender};
-use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError};
+use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError, storage};
 use mailroom_store::Recipient;
 use smtp_proto::request::receiver::{
     BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
@@ -49,6 +49,9 @@ pub struct Session {
     /// Submission: who logged in, and the inbox of the MAIL FROM address.
     sender: Option<Sender>,
     from_inbox: Option<Recipient>,
+    /// `MAIL FROM … SIZE=` of this transaction (0 when not given): a recipient it would
+    /// not fit is refused at `RCPT` (RFC 1870).
+    declared_size: u64,
 }
 
 enum Mode {
@@ -99,6 +102,7 @@ impl Session {
             errors: 0,
             sender: None,
             from_inbox: None,
+            declared_size: 0,
         }
     }
 
@@ -106,6 +110,7 @@ impl Session {
         self.message_started = None;
         self.mail_from = None;
         self.from_inbox = None;
+        self.declared_size = 0;
         self.recipients.clear();
         self.destinations.clear();
         self.rcpt_count = 0;
@@ -521,6 +526,7 @@ async fn command(
                 }
             } else {
                 s.mail_from = Some(from.address.to_string());
+                s.declared_size = u64::try_from(from.size).unwrap_or(u64::MAX);
                 reply(out, "250 2.1.0 OK");
             }
             Action::None
@@ -551,6 +557,12 @@ async fn command(
                         }
                         reply(out, "250 2.1.5 OK");
                     }
+                    Err(ServiceError::Forbidden { code, message })
+                        if code == storage::RECIPIENT_MAILBOX_FULL =>
+                    {
+                        s.refused("storage_quota");
+                        reply(out, &format!("452 4.2.2 {}", printable(&message)));
+                    }
                     Ok(None) => {
                         s.errors += 1;
                         reply(
@@ -571,7 +583,13 @@ async fn command(
                 }
                 return Action::None;
             }
-            match s.server.services.inbound_recipient(&address).await {
+            let declared = s.declared_size;
+            match s
+                .server
+                .services
+                .inbound_recipient_sized(&address, declared)
+                .await
+            {
                 Ok(RcptVerdict::Accept(rcpt)) => {
                     s.rcpt_count += 1;
                     if !s.recipients.contains(&rcpt) {
@@ -584,6 +602,16 @@ async fn command(
                     reply(
                         out,
                         &format!("550 5.1.1 <{}>: no such mailbox here", printable(&address)),
+                    );
+                }
+                Ok(RcptVerdict::MailboxFull) => {
+                    s.refused("storage_quota");
+                    reply(
+                        out,
+                        &format!(
+                            "452 4.2.2 <{}>: mailbox full; try again later",
+                            printable(&address)
+                        ),
                     );
                 }
                 Ok(RcptVerdict::RelayDenied) => {
@@ -867,6 +895,12 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
                     done.message_ids.first().map(String::as_str).unwrap_or("-")
                 )
             }
+            Err(ServiceError::Forbidden { code, message })
+                if code == storage::RECIPIENT_MAILBOX_FULL =>
+            {
+                s.refused("storage_quota");
+                format!("452 4.2.2 {}\r\n", printable(&message))
+            }
             Err(ServiceError::Forbidden { message, .. }) => {
                 format!("550 5.7.1 {}\r\n", printable(&message))
             }
@@ -878,7 +912,10 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
                 let link = upgrade
                     .map(|u| format!(" Upgrade: {}", u.operator_action_url))
                     .unwrap_or_default();
-                if code == "SEND_LIMIT_EXCEEDED" {
+                if code == storage::STORAGE_QUOTA_EXCEEDED {
+                    s.refused("storage_quota");
+                    format!("452 4.2.2 {}{link}\r\n", printable(&message))
+                } else if code == "SEND_LIMIT_EXCEEDED" {
                     format!("452 4.7.1 {}{link}\r\n", printable(&message))
                 } else {
                     format!("554 5.7.1 {}{link}\r\n", printable(&message))
@@ -902,6 +939,10 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
             metrics::counter!("mailroom_smtp_messages_accepted_total").increment(1);
             let id = stored.first().map(|m| m.id.as_str()).unwrap_or("-");
             format!("250 2.0.0 OK: queued as {id}\r\n")
+        }
+        Err(ServiceError::TierLimit { code, .. }) if code == storage::STORAGE_QUOTA_EXCEEDED => {
+            s.refused("storage_quota");
+            "452 4.2.2 Mailbox full: a recipient holds all the mail its plan allows; try again later\r\n".to_owned()
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store an inbound message");

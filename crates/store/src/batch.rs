@@ -4,8 +4,8 @@
 //! thread and back), and under a load of many small deliveries those hand-offs, not the
 //! writing, were most of the cost. So a batch is written in phases, each one statement
 //! for the whole batch where it can be: the bodies, the uids of each mailbox, the message
-//! rows, the events. Only thread lookups (for messages that reference others) and queued
-//! outbound recipients stay per message.
+//! rows, the events, and one storage charge per inbox. Only thread lookups (for messages
+//! that reference others) and queued outbound recipients stay per message.
 
 use std::collections::HashMap;
 
@@ -25,6 +25,7 @@ struct Copy<'a> {
     msg: &'a NewMessage,
     account_id: &'a str,
     inbox_id: &'a str,
+    storage: crate::StorageLimit,
     mailbox_id: String,
     id: String,
     uid: i64,
@@ -91,6 +92,7 @@ pub(crate) async fn insert_messages(
                 msg,
                 account_id: &rcpt.account_id,
                 inbox_id: &rcpt.inbox_id,
+                storage: rcpt.storage,
                 mailbox_id: mbox,
                 id: new_id(IdKind::Message),
                 uid,
@@ -107,6 +109,7 @@ pub(crate) async fn insert_messages(
         }
         stored.push(mine);
     }
+    charge_storage(tx, &copies).await?;
     insert_rows(tx, &copies).await?;
     insert_events(tx, &copies).await?;
     for (msg, mine) in msgs.iter().zip(&stored) {
@@ -119,11 +122,39 @@ pub(crate) async fn insert_messages(
     Ok(stored)
 }
 
-/// Each body once (bodies are shared by hash).
+/// Every stored copy counts against its inbox's and account's storage, charged once per
+/// inbox for the whole batch. Over a limit the batch fails whole
+/// ([`StoreError::StorageFull`]) and the committer retries its deliveries one by one, so
+/// only the one that does not fit is refused.
+async fn charge_storage(
+    tx: &mut Transaction<'_, Any>,
+    copies: &[Copy<'_>],
+) -> Result<(), StoreError> {
+    let mut per_inbox: Vec<(&str, &str, crate::StorageLimit, i64)> = Vec::new();
+    for c in copies {
+        let size = c.msg.raw.len() as i64;
+        match per_inbox
+            .iter_mut()
+            .find(|(_, inbox, _, _)| *inbox == c.inbox_id)
+        {
+            Some((_, _, _, n)) => *n += size,
+            None => per_inbox.push((c.account_id, c.inbox_id, c.storage, size)),
+        }
+    }
+    for (account_id, inbox_id, limit, bytes) in per_inbox {
+        crate::storage::charge(tx, account_id, inbox_id, bytes, limit).await?;
+    }
+    Ok(())
+}
+
+/// Each body once (bodies are shared by hash). A body used again is made young again (and
+/// locked for this transaction), so the collector's grace period also covers a body that
+/// was unused a moment ago.
 async fn insert_blobs(
     tx: &mut Transaction<'_, Any>,
     msgs: &[&NewMessage],
 ) -> Result<(), StoreError> {
+    let now = mailroom_core::time::now_ms();
     let mut seen = std::collections::HashSet::new();
     let blobs: Vec<&NewMessage> = msgs
         .iter()
@@ -133,7 +164,7 @@ async fn insert_blobs(
     for chunk in blobs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO blobs (hash, size, data, created_at) VALUES {} \
-             ON CONFLICT (hash) DO NOTHING",
+             ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at",
             placeholders(chunk.len(), 4)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -142,7 +173,7 @@ async fn insert_blobs(
                 .bind(&m.hash)
                 .bind(m.raw.len() as i64)
                 .bind(m.raw.as_slice())
-                .bind(m.internal_date);
+                .bind(now);
         }
         q.execute(&mut **tx).await?;
     }

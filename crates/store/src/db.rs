@@ -296,6 +296,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "webhook fairness",
         include_str!("../migrations/sqlite/0011_webhook_fairness.sql"),
     ),
+    (
+        12,
+        "storage",
+        include_str!("../migrations/sqlite/0012_storage.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -353,6 +358,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         11,
         "webhook fairness",
         include_str!("../migrations/postgres/0011_webhook_fairness.sql"),
+    ),
+    (
+        12,
+        "storage",
+        include_str!("../migrations/postgres/0012_storage.sql"),
     ),
 ];
 

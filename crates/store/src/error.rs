@@ -13,6 +13,12 @@ pub enum StoreError {
     /// A sending limit (`day` or `month`) would be passed; nothing was stored.
     #[error("the {0} sending limit is reached")]
     QuotaExceeded(&'static str),
+    /// Storing would pass an inbox's or an account's storage limit; nothing was stored.
+    #[error("the {} storage limit is reached", scope.as_str())]
+    StorageFull {
+        inbox_id: String,
+        scope: crate::StorageScope,
+    },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

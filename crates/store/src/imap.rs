@@ -148,21 +148,11 @@ async fn take_uid(tx: &mut Transaction<'_, Any>, mailbox: &str) -> Result<(i64, 
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-/// Deletes blobs that no message uses any more.
-async fn drop_orphan_blobs(
-    tx: &mut Transaction<'_, Any>,
-    hashes: &[String],
-) -> Result<(), StoreError> {
-    for hash in hashes {
-        sqlx::query(
-            "DELETE FROM blobs WHERE hash = $1 AND NOT EXISTS \
-             (SELECT 1 FROM messages WHERE blob_hash = $1)",
-        )
-        .bind(hash)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+use crate::storage::{StorageLimit, drop_unused_blobs, release};
+
+/// A removed message row: its blob and whose storage it freed.
+fn removed_from_row(r: &AnyRow) -> Result<(String, (String, String, i64)), StoreError> {
+    Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
 }
 
 impl Store {
@@ -357,25 +347,31 @@ impl Store {
     }
 
     /// Copies messages (by uid) into another mailbox of the same inbox, with new uids and
-    /// ids; the bodies are shared. Returns (source uid, new uid) pairs.
+    /// ids; the bodies are shared, but each copy counts against `limit`. Returns (source
+    /// uid, new uid) pairs; over the limit, [`StoreError::StorageFull`] and nothing copied.
     pub async fn imap_copy(
         &self,
         from: &str,
         uids: &[i64],
         to: &str,
+        limit: StorageLimit,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         let mut tx = self.write.begin().await?;
         let mut pairs = Vec::with_capacity(uids.len());
         for &uid in uids {
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT id FROM messages WHERE mailbox_id = $1 AND uid = $2")
-                    .bind(from)
-                    .bind(uid)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_none() {
+            let exists = sqlx::query(
+                "SELECT account_id, inbox_id, size FROM messages WHERE mailbox_id = $1 AND uid = $2",
+            )
+            .bind(from)
+            .bind(uid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(source) = exists else {
                 continue;
-            }
+            };
+            let (account, inbox, size): (String, String, i64) =
+                (source.try_get(0)?, source.try_get(1)?, source.try_get(2)?);
+            crate::storage::charge(&mut tx, &account, &inbox, size, limit).await?;
             let (new_uid, modseq) = take_uid(&mut tx, to).await?;
             sqlx::query(
                 "INSERT INTO messages (id, account_id, inbox_id, mailbox_id, uid, modseq, \
@@ -439,16 +435,20 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let mut gone = Vec::with_capacity(uids.len());
         let mut hashes = Vec::new();
+        let mut freed = Vec::new();
         for &uid in uids {
-            let hash: Option<String> = sqlx::query_scalar(
-                "DELETE FROM messages WHERE mailbox_id = $1 AND uid = $2 RETURNING blob_hash",
+            let row = sqlx::query(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND uid = $2 \
+                 RETURNING blob_hash, account_id, inbox_id, size",
             )
             .bind(mailbox)
             .bind(uid)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(h) = hash {
+            if let Some(row) = row {
+                let (h, f) = removed_from_row(&row)?;
                 gone.push(uid);
+                freed.push(f);
                 if !hashes.contains(&h) {
                     hashes.push(h);
                 }
@@ -456,7 +456,8 @@ impl Store {
         }
         if !gone.is_empty() {
             bump_modseq(&mut tx, mailbox).await?;
-            drop_orphan_blobs(&mut tx, &hashes).await?;
+            release(&mut tx, &freed).await?;
+            drop_unused_blobs(&mut tx, &hashes).await?;
         }
         tx.commit().await?;
         Ok(gone)
@@ -536,19 +537,27 @@ impl Store {
         if children > 0 {
             return Ok(Err(MailboxRefusal::HasChildren));
         }
-        let hashes: Vec<String> =
-            sqlx::query_scalar("DELETE FROM messages WHERE mailbox_id = $1 RETURNING blob_hash")
-                .bind(&id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows = sqlx::query(
+            "DELETE FROM messages WHERE mailbox_id = $1 \
+             RETURNING blob_hash, account_id, inbox_id, size",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM mailboxes WHERE id = $1")
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        let mut unique = hashes;
+        let (mut unique, freed): (Vec<String>, Vec<_>) = rows
+            .iter()
+            .map(removed_from_row)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         unique.sort();
         unique.dedup();
-        drop_orphan_blobs(&mut tx, &unique).await?;
+        release(&mut tx, &freed).await?;
+        drop_unused_blobs(&mut tx, &unique).await?;
         tx.commit().await?;
         Ok(Ok(()))
     }

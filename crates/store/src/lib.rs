@@ -17,6 +17,7 @@ mod events;
 mod imap;
 mod messages;
 mod outbound;
+mod storage;
 mod tenancy;
 pub mod testing;
 mod users;
@@ -36,6 +37,7 @@ pub use messages::{
 pub use outbound::{
     DueRecipient, OutboundSpec, QueueEntry, RecipientOutcome, RecipientResult, RecipientStatus,
 };
+pub use storage::{Collected, StorageLimit, StorageScope, StorageUsage};
 pub use tenancy::{
     AccountRow, ApiKeyRow, CreateInboxOutcome, Idempotency, InboxRow, KeyRecord, NewInbox,
     NewKeyRow, SendQuota, TierChange,

@@ -56,6 +56,8 @@ pub(crate) async fn create_standard_mailboxes(
 pub struct Recipient {
     pub account_id: String,
     pub inbox_id: String,
+    /// The storage limits of the inbox's account, checked when the copy is stored.
+    pub storage: crate::StorageLimit,
 }
 
 /// A message to store, with the facts the caller parsed from it.
@@ -224,7 +226,10 @@ pub(crate) async fn committer(write: AnyPool, mut rx: mpsc::Receiver<Job>) {
             Err(e) if jobs.len() > 1 => {
                 // One bad job (or one over its sending quota) must not fail the others:
                 // retry each on its own.
-                if !matches!(e, StoreError::QuotaExceeded(_)) {
+                if !matches!(
+                    e,
+                    StoreError::QuotaExceeded(_) | StoreError::StorageFull { .. }
+                ) {
                     tracing::warn!(error = %e, batch = jobs.len(), "group commit failed; retrying one by one");
                 }
                 for job in jobs {
@@ -538,23 +543,23 @@ impl Store {
         message_id: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        let hash: Option<String> = sqlx::query_scalar(
-            "DELETE FROM messages WHERE id = $1 AND inbox_id = $2 RETURNING blob_hash",
+        let row = sqlx::query(
+            "DELETE FROM messages WHERE id = $1 AND inbox_id = $2 \
+             RETURNING blob_hash, account_id, size",
         )
         .bind(message_id)
         .bind(inbox_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(hash) = hash else {
+        let Some(row) = row else {
             return Ok(false);
         };
-        sqlx::query(
-            "DELETE FROM blobs WHERE hash = $1 AND NOT EXISTS \
-             (SELECT 1 FROM messages WHERE blob_hash = $1)",
-        )
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+        let hash: String = row.try_get(0)?;
+        let gone = [(row.try_get(1)?, inbox_id.to_owned(), row.try_get(2)?)];
+        crate::storage::release(&mut tx, &gone).await?;
+        // A Sent copy's blob stays while its queue entry needs it; the collector takes both
+        // once delivery is finished.
+        crate::storage::drop_unused_blobs(&mut tx, &[hash]).await?;
         tx.commit().await?;
         Ok(true)
     }

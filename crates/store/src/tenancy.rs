@@ -300,6 +300,17 @@ impl Store {
             .bind(inbox_id)
             .execute(&mut *tx)
             .await?;
+        // Its messages go with it (ON DELETE CASCADE): the account no longer holds their
+        // bytes, and their blobs are left to the collector.
+        sqlx::query(
+            "UPDATE accounts SET storage_bytes = CASE WHEN storage_bytes > \
+             (SELECT storage_bytes FROM inboxes WHERE id = $1) THEN storage_bytes - \
+             (SELECT storage_bytes FROM inboxes WHERE id = $1) ELSE 0 END WHERE id = $2",
+        )
+        .bind(inbox_id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM inboxes WHERE id = $1")
             .bind(inbox_id)
             .execute(&mut *tx)

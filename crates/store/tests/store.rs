@@ -439,6 +439,7 @@ mod messages {
         Recipient {
             account_id,
             inbox_id,
+            storage: mailroom_store::StorageLimit::UNLIMITED,
         }
     }
 

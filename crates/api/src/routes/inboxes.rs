@@ -72,6 +72,11 @@ pub struct InboxView {
     pub status: String,
     pub client_id: Option<String>,
     pub created_at: String,
+    /// `GET /v1/inboxes/{id}` only: `{used_bytes, limit_bytes}` of this inbox (`limit_bytes`
+    /// null: unlimited). The account's total is in `GET /v1/account`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub storage: Option<mailroom_services::StorageMeter>,
 }
 
 impl From<&InboxRow> for InboxView {
@@ -84,6 +89,7 @@ impl From<&InboxRow> for InboxView {
             status: r.status.clone(),
             client_id: r.client_id.clone(),
             created_at: rfc3339(r.created_at),
+            storage: None,
         }
     }
 }
@@ -304,8 +310,12 @@ pub async fn get_inbox(
     Path(id): Path<String>,
 ) -> Result<Envelope<InboxView>, ApiError> {
     let inbox = state.services.get_inbox(&principal, &id).await?;
+    let storage = state.services.storage_report(&inbox.id).await?;
     Ok(Envelope::new(
-        InboxView::from(&inbox),
+        InboxView {
+            storage: Some(storage.inbox),
+            ..InboxView::from(&inbox)
+        },
         inbox_steps(&principal, &inbox.id),
     ))
 }
