@@ -1,0 +1,225 @@
+//! The IMAP door's per-command budgets, over real sockets: literals in flight (server-wide
+//! bytes and a deadline), FETCH items and SEARCH keys/time/bytes. Each test pushes one
+//! tenant past a limit, checks the refusal and its `mailroom_refusals_total` count, and
+//! shows that another tenant, from another address, is still served within a second.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mailroom_testkit::budget::{OTHER_ADDRESS, connect_from, within_a_second};
+use mailroom_testkit::{Backend, TestAccount, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn attacker() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+/// A raw IMAP client over tokio.
+struct Imap {
+    r: BufReader<TcpStream>,
+}
+
+impl Imap {
+    async fn connect(addr: SocketAddr, from: IpAddr) -> Imap {
+        let mut c = Imap {
+            r: BufReader::new(connect_from(addr, from).await),
+        };
+        let greeting = c.line().await;
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        c
+    }
+
+    /// One line, or "" when the server closed the connection.
+    async fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        self.r
+            .read_until(b'\n', &mut buf)
+            .await
+            .expect("a line from the server");
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    async fn send(&mut self, data: &[u8]) {
+        self.r.get_mut().write_all(data).await.expect("write");
+    }
+
+    /// Lines up to and including the tagged one (or up to the end of the stream).
+    async fn until(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line().await;
+            if l.is_empty() {
+                return lines;
+            }
+            let done = l.starts_with(&format!("{tag} "));
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, tag: &str, command: &str) -> Vec<String> {
+        self.send(format!("{tag} {command}\r\n").as_bytes()).await;
+        self.until(tag).await
+    }
+
+    async fn login(&mut self, a: &TestAccount) {
+        let r = self
+            .cmd("l", &format!("LOGIN {} {}", a.email, a.inbox_key))
+            .await;
+        assert!(last(&r).starts_with("l OK"), "{r:?}");
+    }
+
+    async fn select(&mut self) {
+        let r = self.cmd("s", "SELECT INBOX").await;
+        assert!(last(&r).starts_with("s OK"), "{r:?}");
+    }
+
+    /// Reads until the server closes the connection, returning what it sent; fails after
+    /// `limit`.
+    async fn closed_within(&mut self, limit: Duration) -> String {
+        let mut seen = Vec::new();
+        let read = self.r.read_to_end(&mut seen);
+        match tokio::time::timeout(limit, read).await {
+            Ok(_) => String::from_utf8_lossy(&seen).into_owned(),
+            Err(_) => panic!("still open after {limit:?}"),
+        }
+    }
+}
+
+fn last(lines: &[String]) -> &str {
+    lines.last().map(String::as_str).unwrap_or("")
+}
+
+fn imap_addr(s: &TestServer) -> SocketAddr {
+    s.server.as_ref().expect("running").imap_addr
+}
+
+/// Another tenant's IMAP session from [`OTHER_ADDRESS`]: greeting, LOGIN, SELECT and a
+/// FETCH of its one message, all within a second.
+async fn other_tenant_reads_imap(s: &TestServer, a: &TestAccount) {
+    let addr = imap_addr(s);
+    within_a_second("another tenant's IMAP session", async {
+        let mut c = Imap::connect(addr, IpAddr::from(OTHER_ADDRESS)).await;
+        c.login(a).await;
+        c.select().await;
+        let r = c.cmd("f", "FETCH 1 (FLAGS BODY.PEEK[HEADER])").await;
+        assert!(last(&r).starts_with("f OK"), "{r:?}");
+        assert!(r[0].starts_with("* 1 FETCH"), "{r:?}");
+    })
+    .await;
+}
+
+/// Two tenants: the attacker and the other one, each with a message in its inbox.
+async fn tenants(s: &TestServer) -> (TestAccount, TestAccount) {
+    let bad = s.new_account("attacker").await;
+    let other = s.new_account("other").await;
+    for a in [&bad, &other] {
+        s.deliver_smtp(
+            &a.email,
+            "From: x@example.com\r\nSubject: hi\r\n\r\nhello\r\n",
+        )
+        .await;
+    }
+    (bad, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_in_flight_share_one_budget() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.imap.literal_budget = 1024 * 1024;
+    })
+    .await
+    .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    let addr = imap_addr(&s);
+    let before = s.refusals("imap", "literal_budget").await;
+    // The first upload takes most of the budget and sends only part of its literal.
+    let mut first = Imap::connect(addr, attacker()).await;
+    first.login(&bad).await;
+    first.send(b"a1 APPEND INBOX {800000}\r\n").await;
+    let go = first.line().await;
+    assert!(go.starts_with("+ "), "{go}");
+    first.send(&[b'x'; 1000]).await;
+    // A second synchronizing literal gets no room: refused before the client sends it.
+    let mut second = Imap::connect(addr, attacker()).await;
+    second.login(&bad).await;
+    let no = second.cmd("b1", "APPEND INBOX {800000}").await;
+    assert!(last(&no).starts_with("b1 NO [LIMIT]"), "{no:?}");
+    // The session is still usable.
+    assert!(last(&second.cmd("b2", "NOOP").await).starts_with("b2 OK"));
+    // A big non-synchronizing literal cannot be refused once sent: BAD, and the end.
+    let mut third = Imap::connect(addr, attacker()).await;
+    third.login(&bad).await;
+    third.send(b"c1 APPEND INBOX {800000+}\r\n").await;
+    let bye = third.closed_within(Duration::from_secs(5)).await;
+    assert!(bye.starts_with("c1 BAD [LIMIT]"), "{bye}");
+    assert!(bye.contains("* BYE"), "{bye}");
+    // Small non-synchronizing literals still pass (RFC 7888 LITERAL-).
+    let small = second.cmd("b3", "LOGIN {3+}\r\nabc {3+}\r\ndef").await;
+    assert!(last(&small).starts_with("b3 BAD"), "{small:?}");
+    assert_eq!(s.refusals("imap", "literal_budget").await, before + 2);
+    other_tenant_reads_imap(&s, &other).await;
+    s.other_tenant_reads_api(&other.account_key).await;
+    // When the first upload goes away its budget comes back.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        second.send(b"b4 APPEND INBOX {800000}\r\n").await;
+        let l = second.line().await;
+        if l.starts_with("+ ") {
+            again = Some(l);
+            break;
+        }
+        assert!(l.starts_with("b4 NO [LIMIT]"), "{l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the budget never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_literal_meets_its_deadline() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.imap.literal_deadline = Duration::from_secs(1);
+    })
+    .await
+    .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    let before = s.refusals("imap", "literal_deadline").await;
+    let mut c = Imap::connect(imap_addr(&s), attacker()).await;
+    c.login(&bad).await;
+    c.send(b"a1 APPEND INBOX {25000000}\r\n").await;
+    let go = c.line().await;
+    assert!(go.starts_with("+ "), "{go}");
+    // A byte now and then: every read succeeds, but the command never completes.
+    let trickle = async {
+        loop {
+            if c.r.get_mut().write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut probe = [0u8; 256];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(10), c.r.read(&mut probe)).await
+            {
+                return String::from_utf8_lossy(&probe[..n]).into_owned();
+            }
+        }
+        String::new()
+    };
+    let other_served = async {
+        other_tenant_reads_imap(&s, &other).await;
+    };
+    let (answer, ()) = tokio::join!(
+        async {
+            tokio::time::timeout(Duration::from_secs(10), trickle)
+                .await
+                .expect("the server ended the command")
+        },
+        other_served
+    );
+    assert!(answer.starts_with("a1 BAD [LIMIT]"), "{answer}");
+    assert_eq!(s.refusals("imap", "literal_deadline").await, before + 1);
+}
