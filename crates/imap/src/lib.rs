@@ -13,6 +13,7 @@ mod flags;
 mod fmt;
 mod limits;
 mod mime;
+mod op;
 mod search;
 mod session;
 

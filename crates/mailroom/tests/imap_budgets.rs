@@ -223,3 +223,110 @@ async fn a_trickled_literal_meets_its_deadline() {
     assert!(answer.starts_with("a1 BAD [LIMIT]"), "{answer}");
     assert_eq!(s.refusals("imap", "literal_deadline").await, before + 1);
 }
+
+/// A message of about `size` bytes, in lines of 76 `x`.
+fn big_message(size: usize) -> String {
+    let mut m = String::from("From: x@example.com\r\nSubject: big\r\n\r\n");
+    while m.len() < size {
+        m.push_str(&"x".repeat(76));
+        m.push_str("\r\n");
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_items_are_capped_and_answered_once() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.imap.max_fetch_items = 64;
+    })
+    .await
+    .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    let size = 1024 * 1024;
+    s.deliver_smtp(&bad.email, &big_message(size)).await;
+    let before = s.refusals("imap", "fetch_items").await;
+    let mut c = Imap::connect(imap_addr(&s), attacker()).await;
+    c.login(&bad).await;
+    c.select().await;
+    // Past the cap: refused before any message is read.
+    let many = vec!["BODY.PEEK[]"; 65].join(" ");
+    let no = c.cmd("a1", &format!("FETCH 2 ({many})")).await;
+    assert!(last(&no).starts_with("a1 NO [LIMIT]"), "{no:?}");
+    assert_eq!(no.len(), 1, "{no:?}");
+    assert_eq!(s.refusals("imap", "fetch_items").await, before + 1);
+    // At the cap, the same item over and over is answered once (one copy of the message
+    // leaves the server, not 64); BODY[] and BODY.PEEK[] give the same answer.
+    let mut items = vec!["BODY.PEEK[]"; 62];
+    items.push("BODY[]");
+    items.push("UID");
+    let fetch = format!("a2 FETCH 2 ({})\r\n", items.join(" "));
+    let answer = other_tenant_meanwhile(&s, &other, async {
+        c.send(fetch.as_bytes()).await;
+        let mut all = Vec::new();
+        c.r.read_until(b')', &mut all).await.expect("the answer");
+        loop {
+            let l = c.line().await;
+            if l.is_empty() || l.starts_with("a2 ") {
+                all.extend_from_slice(l.as_bytes());
+                break;
+            }
+            all.extend_from_slice(l.as_bytes());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    })
+    .await;
+    assert!(
+        answer.contains("a2 OK"),
+        "{}",
+        &answer[answer.len() - 200..]
+    );
+    assert_eq!(answer.matches("BODY[] {").count(), 1);
+    assert!(answer.len() < 2 * size, "{} bytes", answer.len());
+    assert!(answer.contains("UID 2"));
+    // BODY[] (not PEEK) among them marked the message read.
+    assert!(answer.contains("\\Seen"), "FLAGS with \\Seen");
+}
+
+/// Runs `attack` while another tenant's IMAP session and API call are served, each
+/// within a second.
+async fn other_tenant_meanwhile<F: Future>(
+    s: &TestServer,
+    other: &TestAccount,
+    attack: F,
+) -> F::Output {
+    let (out, ()) = tokio::join!(attack, async {
+        other_tenant_reads_imap(s, other).await;
+        s.other_tenant_reads_api(&other.account_key).await;
+    });
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pathological_list_patterns_are_answered() {
+    let s = TestServer::start_with(Backend::Sqlite, |_| {})
+        .await
+        .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    let mut c = Imap::connect(imap_addr(&s), attacker()).await;
+    c.login(&bad).await;
+    let name = "a".repeat(200);
+    let made = c.cmd("c", &format!("CREATE {name}")).await;
+    assert!(last(&made).starts_with("c OK"), "{made:?}");
+    let pattern = format!("{}b", "*a".repeat(40));
+    let listed = other_tenant_meanwhile(&s, &other, async {
+        let mut lines = Vec::new();
+        for i in 0..20 {
+            lines = c
+                .cmd(&format!("l{i}"), &format!("LIST \"\" \"{pattern}\""))
+                .await;
+            assert!(last(&lines).starts_with(&format!("l{i} OK")), "{lines:?}");
+        }
+        lines
+    })
+    .await;
+    assert_eq!(listed.len(), 1, "nothing matches: {listed:?}");
+    let hit = c
+        .cmd("m", &format!("LIST \"\" \"{}a\"", "*a".repeat(40)))
+        .await;
+    assert!(hit[0].contains(&name), "{hit:?}");
+}
