@@ -20,7 +20,6 @@ use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
-use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 use mailroom_core::time::now_ms;
@@ -34,10 +33,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::fmt::{canonical_flag, flag_list, mailbox as mailbox_name, sequence_set, string};
+use crate::fmt::{canonical_flag, flag_list, mailbox as mailbox_name, sequence_set};
 use crate::op::fetch::FetchError;
-use crate::search::{self, Candidate, in_set};
-use crate::{ImapServer, conn, mime};
+use crate::search::in_set;
+use crate::{ImapServer, conn};
 
 /// After this many BAD answers in a row the session is closed: a client that sends only
 /// garbage is not a client.
@@ -1401,168 +1400,6 @@ impl Session {
                 sequence_set(&modified)
             ));
         }
-        Ok(())
-    }
-
-    async fn search(
-        &mut self,
-        tag: &str,
-        keys: &[SearchKey<'_>],
-        uid: bool,
-        out: &mut Out,
-    ) -> Result<(), mailroom_store::StoreError> {
-        let with_modseq = search::uses_modseq(keys);
-        if with_modseq {
-            self.condstore = true;
-        }
-        self.sync(out, uid).await?;
-        let needs = search::needs_content(keys);
-        let store = self.server.services.store().clone();
-        let Some(sel) = self.selected.as_ref() else {
-            return Ok(());
-        };
-        let max_seq = sel.msgs.len() as u32;
-        let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-        // Keys that need no message text are tried first; the bodies of the messages that
-        // pass them are then read in batches.
-        let (content_keys, cheap_keys): (Vec<&SearchKey<'_>>, Vec<&SearchKey<'_>>) = keys
-            .iter()
-            .partition(|k| search::needs_content(std::slice::from_ref(*k)));
-        fn candidate<'a>(
-            msgs: &'a [Msg],
-            i: usize,
-            raw: Option<&'a [u8]>,
-            max_seq: u32,
-            max_uid: u32,
-        ) -> Candidate<'a> {
-            let m = &msgs[i];
-            Candidate {
-                seq: i as u32 + 1,
-                uid: m.uid,
-                flags: &m.flags,
-                size: m.size,
-                internal_date: m.internal_date,
-                modseq: m.modseq,
-                raw,
-                max_seq,
-                max_uid,
-            }
-        }
-        let passed: Vec<usize> = (0..sel.msgs.len())
-            .filter(|&i| !sel.msgs[i].gone)
-            .filter(|&i| {
-                cheap_keys.iter().all(|k| {
-                    search::matches_all(
-                        std::slice::from_ref(*k),
-                        &candidate(&sel.msgs, i, None, max_seq, max_uid),
-                    )
-                })
-            })
-            .collect();
-        let mut matched: Vec<usize> = Vec::new();
-        if !needs {
-            matched = passed;
-        } else {
-            // Header keys only: header blocks from the cache, the misses read in one go.
-            let headers_only = !search::needs_body(keys);
-            let cache = &self.server.headers;
-            // Batches of at most 64 messages and 8 MiB, so a search over big messages
-            // holds a bounded amount of them at once.
-            let mut batches: Vec<Vec<usize>> = Vec::new();
-            let mut bytes = 0i64;
-            for &i in &passed {
-                let size = sel.msgs[i].size;
-                match batches.last_mut() {
-                    Some(b) if b.len() < 64 && bytes + size <= 8 * 1024 * 1024 => {
-                        b.push(i);
-                        bytes += size;
-                    }
-                    _ => {
-                        batches.push(vec![i]);
-                        bytes = size;
-                    }
-                }
-            }
-            for chunk in &batches {
-                let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob_hex()).collect();
-                let mut texts: std::collections::HashMap<&str, std::sync::Arc<[u8]>> =
-                    Default::default();
-                let mut missing: Vec<String> = Vec::new();
-                for hash in &hashes {
-                    match cache.get(hash).filter(|_| headers_only) {
-                        Some(h) => {
-                            texts.insert(hash, h);
-                        }
-                        None => missing.push(hash.clone()),
-                    }
-                }
-                let blobs = if missing.is_empty() {
-                    Default::default()
-                } else {
-                    store.imap_blobs(&missing).await?
-                };
-                for hash in &hashes {
-                    if let Some(raw) = blobs.get(hash) {
-                        let header = &raw[mime::parse_header_only(raw)];
-                        let cached = cache.put(hash, header);
-                        texts.insert(hash, cached);
-                    }
-                }
-                for (&i, hash) in chunk.iter().zip(&hashes) {
-                    let raw: &[u8] = if headers_only {
-                        match texts.get(hash.as_str()) {
-                            Some(h) => h,
-                            None => continue,
-                        }
-                    } else {
-                        match blobs.get(hash) {
-                            Some(b) => b,
-                            None => continue,
-                        }
-                    };
-                    let c = candidate(&sel.msgs, i, Some(raw), max_seq, max_uid);
-                    if content_keys
-                        .iter()
-                        .all(|k| search::matches_all(std::slice::from_ref(*k), &c))
-                    {
-                        matched.push(i);
-                    }
-                }
-            }
-        }
-        let mut hits: Vec<u32> = Vec::new();
-        let mut highest = 0i64;
-        for i in matched {
-            let m = &sel.msgs[i];
-            hits.push(if uid { m.uid } else { i as u32 + 1 });
-            highest = highest.max(m.modseq);
-        }
-        if self.rev2 {
-            let mut line = format!("* ESEARCH (TAG {})", string(tag.as_bytes()));
-            if uid {
-                line.push_str(" UID");
-            }
-            if !hits.is_empty() {
-                line.push_str(&format!(" ALL {}", sequence_set(&hits)));
-                if with_modseq {
-                    line.push_str(&format!(" MODSEQ {highest}"));
-                }
-            }
-            out.line(&line);
-        } else {
-            let mut line = String::from("* SEARCH");
-            for h in &hits {
-                line.push_str(&format!(" {h}"));
-            }
-            if with_modseq && !hits.is_empty() {
-                line.push_str(&format!(" (MODSEQ {highest})"));
-            }
-            out.line(&line);
-        }
-        out.line(&format!(
-            "{tag} OK {}SEARCH completed",
-            if uid { "UID " } else { "" }
-        ));
         Ok(())
     }
 

@@ -330,3 +330,70 @@ async fn pathological_list_patterns_are_answered() {
         .await;
     assert!(hit[0].contains(&name), "{hit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_keys_and_bytes_are_budgeted() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.imap.max_search_keys = 8;
+        c.imap.search_byte_budget = 300 * 1024;
+    })
+    .await
+    .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    for _ in 0..4 {
+        s.deliver_smtp(&bad.email, &big_message(100 * 1024)).await;
+    }
+    let keys_before = s.refusals("imap", "search_keys").await;
+    let bytes_before = s.refusals("imap", "search_bytes").await;
+    let mut c = Imap::connect(imap_addr(&s), attacker()).await;
+    c.login(&bad).await;
+    c.select().await;
+    // Nine keys, counted through OR and NOT: refused before anything is read.
+    let no = c
+        .cmd(
+            "a1",
+            "SEARCH OR BODY a BODY b NOT TEXT c SUBJECT d FROM e TO f CC g",
+        )
+        .await;
+    assert!(last(&no).starts_with("a1 NO [LIMIT]"), "{no:?}");
+    assert_eq!(s.refusals("imap", "search_keys").await, keys_before + 1);
+    // Within the budgets the search is answered (the first message only is small).
+    let ok = c.cmd("a2", "SEARCH 1 BODY hello").await;
+    assert_eq!(ok[0], "* SEARCH 1\r\n", "{ok:?}");
+    assert!(last(&ok).starts_with("a2 OK"), "{ok:?}");
+    // TEXT over all of them reads whole messages: 400 KiB is past the byte budget.
+    let answer = other_tenant_meanwhile(&s, &other, async {
+        c.cmd("a3", "SEARCH TEXT nowhere").await
+    })
+    .await;
+    assert!(last(&answer).starts_with("a3 NO [LIMIT]"), "{answer:?}");
+    assert_eq!(s.refusals("imap", "search_bytes").await, bytes_before + 1);
+    // Cheap keys still work, and the session too.
+    let all = c.cmd("a4", "SEARCH LARGER 50000").await;
+    assert_eq!(all[0], "* SEARCH 2 3 4 5\r\n", "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_time_is_budgeted() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.imap.search_time_budget = Duration::from_millis(1);
+    })
+    .await
+    .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    // 8 MiB of text to lowercase and decode: far more than a millisecond's work, even
+    // for a release build, so the budget is always met.
+    for _ in 0..8 {
+        s.deliver_smtp(&bad.email, &big_message(1024 * 1024)).await;
+    }
+    let before = s.refusals("imap", "search_time").await;
+    let mut c = Imap::connect(imap_addr(&s), attacker()).await;
+    c.login(&bad).await;
+    c.select().await;
+    let answer = other_tenant_meanwhile(&s, &other, async {
+        c.cmd("a1", "SEARCH BODY nowhere").await
+    })
+    .await;
+    assert!(last(&answer).starts_with("a1 NO [LIMIT]"), "{answer:?}");
+    assert_eq!(s.refusals("imap", "search_time").await, before + 1);
+}

@@ -3,4 +3,5 @@
 
 pub(crate) mod fetch;
 pub(crate) mod list;
+pub(crate) mod search;
 pub(crate) mod section;
