@@ -222,6 +222,9 @@ pub fn tag_of(line: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
