@@ -48,3 +48,30 @@ pub(super) fn resolve(file: &FileImap) -> ImapLimits {
             .unwrap_or(d.literal_deadline),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imap_budgets_come_from_the_file() {
+        let file: FileImap = toml::from_str(
+            "max_fetch_items = 10\nmax_search_keys = 0\nsearch_time_budget_ms = 250\n\
+             search_byte_budget = 1000\nliteral_budget_bytes = 5000\nliteral_deadline_secs = 7\n\
+             max_connections_per_ip = 3\n",
+        )
+        .expect("valid [imap]");
+        let l = resolve(&file);
+        assert_eq!(l.max_fetch_items, 10);
+        assert_eq!(l.max_search_keys, 1, "at least one key");
+        assert_eq!(l.search_time_budget, Duration::from_millis(250));
+        assert_eq!(l.search_byte_budget, 1000);
+        assert_eq!(l.literal_budget, 5000);
+        assert_eq!(l.literal_deadline, Duration::from_secs(7));
+        assert_eq!(l.connections.max_per_ip, 3);
+        let d = resolve(&FileImap::default());
+        assert_eq!(d.max_fetch_items, 64);
+        assert_eq!(d.literal_budget, 256 * 1024 * 1024);
+        assert!(toml::from_str::<FileImap>("max_fetch_itmes = 1").is_err());
+    }
+}
