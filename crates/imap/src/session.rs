@@ -165,6 +165,12 @@ impl Out {
         self.buf.len()
     }
 
+    /// Takes back what was added since [`Out::pending`] was `len` (nothing of it has been
+    /// written yet).
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(len);
+    }
+
     /// Writes what is pending and then `data`, straight from the caller's buffer: a big
     /// literal (a whole message) is written from the stored message, never copied into
     /// the answer. Small ones are just appended.

@@ -285,6 +285,14 @@ async fn fetch_items_are_capped_and_answered_once() {
     assert!(answer.contains("UID 2"));
     // BODY[] (not PEEK) among them marked the message read.
     assert!(answer.contains("\\Seen"), "FLAGS with \\Seen");
+    // Answers are written item by item: one that fails after others closes the answer
+    // with what it has before the tagged NO; one that fails first sends nothing.
+    let partial = c.cmd("a3", "FETCH 1 (UID BINARY[5])").await;
+    assert_eq!(partial[0], "* 1 FETCH (UID 1)\r\n", "{partial:?}");
+    assert!(last(&partial).starts_with("a3 NO [NONEXISTENT]"), "{partial:?}");
+    let none = c.cmd("a4", "FETCH 1 (BINARY[5] UID)").await;
+    assert_eq!(none.len(), 1, "{none:?}");
+    assert!(last(&none).starts_with("a4 NO [NONEXISTENT]"), "{none:?}");
 }
 
 /// Runs `attack` while another tenant's IMAP session and API call are served, each

@@ -88,16 +88,22 @@ impl Answer {
         }
     }
 
-    /// Writes the answer: text into `out`, big literals straight to the socket.
-    async fn write<S: AsyncWrite + Unpin>(self, raw: &[u8], out: &mut Out, w: &mut S) -> Io {
-        for p in self.pieces {
+    /// Writes what is built so far: text into `out`, big literals straight to the socket.
+    /// Called after every item, so one item's made bytes (a decoded part, a header
+    /// subset) are gone before the next item makes its own.
+    async fn write_pending<S: AsyncWrite + Unpin>(
+        &mut self,
+        raw: &[u8],
+        out: &mut Out,
+        w: &mut S,
+    ) -> Io {
+        for p in self.pieces.drain(..) {
             match p {
                 Piece::Text(t) => out.bytes(&t),
                 Piece::Raw(r) => out.write_through(w, &raw[r]).await?,
                 Piece::Owned(v) => out.write_through(w, &v).await?,
             }
         }
-        out.bytes(b")\r\n");
         Ok(())
     }
 }
@@ -404,12 +410,27 @@ impl Session {
                 Vec::new()
             };
             let root = needs_body.then(|| mime::parse(&raw));
+            let mark = out.pending();
             let mut a = Answer::new(i + 1);
             let mut said = Said::default();
             for it in items {
                 if let Err(why) = item(&mut a, it, m, &raw, root.as_ref(), &mut said) {
+                    // Earlier items may be on their way already: the answer is closed
+                    // (still valid with the items it has) before the tagged NO. With no
+                    // item yet, nothing but its start was written, and that is taken back.
+                    if a.first {
+                        out.truncate(mark);
+                    } else {
+                        a.text(b")\r\n");
+                        a.write_pending(&raw, out, conn.get_mut())
+                            .await
+                            .map_err(FetchError::Io)?;
+                    }
                     return Ok(Err(why));
                 }
+                a.write_pending(&raw, out, conn.get_mut())
+                    .await
+                    .map_err(FetchError::Io)?;
             }
             if uid && !said.uid {
                 a.item(&format!("UID {}", m.uid));
@@ -421,7 +442,8 @@ impl Session {
             if condstore && (said.flags || wants_modseq) && !said.modseq {
                 a.item(&format!("MODSEQ ({})", m.modseq));
             }
-            a.write(&raw, out, conn.get_mut())
+            a.text(b")\r\n");
+            a.write_pending(&raw, out, conn.get_mut())
                 .await
                 .map_err(FetchError::Io)?;
             if out.pending() > 256 * 1024 {
