@@ -64,6 +64,8 @@ pub struct ImapServer {
     pub limits: ImapLimits,
     /// Bytes of literals in flight over the whole server.
     literals: LiteralBudget,
+    /// Slots per account for SEARCH matching on the blocking pool.
+    search_slots: limits::AccountSlots,
     /// Header blocks by blob hash (SEARCH on header keys).
     headers: cache::HeaderCache,
     /// Group commit of flag changes.
@@ -90,6 +92,7 @@ impl ImapServer {
             max_message_size,
             gate: Gate::new(Door::Imap, limits.connections.clone()),
             literals: LiteralBudget::new(limits.literal_budget),
+            search_slots: limits::AccountSlots::new(limits.search_concurrency_per_account),
             limits,
             headers: cache::HeaderCache::default(),
             flags,

@@ -2,11 +2,13 @@
 //! items, SEARCH keys, time and bytes), and the bytes of literals in flight over the whole
 //! server. Every limit here is a security boundary: anyone can create a free account.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailroom_net::{ConnLimits, Door};
+use tokio::sync::Semaphore;
 
 /// Every configurable IMAP limit, passed to [`crate::ImapServer::new`] in one piece.
 #[derive(Debug, Clone)]
@@ -21,6 +23,12 @@ pub struct ImapLimits {
     pub search_time_budget: Duration,
     /// Message bytes one SEARCH may read for content keys.
     pub search_byte_budget: u64,
+    /// SEARCH batches one account may have matching on the blocking pool at once, however
+    /// many sessions it opens: an account's content searches take at most this many
+    /// threads, so the OS shares the CPU between accounts rather than between sessions. A
+    /// batch that waits for its account's slot past the command's time budget ends it with
+    /// `NO [LIMIT]`; other accounts never wait for it.
+    pub search_concurrency_per_account: usize,
     /// Bytes of literals being received at once over the whole server.
     pub literal_budget: u64,
     /// Once a command's first literal has been announced, the whole command must have
@@ -36,6 +44,7 @@ impl Default for ImapLimits {
             max_search_keys: 64,
             search_time_budget: Duration::from_secs(10),
             search_byte_budget: 1024 * 1024 * 1024,
+            search_concurrency_per_account: 2,
             literal_budget: 256 * 1024 * 1024,
             literal_deadline: Duration::from_secs(60),
         }
@@ -118,6 +127,66 @@ impl Drop for Grant {
     }
 }
 
+/// Slots per account for work on the blocking pool (see
+/// [`ImapLimits::search_concurrency_per_account`]). An account's entry exists only while
+/// one of its sessions holds or waits for a slot.
+#[derive(Debug)]
+pub struct AccountSlots {
+    per_account: usize,
+    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl AccountSlots {
+    pub fn new(per_account: usize) -> AccountSlots {
+        AccountSlots {
+            per_account: per_account.max(1),
+            map: Mutex::default(),
+        }
+    }
+
+    /// The slots of `account`, held (as an entry of the map) until the handle is dropped.
+    pub fn of(&self, account: &str) -> Slots<'_> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let sem = map
+            .entry(account.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_account)))
+            .clone();
+        Slots {
+            owner: self,
+            account: account.to_owned(),
+            sem,
+        }
+    }
+
+    #[cfg(test)]
+    fn accounts(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// One account's slots; its map entry goes with the last handle.
+pub struct Slots<'a> {
+    owner: &'a AccountSlots,
+    account: String,
+    sem: Arc<Semaphore>,
+}
+
+impl Slots<'_> {
+    pub fn semaphore(&self) -> &Semaphore {
+        &self.sem
+    }
+}
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        let mut map = self.owner.map.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and this one: nobody else holds or waits.
+        if Arc::strong_count(&self.sem) == 2 {
+            map.remove(&self.account);
+        }
+    }
+}
+
 /// Counts an IMAP refusal in `mailroom_refusals_total{door="imap", reason}`.
 pub fn refused(reason: &'static str) {
     mailroom_net::refused(Door::Imap, reason);
@@ -141,5 +210,26 @@ mod tests {
         assert!(b.try_take(&mut h, 60));
         drop(h);
         assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn account_slots_are_per_account_and_go_away() {
+        let slots = AccountSlots::new(1);
+        let a = slots.of("acc_a");
+        let held = a.semaphore().try_acquire().expect("a slot");
+        let a2 = slots.of("acc_a");
+        assert!(a2.semaphore().try_acquire().is_err(), "one per account");
+        let b = slots.of("acc_b");
+        assert!(
+            b.semaphore().try_acquire().is_ok(),
+            "another account is not held up"
+        );
+        assert_eq!(slots.accounts(), 2);
+        drop(b);
+        assert_eq!(slots.accounts(), 1);
+        drop(held);
+        drop(a2);
+        drop(a);
+        assert_eq!(slots.accounts(), 0);
     }
 }

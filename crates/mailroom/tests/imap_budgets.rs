@@ -289,7 +289,10 @@ async fn fetch_items_are_capped_and_answered_once() {
     // with what it has before the tagged NO; one that fails first sends nothing.
     let partial = c.cmd("a3", "FETCH 1 (UID BINARY[5])").await;
     assert_eq!(partial[0], "* 1 FETCH (UID 1)\r\n", "{partial:?}");
-    assert!(last(&partial).starts_with("a3 NO [NONEXISTENT]"), "{partial:?}");
+    assert!(
+        last(&partial).starts_with("a3 NO [NONEXISTENT]"),
+        "{partial:?}"
+    );
     let none = c.cmd("a4", "FETCH 1 (BINARY[5] UID)").await;
     assert_eq!(none.len(), 1, "{none:?}");
     assert!(last(&none).starts_with("a4 NO [NONEXISTENT]"), "{none:?}");
@@ -404,4 +407,84 @@ async fn search_time_is_budgeted() {
     .await;
     assert!(last(&answer).starts_with("a1 NO [LIMIT]"), "{answer:?}");
     assert_eq!(s.refusals("imap", "search_time").await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_accounts_searches_do_not_hold_up_another() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.imap.search_concurrency_per_account = 1;
+    })
+    .await
+    .expect("a server");
+    let (bad, other) = tenants(&s).await;
+    for _ in 0..6 {
+        s.deliver_smtp(&bad.email, &big_message(1024 * 1024)).await;
+    }
+    let addr = imap_addr(&s);
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        let mut c = Imap::connect(addr, attacker()).await;
+        c.login(&bad).await;
+        c.select().await;
+        attackers.push(c);
+    }
+    let searches = futures_search(&mut attackers);
+    let other_search = async {
+        within_a_second("another tenant's SEARCH BODY", async {
+            let mut c = Imap::connect(addr, IpAddr::from(OTHER_ADDRESS)).await;
+            c.login(&other).await;
+            c.select().await;
+            let r = c.cmd("o", "SEARCH BODY hello").await;
+            assert_eq!(r[0], "* SEARCH 1\r\n", "{r:?}");
+        })
+        .await;
+    };
+    let (answers, ()) = tokio::join!(searches, async {
+        // Let the attacker's searches start first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        other_search.await;
+        other_tenant_reads_imap(&s, &other).await;
+    });
+    // The attacker's own searches all complete (they wait for their account's slot).
+    for a in answers {
+        assert!(last(&a).starts_with("x OK"), "{a:?}");
+        assert_eq!(a[0], "* SEARCH\r\n", "{a:?}");
+    }
+}
+
+/// Each session's `SEARCH BODY nowhere`, all at once.
+async fn futures_search(sessions: &mut [Imap]) -> Vec<Vec<String>> {
+    let mut pending = Vec::new();
+    for c in sessions.iter_mut() {
+        pending.push(c.cmd("x", "SEARCH BODY nowhere"));
+    }
+    let mut out = Vec::new();
+    // Sent together by polling all at once.
+    let joined = join_all(pending).await;
+    out.extend(joined);
+    out
+}
+
+/// Polls every future to the end (a tiny `join_all`).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut handles: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                match h.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *d = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }

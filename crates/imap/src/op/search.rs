@@ -111,6 +111,7 @@ fn batches(msgs: &[Msg], passed: &[usize]) -> Vec<Vec<usize>> {
 /// Matches one batch on the blocking pool: `(index, message, its text)` in, the indexes
 /// that match every content key out.
 async fn match_batch(
+    slots: &tokio::sync::Semaphore,
     keys: Arc<Vec<SearchKey<'static>>>,
     batch: Vec<(usize, Msg, Text)>,
     deadline: Instant,
@@ -130,6 +131,11 @@ async fn match_batch(
             }
         }
         Ok(hits)
+    };
+    // Waiting for a slot counts against the command's time.
+    let permit = tokio::time::timeout_at(deadline.into(), slots.acquire()).await;
+    let Ok(Ok(_permit)) = permit else {
+        return Err(SearchError::Budget("search_time"));
     };
     match tokio::task::spawn_blocking(work).await {
         Ok(r) => r,
@@ -210,6 +216,9 @@ impl Session {
         // Header keys only: header blocks from the cache, the misses read in one go.
         let headers_only = !search::needs_body(&content_keys);
         let cache = &self.server.headers;
+        let account = self.user.as_ref().map_or("", |u| u.account_id.as_str());
+        let slots = self.server.search_slots.of(account);
+        let slots = slots.semaphore();
         let mut matched = Vec::new();
         for chunk in batches(&sel.msgs, &passed) {
             let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob_hex()).collect();
@@ -243,7 +252,8 @@ impl Session {
                 .filter_map(|(&i, h)| Some((i, sel.msgs[i].clone(), texts.remove(h)?)))
                 .collect();
             let keys = content_keys.clone();
-            matched.extend(match_batch(keys, batch, budget.deadline, max_seq, max_uid).await?);
+            let hits = match_batch(slots, keys, batch, budget.deadline, max_seq, max_uid).await?;
+            matched.extend(hits);
         }
         Ok(matched)
     }

@@ -18,6 +18,7 @@ pub(super) struct FileImap {
     max_search_keys: Option<usize>,
     search_time_budget_ms: Option<u64>,
     search_byte_budget: Option<u64>,
+    search_concurrency_per_account: Option<usize>,
     literal_budget_bytes: Option<u64>,
     literal_deadline_secs: Option<u64>,
 }
@@ -41,6 +42,10 @@ pub(super) fn resolve(file: &FileImap) -> ImapLimits {
             .map(|ms| Duration::from_millis(ms.max(1)))
             .unwrap_or(d.search_time_budget),
         search_byte_budget: file.search_byte_budget.unwrap_or(d.search_byte_budget),
+        search_concurrency_per_account: file
+            .search_concurrency_per_account
+            .unwrap_or(d.search_concurrency_per_account)
+            .max(1),
         literal_budget: file.literal_budget_bytes.unwrap_or(d.literal_budget),
         literal_deadline: file
             .literal_deadline_secs
@@ -57,7 +62,7 @@ mod tests {
     fn imap_budgets_come_from_the_file() {
         let file: FileImap = toml::from_str(
             "max_fetch_items = 10\nmax_search_keys = 0\nsearch_time_budget_ms = 250\n\
-             search_byte_budget = 1000\nliteral_budget_bytes = 5000\nliteral_deadline_secs = 7\n\
+             search_byte_budget = 1000\nsearch_concurrency_per_account = 0\nliteral_budget_bytes = 5000\nliteral_deadline_secs = 7\n\
              max_connections_per_ip = 3\n",
         )
         .expect("valid [imap]");
@@ -66,6 +71,7 @@ mod tests {
         assert_eq!(l.max_search_keys, 1, "at least one key");
         assert_eq!(l.search_time_budget, Duration::from_millis(250));
         assert_eq!(l.search_byte_budget, 1000);
+        assert_eq!(l.search_concurrency_per_account, 1, "at least one slot");
         assert_eq!(l.literal_budget, 5000);
         assert_eq!(l.literal_deadline, Duration::from_secs(7));
         assert_eq!(l.connections.max_per_ip, 3);
