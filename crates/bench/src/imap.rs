@@ -241,6 +241,35 @@ pub async fn run_op(
 
 /// Opens `n` connections and logs each in (and SELECTs INBOX with `select`); they stay
 /// open while the returned clients live.
+impl Client {
+    /// Announces a synchronizing literal of `size` bytes on APPEND and, if the server asks
+    /// for it, sends only `send` bytes of it (the command stays open). `Ok(true)`: the
+    /// server sent the `+` continuation; `Ok(false)`: it refused (`NO [LIMIT]`).
+    pub async fn start_append(&mut self, size: usize, send: usize) -> anyhow::Result<bool> {
+        self.n += 1;
+        let tag = format!("b{}", self.n);
+        self.w
+            .write_all(format!("{tag} APPEND INBOX {{{size}}}\r\n").as_bytes())
+            .await?;
+        let mut line = String::new();
+        self.r.read_line(&mut line).await?;
+        if line.starts_with(&format!("{tag} NO")) {
+            return Ok(false);
+        }
+        if !line.starts_with('+') {
+            bail!("APPEND: {line}");
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = send.min(size);
+        while left > 0 {
+            let n = left.min(chunk.len());
+            self.w.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        Ok(true)
+    }
+}
+
 pub async fn idle_connections(
     addr: SocketAddr,
     user: &str,

@@ -8,6 +8,7 @@
 //! ```
 
 mod imap;
+mod imap_literals;
 mod load;
 mod smtp;
 mod smtp_bench;
@@ -143,6 +144,31 @@ enum Cmd {
         #[arg(long)]
         mailroom: Option<PathBuf>,
     },
+    /// IMAP literals: the server's RSS while N logged-in sessions each announce a big
+    /// synchronizing literal on APPEND and send only part of it, beside its idle RSS.
+    ImapLiterals {
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// Announced literal size in bytes (25 MiB).
+        #[arg(long, default_value_t = 25 * 1024 * 1024)]
+        size: usize,
+        /// Bytes of each literal actually sent.
+        #[arg(long, default_value_t = 1024 * 1024)]
+        send: usize,
+        /// A running server's IMAP address instead of a fresh one (needs --user, --pass,
+        /// --pid).
+        #[arg(long)]
+        target: Option<SocketAddr>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        pass: Option<String>,
+        /// The process whose RSS to read with --target.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long)]
+        mailroom: Option<PathBuf>,
+    },
     /// The reference: a bare axum server answering GET / with "hello".
     Hello {
         #[arg(long)]
@@ -153,6 +179,25 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Hello { listen } => hello(listen),
+        Cmd::ImapLiterals {
+            sessions,
+            size,
+            send,
+            target,
+            user,
+            pass,
+            pid,
+            mailroom,
+        } => imap_literals::run(imap_literals::LiteralArgs {
+            sessions,
+            size,
+            send,
+            target,
+            user,
+            pass,
+            pid,
+            mailroom,
+        }),
         Cmd::Smtp {
             sessions,
             messages,

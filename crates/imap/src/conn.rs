@@ -2,24 +2,65 @@
 //! LITERAL+ from RFC 7888), with a bound on every piece so that no client can make the
 //! server buffer more than it allows.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::limits::{Grant, LiteralBudget, SMALL_LITERAL};
 
 /// The longest line (between literals) accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// What reading a command gave.
+#[derive(Debug)]
 pub enum Frame {
-    /// A whole command, literals included.
-    Command(Vec<u8>),
+    /// A whole command, literals included, with the literal budget its bytes hold (keep it
+    /// until the command has been handled).
+    Command(Vec<u8>, Grant),
     /// A line over [`MAX_LINE`]; the rest of it was skipped.
     LineTooLong(Vec<u8>),
     /// A synchronizing literal over the limit: refused before the client sent it.
     LiteralTooBig(Vec<u8>),
-    /// A non-synchronizing literal over the limit: its bytes are on their way and cannot be
-    /// refused, so the connection must end (RFC 7888 §4).
-    Fatal(&'static str),
+    /// A synchronizing literal the server-wide budget has no room for: refused before the
+    /// client sent it (`NO [LIMIT]`).
+    NoBudget(Vec<u8>),
+    /// The bytes of a non-synchronizing literal are on their way and cannot be refused
+    /// (over the limit, or no budget), or a literal missed its deadline: the connection
+    /// ends (RFC 7888 §4). The command so far (its tag) and the reason.
+    Fatal(Vec<u8>, Fatal),
     /// The client closed the connection.
     Eof,
+}
+
+/// Why a command ended its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fatal {
+    TooBig,
+    NoBudget,
+    Deadline,
+}
+
+impl Fatal {
+    /// The `reason` label of the refusal counter.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Fatal::TooBig => "literal_too_big",
+            Fatal::NoBudget => "literal_budget",
+            Fatal::Deadline => "literal_deadline",
+        }
+    }
+}
+
+/// The bounds one command is read under.
+pub struct ReadLimits<'a> {
+    /// The largest literal.
+    pub max_literal: u64,
+    /// The largest whole command, literals included.
+    pub max_command: u64,
+    /// The server-wide budget of literal bytes in flight.
+    pub budget: &'a LiteralBudget,
+    /// Time for the rest of the command once its first literal is announced.
+    pub deadline: Duration,
 }
 
 /// The announced literal at the end of a line: `{N}` or `{N+}` (also `~{N}` for BINARY).
@@ -81,43 +122,83 @@ pub async fn read_line<S: AsyncRead + Unpin>(
     }
 }
 
-/// Reads a whole command. `max_literal` bounds each literal, `max_command` the total.
+/// Reads a whole command. A literal's buffer grows as its bytes arrive (never allocated
+/// in full from the announced size), its bytes are taken from the server-wide budget
+/// before the client is asked for them, and once the first literal is announced the rest of
+/// the command must arrive within `limits.deadline`.
 pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BufReader<S>,
-    max_literal: u64,
-    max_command: u64,
+    limits: &ReadLimits<'_>,
 ) -> std::io::Result<Frame> {
     let mut buf = Vec::new();
+    let mut grant = limits.budget.grant();
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        match read_line(conn, &mut buf).await {
+        let line = read_line(conn, &mut buf);
+        let got = match deadline {
+            None => line.await,
+            Some(d) => match tokio::time::timeout_at(d, line).await {
+                Ok(r) => r,
+                Err(_) => return Ok(Frame::Fatal(buf, Fatal::Deadline)),
+            },
+        };
+        match got {
             Ok(true) => {}
             Ok(false) => return Ok(Frame::LineTooLong(buf)),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Frame::Eof),
             Err(e) => return Err(e),
         }
         let Some((n, sync)) = literal_at_end(&buf) else {
-            return Ok(Frame::Command(buf));
+            return Ok(Frame::Command(buf, grant));
         };
-        if n > max_literal || buf.len() as u64 + n > max_command {
+        if n > limits.max_literal || buf.len() as u64 + n > limits.max_command {
             if sync {
                 return Ok(Frame::LiteralTooBig(buf));
             }
-            return Ok(Frame::Fatal("literal too big"));
+            return Ok(Frame::Fatal(buf, Fatal::TooBig));
         }
+        if !sync && n <= SMALL_LITERAL {
+            limits.budget.force_take(&mut grant, n);
+        } else if !limits.budget.try_take(&mut grant, n) {
+            if sync {
+                return Ok(Frame::NoBudget(buf));
+            }
+            return Ok(Frame::Fatal(buf, Fatal::NoBudget));
+        }
+        let d = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.deadline);
         if sync {
             let w = conn.get_mut();
-            w.write_all(b"+ Ready for literal data\r\n").await?;
-            w.flush().await?;
-        }
-        let start = buf.len();
-        buf.resize(start + n as usize, 0);
-        if let Err(e) = conn.read_exact(&mut buf[start..]).await {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                return Ok(Frame::Eof);
+            let ask = async {
+                w.write_all(b"+ Ready for literal data\r\n").await?;
+                w.flush().await
+            };
+            match tokio::time::timeout_at(d, ask).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(Frame::Fatal(buf, Fatal::Deadline)),
             }
-            return Err(e);
+        }
+        match tokio::time::timeout_at(d, read_literal(conn, &mut buf, n)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Frame::Eof),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(Frame::Fatal(buf, Fatal::Deadline)),
         }
     }
+}
+
+/// Appends `n` literal bytes to `buf` as they arrive: the buffer grows with what was
+/// received, so an announced-but-unsent literal costs nothing but its budget.
+async fn read_literal<S: AsyncRead + Unpin>(
+    conn: &mut BufReader<S>,
+    buf: &mut Vec<u8>,
+    n: u64,
+) -> std::io::Result<()> {
+    // `read_to_end` grows the buffer with what arrives (never by the announced size).
+    let got = (&mut *conn).take(n).read_to_end(buf).await?;
+    if (got as u64) < n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 /// The tag at the start of a command line, if it looks like one (for BAD answers to lines
@@ -139,6 +220,9 @@ pub fn tag_of(line: &[u8]) -> String {
         "*".into()
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,9 @@ mod cache;
 mod conn;
 mod flags;
 mod fmt;
+mod limits;
 mod mime;
+mod op;
 mod quota;
 mod search;
 mod session;
@@ -30,7 +32,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
-use conn::Frame;
+use conn::{Frame, ReadLimits};
+pub use limits::ImapLimits;
+use limits::LiteralBudget;
 use session::{Next, Out, Session};
 
 /// RFC 9051 §5.4: the autologout timer is at least 30 minutes.
@@ -57,6 +61,12 @@ pub struct ImapServer {
     pub max_message_size: u64,
     /// Sessions at once over both listeners, and per address.
     gate: Arc<Gate>,
+    /// The per-command budgets (FETCH items, SEARCH keys and time, literal deadline).
+    pub limits: ImapLimits,
+    /// Bytes of literals in flight over the whole server.
+    literals: LiteralBudget,
+    /// Slots per account for SEARCH matching on the blocking pool.
+    search_slots: limits::AccountSlots,
     /// Header blocks by blob hash (SEARCH on header keys).
     headers: cache::HeaderCache,
     /// Group commit of flag changes.
@@ -71,7 +81,7 @@ impl ImapServer {
         plaintext_on_loopback: bool,
         hostname: String,
         max_message_size: u64,
-        connections: ConnLimits,
+        limits: ImapLimits,
     ) -> ImapServer {
         let flags = flags::FlagWriter::start(services.store().clone());
         ImapServer {
@@ -81,7 +91,10 @@ impl ImapServer {
             hostname,
             idle_timeout: IDLE_TIMEOUT,
             max_message_size,
-            gate: Gate::new(Door::Imap, connections),
+            gate: Gate::new(Door::Imap, limits.connections.clone()),
+            literals: LiteralBudget::new(limits.literal_budget),
+            search_slots: limits::AccountSlots::new(limits.search_concurrency_per_account),
+            limits,
             headers: cache::HeaderCache::default(),
             flags,
         }
@@ -187,9 +200,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         } else {
             (LOGIN_MAX_LITERAL, LOGIN_TIMEOUT.min(s.server.idle_timeout))
         };
-        let max_command = max_literal + conn::MAX_LINE as u64 * 4;
+        let bounds = ReadLimits {
+            max_literal,
+            max_command: max_literal + conn::MAX_LINE as u64 * 4,
+            budget: &s.server.literals,
+            deadline: s.server.limits.literal_deadline,
+        };
         let frame = tokio::select! {
-            r = tokio::time::timeout(timeout, conn::read_command(&mut conn, max_literal, max_command)) => r,
+            r = tokio::time::timeout(timeout, conn::read_command(&mut conn, &bounds)) => r,
             _ = stop.cancelled() => {
                 out.line("* BYE server shutting down");
                 let _ = out.flush(conn.get_mut()).await;
@@ -208,8 +226,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         let mut next = Next::Continue;
         match frame {
             Frame::Eof => return None,
-            Frame::Fatal(why) => {
-                out.line(&format!("* BYE [TOOBIG] {why}"));
+            Frame::Fatal(buf, why) => {
+                limits::refused(why.reason());
+                let tag = conn::tag_of(&buf);
+                out.line(&match why {
+                    conn::Fatal::TooBig => format!("{tag} BAD [TOOBIG] literal too big"),
+                    conn::Fatal::NoBudget => {
+                        format!("{tag} BAD [LIMIT] server busy: no room for this literal")
+                    }
+                    conn::Fatal::Deadline => {
+                        format!("{tag} BAD [LIMIT] command not received in time")
+                    }
+                });
+                out.line("* BYE closing: the rest of this command cannot be read");
                 let _ = out.flush(conn.get_mut()).await;
                 return None;
             }
@@ -219,13 +248,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     next = Next::Logout;
                 }
             }
+            Frame::NoBudget(buf) => {
+                limits::refused("literal_budget");
+                let tag = conn::tag_of(&buf);
+                out.line(&format!(
+                    "{tag} NO [LIMIT] server busy with other uploads; try again later"
+                ));
+            }
             Frame::LiteralTooBig(buf) => {
+                limits::refused("literal_too_big");
                 let tag = conn::tag_of(&buf);
                 out.line(&format!(
                     "{tag} NO [TOOBIG] literal too big (at most {max_literal} octets)"
                 ));
             }
-            Frame::Command(buf) => match CommandCodec::default().decode(&buf) {
+            // The grant is held until the command has been handled.
+            Frame::Command(buf, _grant) => match CommandCodec::default().decode(&buf) {
                 // Boxed: the command's state lives on the heap only while it runs, so an
                 // idle session's task stays small.
                 Ok((_, cmd)) => match Box::pin(s.handle(cmd, &mut conn, &mut out, stop)).await {

@@ -3,6 +3,8 @@
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
+use std::cell::OnceCell;
+
 use mailroom_core::time::now_ms;
 
 use crate::mime;
@@ -15,8 +17,9 @@ pub struct Candidate<'a> {
     pub size: i64,
     pub internal_date: i64,
     pub modseq: i64,
-    /// The message bytes, when a key needs them (see [`needs_content`]).
-    pub raw: Option<&'a [u8]>,
+    /// The message, parsed once for the whole command, when a key needs it (see
+    /// [`needs_content`]).
+    pub content: Option<&'a Content<'a>>,
     /// The largest sequence number and uid of the mailbox (for `*`).
     pub max_seq: u32,
     pub max_uid: u32,
@@ -93,28 +96,102 @@ fn has_flag(flags: &[String], f: &str) -> bool {
     flags.iter().any(|x| x.eq_ignore_ascii_case(f))
 }
 
-/// Case-insensitive substring test, on bytes (ASCII case folding) and on the UTF-8 text
-/// lowercased, so that both raw and decoded values match.
-fn contains(haystack: &str, needle: &[u8]) -> bool {
-    let needle = String::from_utf8_lossy(needle).to_lowercase();
-    needle.is_empty() || haystack.to_lowercase().contains(&needle)
+/// One message as the content keys see it. Each part of it (the header fields, the
+/// lowercased body and text) is worked out at most once per command, however many keys
+/// look at it, so the cost of a SEARCH is one parse per message rather than one per key.
+pub struct Content<'a> {
+    raw: &'a [u8],
+    header_end: usize,
+    /// (name, lowercased raw value and RFC 2047-decoded value), in order.
+    fields: OnceCell<Vec<(String, String)>>,
+    /// The decoded text and HTML parts, lowercased.
+    decoded: OnceCell<String>,
+    body: OnceCell<String>,
+    text: OnceCell<String>,
+    date: OnceCell<Option<chrono::NaiveDate>>,
 }
 
-/// The header values of `name`, raw and with RFC 2047 encoded words decoded.
-fn header_text(raw: &[u8], name: &str) -> String {
-    let root = mime::parse_header_only(raw);
-    let fields = mime::header_fields(&raw[root.clone()]);
-    let mut out = String::new();
-    for (n, v) in &fields {
-        if n.eq_ignore_ascii_case(name) {
-            let text = String::from_utf8_lossy(v);
-            out.push_str(&text);
-            out.push('\n');
-            out.push_str(&decode_words(&text));
-            out.push('\n');
+impl<'a> Content<'a> {
+    /// `raw` is the whole message, or only its header block when no key needs the body.
+    pub fn new(raw: &'a [u8]) -> Content<'a> {
+        Content {
+            raw,
+            header_end: mime::parse_header_only(raw).end,
+            fields: OnceCell::new(),
+            decoded: OnceCell::new(),
+            body: OnceCell::new(),
+            text: OnceCell::new(),
+            date: OnceCell::new(),
         }
     }
-    out
+
+    fn fields(&self) -> &[(String, String)] {
+        self.fields.get_or_init(|| {
+            mime::header_fields(&self.raw[..self.header_end])
+                .into_iter()
+                .map(|(n, v)| {
+                    let text = String::from_utf8_lossy(&v);
+                    let value = format!("{text}\n{}\n", decode_words(&text)).to_lowercase();
+                    (n, value)
+                })
+                .collect()
+        })
+    }
+
+    /// The lowercased values of the field `name`, one after another.
+    fn header(&self, name: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (n, v) in self.fields() {
+            if n.eq_ignore_ascii_case(name) {
+                out.get_or_insert_with(String::new).push_str(v);
+            }
+        }
+        out
+    }
+
+    fn decoded(&self) -> &str {
+        self.decoded
+            .get_or_init(|| decoded_text(self.raw).to_lowercase())
+    }
+
+    /// The body as it is plus its decoded text, lowercased.
+    fn body(&self) -> &str {
+        self.body.get_or_init(|| {
+            let mut s = String::from_utf8_lossy(&self.raw[self.header_end..]).to_lowercase();
+            s.push('\n');
+            s.push_str(self.decoded());
+            s
+        })
+    }
+
+    /// The whole message as it is plus its decoded text, lowercased.
+    fn text(&self) -> &str {
+        self.text.get_or_init(|| {
+            let mut s = String::from_utf8_lossy(self.raw).to_lowercase();
+            s.push('\n');
+            s.push_str(self.decoded());
+            s
+        })
+    }
+
+    /// The day of the first Date field.
+    fn date(&self) -> Option<chrono::NaiveDate> {
+        *self.date.get_or_init(|| {
+            let fields = mime::header_fields(&self.raw[..self.header_end]);
+            let (_, v) = fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Date"))?;
+            chrono::DateTime::parse_from_rfc2822(String::from_utf8_lossy(v).trim())
+                .ok()
+                .map(|d| d.date_naive())
+        })
+    }
+}
+
+/// Case-insensitive substring test in text already lowercased.
+fn contains(lowered: &str, needle: &[u8]) -> bool {
+    let needle = String::from_utf8_lossy(needle).to_lowercase();
+    needle.is_empty() || lowered.contains(&needle)
 }
 
 /// Decodes RFC 2047 encoded words with mail-parser (by parsing a one-field header).
@@ -129,14 +206,6 @@ fn decode_words(text: &str) -> String {
         .unwrap_or_else(|| text.to_owned())
 }
 
-fn date_of(raw: &[u8]) -> Option<chrono::NaiveDate> {
-    let text = header_text(raw, "Date");
-    let first = text.lines().next()?;
-    chrono::DateTime::parse_from_rfc2822(first.trim())
-        .ok()
-        .map(|d| d.date_naive())
-}
-
 fn day_of(ms: i64) -> chrono::NaiveDate {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -149,7 +218,8 @@ pub fn matches_all(keys: &[SearchKey<'_>], c: &Candidate<'_>) -> bool {
 }
 
 fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
-    let raw = c.raw.unwrap_or_default();
+    let header = |name: &str| c.content.and_then(|m| m.header(name)).unwrap_or_default();
+    let date = || c.content.and_then(Content::date);
     match key {
         SearchKey::And(ks) => matches_all(ks.as_ref(), c),
         SearchKey::SequenceSet(set) => in_set(set, c.seq, c.max_seq),
@@ -176,29 +246,24 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::Since(d) => day_of(c.internal_date) >= *d.as_ref(),
         SearchKey::Older(secs) => c.internal_date <= now_ms() - i64::from(secs.get()) * 1000,
         SearchKey::Younger(secs) => c.internal_date >= now_ms() - i64::from(secs.get()) * 1000,
-        SearchKey::SentBefore(d) => date_of(raw).is_some_and(|x| x < *d.as_ref()),
-        SearchKey::SentOn(d) => date_of(raw).is_some_and(|x| x == *d.as_ref()),
-        SearchKey::SentSince(d) => date_of(raw).is_some_and(|x| x >= *d.as_ref()),
-        SearchKey::Bcc(s) => contains(&header_text(raw, "Bcc"), s.as_ref()),
-        SearchKey::Cc(s) => contains(&header_text(raw, "Cc"), s.as_ref()),
-        SearchKey::From(s) => contains(&header_text(raw, "From"), s.as_ref()),
-        SearchKey::To(s) => contains(&header_text(raw, "To"), s.as_ref()),
-        SearchKey::Subject(s) => contains(&header_text(raw, "Subject"), s.as_ref()),
+        SearchKey::SentBefore(d) => date().is_some_and(|x| x < *d.as_ref()),
+        SearchKey::SentOn(d) => date().is_some_and(|x| x == *d.as_ref()),
+        SearchKey::SentSince(d) => date().is_some_and(|x| x >= *d.as_ref()),
+        SearchKey::Bcc(s) => contains(&header("Bcc"), s.as_ref()),
+        SearchKey::Cc(s) => contains(&header("Cc"), s.as_ref()),
+        SearchKey::From(s) => contains(&header("From"), s.as_ref()),
+        SearchKey::To(s) => contains(&header("To"), s.as_ref()),
+        SearchKey::Subject(s) => contains(&header("Subject"), s.as_ref()),
         SearchKey::Header(name, value) => {
-            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
-            let text = header_text(raw, &name);
-            // An empty value matches every message that has the field.
-            if value.as_ref().is_empty() {
-                !text.is_empty()
-            } else {
-                contains(&text, value.as_ref())
+            let name = String::from_utf8_lossy(name.as_ref());
+            match c.content.and_then(|m| m.header(&name)) {
+                // An empty value matches every message that has the field.
+                Some(text) => value.as_ref().is_empty() || contains(&text, value.as_ref()),
+                None => false,
             }
         }
-        SearchKey::Body(s) => {
-            let root = mime::parse_header_only(raw);
-            contains(&body_text(&raw[root.end..], raw), s.as_ref())
-        }
-        SearchKey::Text(s) => contains(&body_text(raw, raw), s.as_ref()),
+        SearchKey::Body(s) => c.content.is_some_and(|m| contains(m.body(), s.as_ref())),
+        SearchKey::Text(s) => c.content.is_some_and(|m| contains(m.text(), s.as_ref())),
         SearchKey::Uid(set) => in_set(set, c.uid, c.max_uid),
         SearchKey::Not(k) => !matches(k, c),
         SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
@@ -206,10 +271,10 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     }
 }
 
-/// The text to look in: the bytes as they are, plus the decoded text parts (so that a
-/// search finds words in base64 or quoted-printable bodies too).
-fn body_text(part: &[u8], whole: &[u8]) -> String {
-    let mut out = String::from_utf8_lossy(part).into_owned();
+/// The decoded text and HTML parts (so that a search finds words in base64 or
+/// quoted-printable bodies too).
+fn decoded_text(whole: &[u8]) -> String {
+    let mut out = String::new();
     if let Some(m) = mail_parser::MessageParser::default().parse(whole) {
         for i in 0..m.text_body.len() {
             if let Some(t) = m.body_text(i) {
@@ -225,4 +290,20 @@ fn body_text(part: &[u8], whole: &[u8]) -> String {
         }
     }
     out
+}
+
+/// How many keys a search has, counting those inside AND, OR and NOT (what
+/// [`crate::ImapLimits::max_search_keys`] bounds).
+pub fn count_keys(keys: &[SearchKey<'_>]) -> usize {
+    keys.iter()
+        .map(|k| match k {
+            SearchKey::And(ks) => 1 + count_keys(ks.as_ref()),
+            SearchKey::Not(k) => 1 + count_keys(std::slice::from_ref(k.as_ref())),
+            SearchKey::Or(a, b) => {
+                1 + count_keys(std::slice::from_ref(a.as_ref()))
+                    + count_keys(std::slice::from_ref(b.as_ref()))
+            }
+            _ => 1,
+        })
+        .sum()
 }

@@ -17,10 +17,9 @@ use imap_codec::imap_types::command::{
 };
 use imap_codec::imap_types::core::Charset;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
-use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
+use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
-use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 use mailroom_core::time::now_ms;
@@ -34,11 +33,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::fmt::{
-    canonical_flag, flag_list, internal_date, mailbox as mailbox_name, sequence_set, string,
-};
-use crate::search::{self, Candidate, in_set};
-use crate::{ImapServer, conn, mime};
+use crate::fmt::{canonical_flag, flag_list, mailbox as mailbox_name, sequence_set};
+use crate::op::fetch::FetchError;
+use crate::search::in_set;
+use crate::{ImapServer, conn};
 
 /// After this many BAD answers in a row the session is closed: a client that sends only
 /// garbage is not a client.
@@ -55,23 +53,23 @@ const MAX_MAILBOX_NAME: usize = 255;
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// The identity of a logged-in session.
-struct User {
-    account_id: String,
-    inbox_id: String,
+pub(crate) struct User {
+    pub(crate) account_id: String,
+    pub(crate) inbox_id: String,
 }
 
 /// One message of the selected mailbox.
 #[derive(Debug, Clone)]
-struct Msg {
-    uid: u32,
-    modseq: i64,
-    flags: Vec<String>,
+pub(crate) struct Msg {
+    pub(crate) uid: u32,
+    pub(crate) modseq: i64,
+    pub(crate) flags: Vec<String>,
     /// SHA-256 of the body, as bytes (half the memory of the hex, and no allocation).
-    blob: [u8; 32],
-    size: i64,
-    internal_date: i64,
+    pub(crate) blob: [u8; 32],
+    pub(crate) size: i64,
+    pub(crate) internal_date: i64,
     /// Removed by someone else; the EXPUNGE is not sent yet.
-    gone: bool,
+    pub(crate) gone: bool,
 }
 
 /// The blob hash as bytes; the store writes lowercase hex SHA-256.
@@ -84,7 +82,7 @@ fn blob_id(hex_hash: &str) -> [u8; 32] {
 }
 
 impl Msg {
-    fn blob_hex(&self) -> String {
+    pub(crate) fn blob_hex(&self) -> String {
         hex::encode(self.blob)
     }
 
@@ -100,15 +98,15 @@ impl Msg {
         }
     }
 
-    fn has(&self, flag: &str) -> bool {
+    pub(crate) fn has(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
     }
 }
 
-struct Selected {
-    mailbox: ImapMailbox,
-    read_only: bool,
-    msgs: Vec<Msg>,
+pub(crate) struct Selected {
+    pub(crate) mailbox: ImapMailbox,
+    pub(crate) read_only: bool,
+    pub(crate) msgs: Vec<Msg>,
     known: MailboxState,
     /// Removals seen but not yet reported.
     pending_expunge: bool,
@@ -125,12 +123,12 @@ pub struct Session {
     pub server: Arc<ImapServer>,
     pub peer: SocketAddr,
     pub tls: bool,
-    user: Option<User>,
-    selected: Option<Selected>,
+    pub(crate) user: Option<User>,
+    pub(crate) selected: Option<Selected>,
     /// CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), or a CONDSTORE command).
-    condstore: bool,
+    pub(crate) condstore: bool,
     /// IMAP4rev2 enabled (ENABLE IMAP4rev2).
-    rev2: bool,
+    pub(crate) rev2: bool,
     bad_in_a_row: u32,
     /// A BYE was sent outside LOGOUT: the connection ends after this answer.
     pub closing: bool,
@@ -160,6 +158,37 @@ impl Out {
 
     pub fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes back what was added since [`Out::pending`] was `len` (nothing of it has been
+    /// written yet).
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(len);
+    }
+
+    /// Writes what is pending and then `data`, straight from the caller's buffer: a big
+    /// literal (a whole message) is written from the stored message, never copied into
+    /// the answer. Small ones are just appended.
+    pub async fn write_through<S: AsyncWrite + Unpin>(&mut self, w: &mut S, data: &[u8]) -> Io {
+        if data.len() < 16 * 1024 {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        let write = async {
+            if !self.buf.is_empty() {
+                w.write_all(&self.buf).await?;
+                self.buf.clear();
+            }
+            w.write_all(data).await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }
 
     /// Writes what is pending. A client that stops reading (its window stays shut) gets
@@ -205,18 +234,6 @@ fn valid_new_name(name: &str) -> bool {
         && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
 }
 
-/// Does `name` match a LIST pattern (`*` anything, `%` anything but the delimiter)?
-fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.first() {
-        None => name.is_empty(),
-        Some(b'*') => (0..=name.len()).any(|i| pattern_matches(&pattern[1..], &name[i..])),
-        Some(b'%') => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != b'/')
-            .any(|i| pattern_matches(&pattern[1..], &name[i..])),
-        Some(&c) => name.first() == Some(&c) && pattern_matches(&pattern[1..], &name[1..]),
-    }
-}
-
 fn store_flags(flags: &[Flag<'_>]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for f in flags {
@@ -228,152 +245,6 @@ fn store_flags(flags: &[Flag<'_>]) -> Vec<String> {
         out.push(s);
     }
     out
-}
-
-fn section_spec(section: &Option<Section<'_>>) -> String {
-    let path = |p: &Option<imap_codec::imap_types::fetch::Part>| match p {
-        Some(p) => {
-            let nums: Vec<String> = p.0.as_ref().iter().map(|n| n.to_string()).collect();
-            format!("{}.", nums.join("."))
-        }
-        None => String::new(),
-    };
-    let names = |ns: &[imap_codec::imap_types::core::AString<'_>]| {
-        let items: Vec<String> = ns
-            .iter()
-            .map(|n| {
-                let s = String::from_utf8_lossy(n.as_ref()).to_ascii_uppercase();
-                if !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
-                {
-                    s
-                } else {
-                    string(s.as_bytes())
-                }
-            })
-            .collect();
-        items.join(" ")
-    };
-    match section {
-        None => String::new(),
-        Some(Section::Part(p)) => {
-            let nums: Vec<String> = p.0.as_ref().iter().map(|n| n.to_string()).collect();
-            nums.join(".")
-        }
-        Some(Section::Header(p)) => format!("{}HEADER", path(p)),
-        Some(Section::HeaderFields(p, ns)) => {
-            format!("{}HEADER.FIELDS ({})", path(p), names(ns.as_ref()))
-        }
-        Some(Section::HeaderFieldsNot(p, ns)) => {
-            format!("{}HEADER.FIELDS.NOT ({})", path(p), names(ns.as_ref()))
-        }
-        Some(Section::Text(p)) => format!("{}TEXT", path(p)),
-        Some(Section::Mime(p)) => {
-            let nums: Vec<String> = p.0.as_ref().iter().map(|n| n.to_string()).collect();
-            format!("{}.MIME", nums.join("."))
-        }
-    }
-}
-
-/// The bytes a BODY[section] names; `None` when the section does not exist.
-fn section_bytes(
-    raw: &[u8],
-    root: &mime::Entity,
-    section: &Option<Section<'_>>,
-) -> Option<Vec<u8>> {
-    use mime::{Kind, Target};
-    let part_path = |p: &Option<imap_codec::imap_types::fetch::Part>| -> Vec<u32> {
-        p.as_ref()
-            .map(|p| p.0.as_ref().iter().map(|n| n.get()).collect())
-            .unwrap_or_default()
-    };
-    // The message whose header/text a HEADER/TEXT section means.
-    let message_at = |path: &[u32]| -> Option<&mime::Entity> {
-        match mime::resolve(root, path)? {
-            Target::Root(m) => Some(m),
-            Target::Part(p) => match &p.kind {
-                Kind::Message(inner) => Some(inner.as_ref()),
-                _ => None,
-            },
-        }
-    };
-    match section {
-        None => Some(raw.to_vec()),
-        Some(Section::Part(p)) => {
-            let path: Vec<u32> = p.0.as_ref().iter().map(|n| n.get()).collect();
-            match mime::resolve(root, &path)? {
-                Target::Root(m) => Some(raw[m.body.clone()].to_vec()),
-                Target::Part(e) => Some(raw[e.body.clone()].to_vec()),
-            }
-        }
-        Some(Section::Header(p)) => {
-            let m = message_at(&part_path(p))?;
-            Some(raw[m.header.clone()].to_vec())
-        }
-        Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
-            let m = message_at(&part_path(p))?;
-            let names: Vec<String> = names
-                .as_ref()
-                .iter()
-                .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
-                .collect();
-            let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
-            Some(mime::header_subset(&raw[m.header.clone()], &names, not))
-        }
-        Some(Section::Text(p)) => {
-            let m = message_at(&part_path(p))?;
-            Some(raw[m.body.clone()].to_vec())
-        }
-        Some(Section::Mime(p)) => {
-            let path: Vec<u32> = p.0.as_ref().iter().map(|n| n.get()).collect();
-            match mime::resolve(root, &path)? {
-                Target::Root(m) => Some(raw[m.header.clone()].to_vec()),
-                Target::Part(e) => Some(raw[e.header.clone()].to_vec()),
-            }
-        }
-    }
-}
-
-/// The decoded content of a BINARY section and its spelling in the answer.
-fn binary_data(
-    raw: &[u8],
-    root: &mime::Entity,
-    section: &[std::num::NonZeroU32],
-) -> Result<(String, Vec<u8>), &'static str> {
-    let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
-    let data = match mime::resolve(root, &path) {
-        None => return Err("[NONEXISTENT] no such part"),
-        Some(mime::Target::Root(_)) => raw.to_vec(),
-        Some(mime::Target::Part(e)) => match e.kind {
-            mime::Kind::Leaf => {
-                mime::decode_body(raw, e).map_err(|_| "[UNKNOWN-CTE] cannot decode this part")?
-            }
-            _ => raw[e.body.clone()].to_vec(),
-        },
-    };
-    let spec: Vec<String> = path.iter().map(u32::to_string).collect();
-    Ok((spec.join("."), data))
-}
-
-fn partial(data: &[u8], partial: Option<(u32, std::num::NonZeroU32)>) -> (&[u8], String) {
-    match partial {
-        None => (data, String::new()),
-        Some((origin, count)) => {
-            let start = (origin as usize).min(data.len());
-            let end = start.saturating_add(count.get() as usize).min(data.len());
-            (&data[start..end], format!("<{origin}>"))
-        }
-    }
-}
-
-fn literal(out: &mut Vec<u8>, data: &[u8], binary: bool) {
-    if binary && data.contains(&0) {
-        out.extend_from_slice(format!("~{{{}}}\r\n", data.len()).as_bytes());
-    } else {
-        out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
-    }
-    out.extend_from_slice(data);
 }
 
 impl Session {
@@ -932,7 +803,7 @@ impl Session {
         Ok(Next::Continue)
     }
 
-    fn inbox_id(&self) -> String {
+    pub(crate) fn inbox_id(&self) -> String {
         self.user
             .as_ref()
             .map(|u| u.inbox_id.clone())
@@ -1283,64 +1154,6 @@ impl Session {
         Ok(())
     }
 
-    async fn list(
-        &mut self,
-        reference: &str,
-        pattern: &[u8],
-        lsub: bool,
-        out: &mut Out,
-    ) -> Result<(), mailroom_store::StoreError> {
-        if pattern.is_empty() {
-            // The hierarchy delimiter and root (RFC 9051 §6.3.9).
-            out.line("* LIST (\\Noselect) \"/\" \"\"");
-            return Ok(());
-        }
-        let mut full = reference.as_bytes().to_vec();
-        full.extend_from_slice(pattern);
-        let mailboxes = self
-            .server
-            .services
-            .store()
-            .imap_mailboxes(&self.inbox_id())
-            .await?;
-        let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
-        // INBOX first, then by name.
-        let mut ordered: Vec<&ImapMailbox> = mailboxes.iter().collect();
-        ordered.sort_by_key(|m| (m.name != "INBOX", m.name.clone()));
-        for mb in ordered {
-            let matched = if mb.name == "INBOX" {
-                let mut upper = full.clone();
-                // INBOX matches case-insensitively.
-                if upper.len() >= 5 && upper[..5].eq_ignore_ascii_case(b"INBOX") {
-                    upper[..5].copy_from_slice(b"INBOX");
-                }
-                pattern_matches(&upper, b"INBOX")
-            } else {
-                pattern_matches(&full, mb.name.as_bytes())
-            };
-            if !matched || (lsub && !mb.subscribed) {
-                continue;
-            }
-            let child_prefix = format!("{}/", mb.name);
-            let children = names.iter().any(|n| n.starts_with(&child_prefix));
-            let mut attrs = vec![if children {
-                "\\HasChildren"
-            } else {
-                "\\HasNoChildren"
-            }];
-            if let Some(s) = mb.special_use.as_deref() {
-                attrs.push(s);
-            }
-            out.line(&format!(
-                "* {} ({}) \"/\" {}",
-                if lsub { "LSUB" } else { "LIST" },
-                attrs.join(" "),
-                mailbox_name(&mb.name)
-            ));
-        }
-        Ok(())
-    }
-
     async fn status(
         &mut self,
         tag: &str,
@@ -1443,7 +1256,7 @@ impl Session {
 
     /// The indexes (into the selected mailbox's list) a sequence set names. `Err` for
     /// message numbers that do not exist.
-    fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
+    pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(Vec::new());
         };
@@ -1485,287 +1298,6 @@ impl Session {
         Ok((0..sel.msgs.len())
             .filter(|&i| in_set(set, i as u32 + 1, n))
             .collect())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch<S: AsyncRead + AsyncWrite + Unpin + Send>(
-        &mut self,
-        tag: &str,
-        set: &SequenceSet,
-        items: &[MessageDataItemName<'_>],
-        uid: bool,
-        changed_since: Option<u64>,
-        conn: &mut BufReader<S>,
-        out: &mut Out,
-    ) -> Result<(), FetchError> {
-        // New mail (and, for UID commands, removals) first, so `1:*` covers it.
-        self.sync(out, uid).await.map_err(FetchError::Store)?;
-        let mut idx = match self.resolve(set, uid) {
-            Ok(i) => i,
-            Err(why) => {
-                let _ = self.bad(out, tag, why);
-                return Ok(());
-            }
-        };
-        let wants_modseq = changed_since.is_some()
-            || items
-                .iter()
-                .any(|i| matches!(i, MessageDataItemName::ModSeq));
-        if wants_modseq {
-            self.condstore = true;
-        }
-        let condstore = self.condstore;
-        let store = self.server.services.store().clone();
-        let Some(sel) = self.selected.as_mut() else {
-            return Ok(());
-        };
-        if let Some(since) = changed_since {
-            idx.retain(|&i| sel.msgs[i].modseq as u64 > since);
-        }
-        let needs_body = items.iter().any(|i| {
-            matches!(
-                i,
-                MessageDataItemName::Body
-                    | MessageDataItemName::BodyExt { .. }
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::Envelope
-                    | MessageDataItemName::Rfc822
-                    | MessageDataItemName::Rfc822Header
-                    | MessageDataItemName::Rfc822Text
-                    | MessageDataItemName::Binary { .. }
-                    | MessageDataItemName::BinarySize { .. }
-            )
-        });
-        let sets_seen = !sel.read_only
-            && items.iter().any(|i| {
-                matches!(
-                    i,
-                    MessageDataItemName::BodyExt { peek: false, .. }
-                        | MessageDataItemName::Binary { peek: false, .. }
-                        | MessageDataItemName::Rfc822
-                        | MessageDataItemName::Rfc822Text
-                )
-            });
-        // Mark read first, in one transaction, so the answers carry the new flags.
-        let mut newly_seen: HashSet<u32> = HashSet::new();
-        if sets_seen {
-            let changes: Vec<(i64, Vec<String>)> = idx
-                .iter()
-                .map(|&i| &sel.msgs[i])
-                .filter(|m| !m.gone && !m.has("\\Seen"))
-                .map(|m| {
-                    let mut f = m.flags.clone();
-                    f.push("\\Seen".into());
-                    (i64::from(m.uid), f)
-                })
-                .collect();
-            if !changes.is_empty() {
-                let FlagOutcome {
-                    modseq, changed, ..
-                } = self
-                    .server
-                    .flags
-                    .set(FlagChange {
-                        mailbox: sel.mailbox.id.clone(),
-                        changes,
-                        unchanged_since: None,
-                    })
-                    .await
-                    .map_err(FetchError::Store)?;
-                for &i in &idx {
-                    let m = &mut sel.msgs[i];
-                    if changed.contains(&i64::from(m.uid)) {
-                        m.flags.push("\\Seen".into());
-                        m.modseq = modseq;
-                        newly_seen.insert(m.uid);
-                    }
-                }
-                signal_inbox(&self.server, &self.user);
-            }
-        }
-        let mut any_gone = false;
-        for &i in &idx {
-            // A message removed elsewhere but not yet reported is still served while its
-            // body exists (it may have moved to another mailbox).
-            let m = sel.msgs[i].clone();
-            let raw = if needs_body {
-                match store
-                    .get_blob(&m.blob_hex())
-                    .await
-                    .map_err(FetchError::Store)?
-                {
-                    Some(r) => Some(r),
-                    None => {
-                        any_gone = true;
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let root = raw.as_deref().map(mime::parse);
-            let mut line: Vec<u8> = format!("* {} FETCH (", i + 1).into_bytes();
-            let mut first = true;
-            let mut sep = |line: &mut Vec<u8>| {
-                if !first {
-                    line.push(b' ');
-                }
-                first = false;
-            };
-            let mut said_uid = false;
-            let mut said_flags = false;
-            let mut said_modseq = false;
-            for item in items {
-                let raw = raw.as_deref().unwrap_or_default();
-                match item {
-                    MessageDataItemName::Uid => {
-                        if said_uid {
-                            continue;
-                        }
-                        said_uid = true;
-                        sep(&mut line);
-                        line.extend_from_slice(format!("UID {}", m.uid).as_bytes());
-                    }
-                    MessageDataItemName::Flags => {
-                        if said_flags {
-                            continue;
-                        }
-                        said_flags = true;
-                        sep(&mut line);
-                        line.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes());
-                    }
-                    MessageDataItemName::InternalDate => {
-                        sep(&mut line);
-                        line.extend_from_slice(
-                            format!("INTERNALDATE {}", internal_date(m.internal_date)).as_bytes(),
-                        );
-                    }
-                    MessageDataItemName::Rfc822Size => {
-                        sep(&mut line);
-                        line.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes());
-                    }
-                    MessageDataItemName::ModSeq => {
-                        if said_modseq {
-                            continue;
-                        }
-                        said_modseq = true;
-                        sep(&mut line);
-                        line.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes());
-                    }
-                    MessageDataItemName::Envelope => {
-                        let Some(root) = &root else { continue };
-                        sep(&mut line);
-                        line.extend_from_slice(b"ENVELOPE ");
-                        line.extend_from_slice(
-                            mime::envelope(&raw[root.header.clone()]).as_bytes(),
-                        );
-                    }
-                    MessageDataItemName::BodyStructure | MessageDataItemName::Body => {
-                        let Some(root) = &root else { continue };
-                        let ext = matches!(item, MessageDataItemName::BodyStructure);
-                        sep(&mut line);
-                        line.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                        line.extend_from_slice(mime::body_structure(raw, root, ext).as_bytes());
-                    }
-                    MessageDataItemName::Rfc822 => {
-                        sep(&mut line);
-                        line.extend_from_slice(b"RFC822 ");
-                        literal(&mut line, raw, false);
-                    }
-                    MessageDataItemName::Rfc822Header => {
-                        let Some(root) = &root else { continue };
-                        sep(&mut line);
-                        line.extend_from_slice(b"RFC822.HEADER ");
-                        literal(&mut line, &raw[root.header.clone()], false);
-                    }
-                    MessageDataItemName::Rfc822Text => {
-                        let Some(root) = &root else { continue };
-                        sep(&mut line);
-                        line.extend_from_slice(b"RFC822.TEXT ");
-                        literal(&mut line, &raw[root.body.clone()], false);
-                    }
-                    MessageDataItemName::BodyExt {
-                        section,
-                        partial: part,
-                        ..
-                    } => {
-                        let Some(root) = &root else { continue };
-                        let data = section_bytes(raw, root, section).unwrap_or_default();
-                        let (slice, origin) = partial(&data, *part);
-                        sep(&mut line);
-                        line.extend_from_slice(
-                            format!("BODY[{}]{origin} ", section_spec(section)).as_bytes(),
-                        );
-                        literal(&mut line, slice, false);
-                    }
-                    MessageDataItemName::Binary {
-                        section,
-                        partial: part,
-                        ..
-                    } => {
-                        let Some(root) = &root else { continue };
-                        match binary_data(raw, root, section) {
-                            Ok((spec, data)) => {
-                                let (slice, origin) = partial(&data, *part);
-                                sep(&mut line);
-                                line.extend_from_slice(
-                                    format!("BINARY[{spec}]{origin} ").as_bytes(),
-                                );
-                                literal(&mut line, slice, true);
-                            }
-                            Err(why) => {
-                                out.line(&format!("{tag} NO {why}"));
-                                return Ok(());
-                            }
-                        }
-                    }
-                    MessageDataItemName::BinarySize { section } => {
-                        let Some(root) = &root else { continue };
-                        match binary_data(raw, root, section) {
-                            Ok((spec, data)) => {
-                                sep(&mut line);
-                                line.extend_from_slice(
-                                    format!("BINARY.SIZE[{spec}] {}", data.len()).as_bytes(),
-                                );
-                            }
-                            Err(why) => {
-                                out.line(&format!("{tag} NO {why}"));
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-            }
-            if uid && !said_uid {
-                sep(&mut line);
-                line.extend_from_slice(format!("UID {}", m.uid).as_bytes());
-            }
-            if newly_seen.contains(&m.uid) && !said_flags {
-                sep(&mut line);
-                line.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes());
-                said_flags = true;
-            }
-            if condstore && (said_flags || wants_modseq) && !said_modseq {
-                sep(&mut line);
-                line.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes());
-            }
-            line.extend_from_slice(b")\r\n");
-            out.bytes(&line);
-            if out.buf.len() > 256 * 1024 {
-                out.flush(conn.get_mut()).await.map_err(FetchError::Io)?;
-            }
-        }
-        if any_gone {
-            out.line(&format!(
-                "{tag} NO [EXPUNGEISSUED] some messages were expunged meanwhile"
-            ));
-        } else {
-            out.line(&format!(
-                "{tag} OK {}FETCH completed",
-                if uid { "UID " } else { "" }
-            ));
-        }
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1903,168 +1435,6 @@ impl Session {
                 sequence_set(&modified)
             ));
         }
-        Ok(())
-    }
-
-    async fn search(
-        &mut self,
-        tag: &str,
-        keys: &[SearchKey<'_>],
-        uid: bool,
-        out: &mut Out,
-    ) -> Result<(), mailroom_store::StoreError> {
-        let with_modseq = search::uses_modseq(keys);
-        if with_modseq {
-            self.condstore = true;
-        }
-        self.sync(out, uid).await?;
-        let needs = search::needs_content(keys);
-        let store = self.server.services.store().clone();
-        let Some(sel) = self.selected.as_ref() else {
-            return Ok(());
-        };
-        let max_seq = sel.msgs.len() as u32;
-        let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-        // Keys that need no message text are tried first; the bodies of the messages that
-        // pass them are then read in batches.
-        let (content_keys, cheap_keys): (Vec<&SearchKey<'_>>, Vec<&SearchKey<'_>>) = keys
-            .iter()
-            .partition(|k| search::needs_content(std::slice::from_ref(*k)));
-        fn candidate<'a>(
-            msgs: &'a [Msg],
-            i: usize,
-            raw: Option<&'a [u8]>,
-            max_seq: u32,
-            max_uid: u32,
-        ) -> Candidate<'a> {
-            let m = &msgs[i];
-            Candidate {
-                seq: i as u32 + 1,
-                uid: m.uid,
-                flags: &m.flags,
-                size: m.size,
-                internal_date: m.internal_date,
-                modseq: m.modseq,
-                raw,
-                max_seq,
-                max_uid,
-            }
-        }
-        let passed: Vec<usize> = (0..sel.msgs.len())
-            .filter(|&i| !sel.msgs[i].gone)
-            .filter(|&i| {
-                cheap_keys.iter().all(|k| {
-                    search::matches_all(
-                        std::slice::from_ref(*k),
-                        &candidate(&sel.msgs, i, None, max_seq, max_uid),
-                    )
-                })
-            })
-            .collect();
-        let mut matched: Vec<usize> = Vec::new();
-        if !needs {
-            matched = passed;
-        } else {
-            // Header keys only: header blocks from the cache, the misses read in one go.
-            let headers_only = !search::needs_body(keys);
-            let cache = &self.server.headers;
-            // Batches of at most 64 messages and 8 MiB, so a search over big messages
-            // holds a bounded amount of them at once.
-            let mut batches: Vec<Vec<usize>> = Vec::new();
-            let mut bytes = 0i64;
-            for &i in &passed {
-                let size = sel.msgs[i].size;
-                match batches.last_mut() {
-                    Some(b) if b.len() < 64 && bytes + size <= 8 * 1024 * 1024 => {
-                        b.push(i);
-                        bytes += size;
-                    }
-                    _ => {
-                        batches.push(vec![i]);
-                        bytes = size;
-                    }
-                }
-            }
-            for chunk in &batches {
-                let hashes: Vec<String> = chunk.iter().map(|&i| sel.msgs[i].blob_hex()).collect();
-                let mut texts: std::collections::HashMap<&str, std::sync::Arc<[u8]>> =
-                    Default::default();
-                let mut missing: Vec<String> = Vec::new();
-                for hash in &hashes {
-                    match cache.get(hash).filter(|_| headers_only) {
-                        Some(h) => {
-                            texts.insert(hash, h);
-                        }
-                        None => missing.push(hash.clone()),
-                    }
-                }
-                let blobs = if missing.is_empty() {
-                    Default::default()
-                } else {
-                    store.imap_blobs(&missing).await?
-                };
-                for hash in &hashes {
-                    if let Some(raw) = blobs.get(hash) {
-                        let header = &raw[mime::parse_header_only(raw)];
-                        let cached = cache.put(hash, header);
-                        texts.insert(hash, cached);
-                    }
-                }
-                for (&i, hash) in chunk.iter().zip(&hashes) {
-                    let raw: &[u8] = if headers_only {
-                        match texts.get(hash.as_str()) {
-                            Some(h) => h,
-                            None => continue,
-                        }
-                    } else {
-                        match blobs.get(hash) {
-                            Some(b) => b,
-                            None => continue,
-                        }
-                    };
-                    let c = candidate(&sel.msgs, i, Some(raw), max_seq, max_uid);
-                    if content_keys
-                        .iter()
-                        .all(|k| search::matches_all(std::slice::from_ref(*k), &c))
-                    {
-                        matched.push(i);
-                    }
-                }
-            }
-        }
-        let mut hits: Vec<u32> = Vec::new();
-        let mut highest = 0i64;
-        for i in matched {
-            let m = &sel.msgs[i];
-            hits.push(if uid { m.uid } else { i as u32 + 1 });
-            highest = highest.max(m.modseq);
-        }
-        if self.rev2 {
-            let mut line = format!("* ESEARCH (TAG {})", string(tag.as_bytes()));
-            if uid {
-                line.push_str(" UID");
-            }
-            if !hits.is_empty() {
-                line.push_str(&format!(" ALL {}", sequence_set(&hits)));
-                if with_modseq {
-                    line.push_str(&format!(" MODSEQ {highest}"));
-                }
-            }
-            out.line(&line);
-        } else {
-            let mut line = String::from("* SEARCH");
-            for h in &hits {
-                line.push_str(&format!(" {h}"));
-            }
-            if with_modseq && !hits.is_empty() {
-                line.push_str(&format!(" (MODSEQ {highest})"));
-            }
-            out.line(&line);
-        }
-        out.line(&format!(
-            "{tag} OK {}SEARCH completed",
-            if uid { "UID " } else { "" }
-        ));
         Ok(())
     }
 
@@ -2289,7 +1659,7 @@ impl Session {
 /// Tells the inbox's waiters (other sessions in IDLE, long polls, streams) and the webhook
 /// worker that this session changed something. (Free functions, so that a command holding
 /// the selected mailbox mutably can still call them.)
-fn signal_inbox(server: &ImapServer, user: &Option<User>) {
+pub(crate) fn signal_inbox(server: &ImapServer, user: &Option<User>) {
     if let Some(u) = user {
         server.services.inbox_changed(&u.inbox_id);
     }
@@ -2301,22 +1671,12 @@ fn mark_seen(signal: &mut Option<mailroom_services::InboxSignal>) {
     }
 }
 
-enum FetchError {
-    Io(std::io::Error),
-    Store(mailroom_store::StoreError),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn list_patterns() {
-        assert!(pattern_matches(b"*", b"a/b"));
-        assert!(!pattern_matches(b"%", b"a/b"));
-        assert!(pattern_matches(b"a/%", b"a/b"));
-        assert!(pattern_matches(b"S%", b"Sent"));
-        assert!(!pattern_matches(b"S%", b"Trash"));
+    fn new_names() {
         assert!(valid_new_name("Work/2026"));
         assert!(!valid_new_name("a//b"));
         assert!(!valid_new_name("a*"));

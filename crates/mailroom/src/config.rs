@@ -13,6 +13,7 @@ use mailroom_core::Tiers;
 use serde::Deserialize;
 
 mod events;
+mod imap;
 mod storage;
 
 pub use events::WebhookBudgets;
@@ -216,7 +217,7 @@ struct FileConfig {
     #[serde(default)]
     pop3: FilePop3,
     #[serde(default)]
-    imap: FileImap,
+    imap: imap::FileImap,
     #[serde(default)]
     delivery: FileDelivery,
     #[serde(default)]
@@ -268,15 +269,6 @@ struct FilePop3 {
     idle_timeout_secs: Option<u64>,
     login_timeout_secs: Option<u64>,
     max_messages: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileImap {
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    per_ip_wait_ms: Option<u64>,
-    tls_handshake_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -398,8 +390,8 @@ pub struct Config {
     pub auth_budget: mailroom_services::mailauth::AuthBudget,
     /// POP3 limits (`[pop3]`).
     pub pop3: mailroom_pop3::Pop3Config,
-    /// IMAP sessions at once (`[imap]`).
-    pub imap_connections: mailroom_net::ConnLimits,
+    /// IMAP sessions at once and per-command budgets (`[imap]`).
+    pub imap: mailroom_imap::ImapLimits,
     /// Outbound delivery (`[delivery]` in the file); at start its host name and resolver
     /// are set from `hostname` and `dns_resolver`.
     pub delivery: mailroom_delivery::DeliveryConfig,
@@ -531,13 +523,7 @@ impl Config {
             smtp,
             auth_budget: resolve_auth_budget(&file.smtp),
             pop3: resolve_pop3(&file.pop3),
-            imap_connections: conn_limits(
-                &mailroom_imap::default_connections(),
-                file.imap.max_connections,
-                file.imap.max_connections_per_ip,
-                file.imap.per_ip_wait_ms,
-                file.imap.tls_handshake_timeout_secs,
-            ),
+            imap: imap::resolve(&file.imap),
             delivery,
             queue_lifetime,
             access_token_ttl: std::time::Duration::from_secs(

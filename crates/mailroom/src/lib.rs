@@ -305,7 +305,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         config.dev,
         config.hostname.clone(),
         config.smtp.max_message_size as u64,
-        config.imap_connections.clone(),
+        config.imap.clone(),
     ));
     let mut imap = Vec::new();
     for (listener, implicit_tls) in [(imap_listener, false), (imaps_listener, true)] {
