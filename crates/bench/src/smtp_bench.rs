@@ -87,6 +87,14 @@ fn start(
             mute: false,
         });
     }
+    // The free tier holds 100 MiB per inbox and a run stores more: give it room, so that
+    // every round measures deliveries and not refusals.
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        "[tiers.free]\nmax_storage_bytes_per_inbox = 1099511627776\n\
+         max_storage_bytes_per_account = 1099511627776\n",
+    )?;
     let mut cmd = Command::new(mailroom);
     // Two servers run side by side: every listener on a port of its own.
     for var in [
@@ -102,6 +110,8 @@ fn start(
     }
     let server = Guard(
         cmd.args(["serve", "--dev", "--default-domain", "bench.test"])
+            .arg("--config")
+            .arg(&config)
             .current_dir(dir.path())
             .env("MAILROOM_HTTP_LISTEN", http.to_string())
             .env("MAILROOM_SMTP_LISTEN", smtp_addr.to_string())

@@ -16,9 +16,10 @@ use sqlx::{Any, Row, Transaction};
 use crate::StoreError;
 use crate::messages::{NewMessage, StoredMessage, find_thread, mailbox_id, word_set};
 
-/// Rows per multi-row `INSERT`: well under SQLite's 32,766 and PostgreSQL's 65,535
-/// parameters for the widest row (16 columns).
-const ROWS_PER_INSERT: usize = 100;
+/// Rows per multi-row `INSERT`. Binding costs grow with the square of a statement's
+/// parameters on SQLite (sqlx looks each one's name up, and SQLite finds a name by a
+/// linear walk), so statements stay small: 25 rows of at most 16 columns.
+const ROWS_PER_INSERT: usize = 25;
 
 /// One message row to insert: the copy of `msg` in one recipient inbox.
 struct Copy<'a> {
