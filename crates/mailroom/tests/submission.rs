@@ -15,8 +15,115 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     seed_000_smtplib_example_sends_to_a_hosted_inbox,
-    swaks_and_lettre_submit_with_inbox_keys
+    swaks_and_lettre_submit_with_inbox_keys,
+    forged_origin_headers_are_refused,
 );
+
+/// Issue #12: a message that names another tenant in a second `From` (or a `Sender`) is
+/// refused at DATA, naming the header, and nothing is stored or sent; an honest one is
+/// signed with the origin headers over-signed, so one added later breaks the signature.
+async fn forged_origin_headers_are_refused(s: TestServer) {
+    let a = s.new_account("honest").await;
+    let b = s.new_account("victim").await;
+    s.set_tier(&a.account_id, Tier::Developer).await;
+    let creds = api(&s, &a.account_key, "/v1/account/smtp").await;
+    let (user, pass) = (
+        creds["result"]["username"].as_str().unwrap().to_owned(),
+        creds["result"]["password"].as_str().unwrap().to_owned(),
+    );
+    let port = s.server.as_ref().unwrap().submission_addr.port();
+    let send = |headers: String| {
+        smtplib(
+            port,
+            &user,
+            &pass,
+            &a.email,
+            &b.email,
+            &format!("{headers}To: {}\r\n\r\nbody\r\n", b.email),
+        )
+    };
+    let r = send(format!(
+        "From: {}\r\nFrom: {}\r\nSubject: two\r\n",
+        b.email, a.email
+    ));
+    assert!(
+        r.starts_with("550") && r.contains("5.6.0") && r.contains("2 From headers"),
+        "two From headers: {r}"
+    );
+    let r = send(format!("From: {}\r\nSubject: a\r\nSubject: b\r\n", a.email));
+    assert!(r.starts_with("550 5.6.0") && r.contains("Subject"), "{r}");
+    let r = send(format!("From: {}\r\nSender: {}\r\n", a.email, b.email));
+    assert!(
+        r.starts_with("550") && r.contains(&b.email) && r.contains("From address validation"),
+        "another tenant as Sender: {r}"
+    );
+    let r = send(format!(
+        "From: {}, {}\r\nSender: {}\r\n",
+        a.email, b.email, a.email
+    ));
+    assert!(
+        r.starts_with("550") && r.contains(&b.email),
+        "two mailboxes in From: {r}"
+    );
+    let listed = |key: String, inbox: String| {
+        let s = &s;
+        async move {
+            api(s, &key, &format!("/v1/inboxes/{inbox}/messages?limit=10")).await["result"]["total"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("a total"))
+        }
+    };
+    assert_eq!(
+        listed(b.inbox_key.clone(), b.inbox_id.clone()).await,
+        0,
+        "nothing reached the victim"
+    );
+
+    // An honest message goes through, signed with From over-signed.
+    assert_eq!(
+        send(format!("From: {}\r\nSubject: fine\r\n", a.email)),
+        "OK"
+    );
+    let list = api(
+        &s,
+        &b.inbox_key,
+        &format!("/v1/inboxes/{}/messages?limit=10", b.inbox_id),
+    )
+    .await;
+    let id = list["result"]["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw = s
+        .http
+        .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", b.inbox_id)))
+        .bearer_auth(&b.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sig = raw
+        .split("\r\n")
+        .skip_while(|l| !l.starts_with("DKIM-Signature:"))
+        .take_while(|l| l.starts_with("DKIM-Signature:") || l.starts_with([' ', '\t']))
+        .collect::<String>()
+        .replace([' ', '\t'], "");
+    let h = sig
+        .split(';')
+        .find_map(|t| t.strip_prefix("h="))
+        .unwrap_or_else(|| panic!("no h= in {sig}"));
+    let froms = h
+        .split(':')
+        .filter(|n| n.eq_ignore_ascii_case("from"))
+        .count();
+    assert_eq!(froms, 2, "From signed once more than it appears: h={h}");
+    assert!(
+        h.split(':').any(|n| n.eq_ignore_ascii_case("sender")),
+        "an absent Sender is signed as absent: h={h}"
+    );
+}
 
 async fn api(s: &TestServer, key: &str, path: &str) -> Value {
     s.get_json(key, path).await

@@ -18,7 +18,10 @@ use crate::{ServiceError, Services};
 /// The selector of the keys generated here.
 pub const SELECTOR: &str = "mailroom1";
 
-/// The headers a signature covers.
+/// The headers a signature covers. The origin headers are listed twice: a signer signs
+/// each instance in the message, and a name listed once more than it appears signs "no
+/// such header" (RFC 6376 §5.4.2, over-signing), so a `From` (or `Subject`…) added later,
+/// on top where mail clients look, breaks the signature instead of riding along.
 const SIGNED_HEADERS: &[&str] = &[
     "From",
     "To",
@@ -31,6 +34,13 @@ const SIGNED_HEADERS: &[&str] = &[
     "References",
     "MIME-Version",
     "Content-Type",
+    "From",
+    "Sender",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Reply-To",
 ];
 
 pub(crate) type Signer = DkimSigner<RsaKey<Sha256>, Done>;

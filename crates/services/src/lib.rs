@@ -16,6 +16,7 @@ mod inbound;
 pub mod keys;
 pub mod mailauth;
 mod messages;
+pub mod origin;
 pub mod ratelimit;
 pub mod send;
 pub mod storage;

@@ -280,14 +280,25 @@ impl Services {
         destinations: &[Destination],
         data: &[u8],
     ) -> Result<Submitted, ServiceError> {
+        // Exactly one From, at most one Sender, To, Subject… (RFC 5322 §3.6): two From
+        // headers are how a message says one thing to a checker and another to a reader.
+        crate::origin::check_header_counts(data)?;
         let facts = parse_facts(data);
         let header_from = facts.from_addr.clone().unwrap_or_default();
-        self.sending_inbox(sender, &header_from).await.map_err(|_| ServiceError::Forbidden {
-            code: "FROM_NOT_ALLOWED",
-            message: format!(
-                "the From header <{header_from}> is not an address you may send from (From address validation)"
-            ),
-        })?;
+        let mut origins = vec![("From", header_from.clone())];
+        for o in crate::origin::origin_addresses(data) {
+            if !origins.contains(&o) {
+                origins.push(o);
+            }
+        }
+        for (header, address) in &origins {
+            self.sending_inbox(sender, address).await.map_err(|_| ServiceError::Forbidden {
+                code: "FROM_NOT_ALLOWED",
+                message: format!(
+                    "the {header} header <{address}> is not an address you may send from (From address validation)"
+                ),
+            })?;
+        }
         let account = self
             .store()
             .get_account(&sender.account_id)

@@ -904,6 +904,10 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
             Err(ServiceError::Forbidden { message, .. }) => {
                 format!("550 5.7.1 {}\r\n", printable(&message))
             }
+            // A header block RFC 5322 does not allow (two From headers, say).
+            Err(ServiceError::Invalid { message, .. }) => {
+                format!("550 5.6.0 {}\r\n", printable(&message))
+            }
             Err(ServiceError::TierLimit {
                 code,
                 message,
