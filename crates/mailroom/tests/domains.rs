@@ -72,6 +72,7 @@ async fn domains_verify_receive_and_send_with_seed_001_credentials(s: TestServer
     let dkim = records.iter().find(|r| r["purpose"] == "dkim").unwrap();
     assert_eq!(dkim["name"], "mailroom1._domainkey.agents.example.");
     assert!(dkim["value"].as_str().unwrap().contains("p=MII"), "{dkim}");
+    openssl_reads_the_dkim_key(dkim["value"].as_str().unwrap());
 
     // Bad input and clashes change nothing.
     for (body, status, code) in [
@@ -469,4 +470,32 @@ async fn domains_verify_receive_and_send_with_seed_001_credentials(s: TestServer
         "{h:?}"
     );
     s.stop().await;
+}
+
+/// The published `p=` is a SubjectPublicKeyInfo that OpenSSL reads (as OpenDKIM does, with
+/// the same call), not the bare PKCS#1 form.
+fn openssl_reads_the_dkim_key(record: &str) {
+    use base64::Engine;
+    let unquoted: String = record.split('"').skip(1).step_by(2).collect();
+    let p = unquoted
+        .split("p=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no p= in {record}"));
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(p.trim())
+        .expect("base64");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dkim.der");
+    std::fs::write(&path, der).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .expect("cannot run openssl: install it with `apt-get install openssl`");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Public-Key: (2048 bit)"),
+        "openssl pkey -pubin: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

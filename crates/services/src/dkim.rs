@@ -183,7 +183,7 @@ impl Services {
             (format!("{domain}."), "TXT", "\"v=spf1 mx -all\"".to_owned()),
         ];
         if let Some((selector, _alg, _sealed, public)) = self.store().dkim_key(domain).await? {
-            let value = format!("v=DKIM1; k=rsa; p={public}");
+            let value = format!("v=DKIM1; k=rsa; p={}", published_key(&public));
             // DNS strings are at most 255 bytes: split, as zone files allow.
             let chunks: Vec<String> = value
                 .as_bytes()
@@ -202,5 +202,84 @@ impl Services {
             format!("\"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}\""),
         ));
         Ok(records)
+    }
+}
+
+/// The public key as DNS publishes it: SubjectPublicKeyInfo (RFC 6376 §3.6.1 says so, and
+/// OpenDKIM reads `p=` with `d2i_PUBKEY`, which takes nothing else). Keys are stored as
+/// ring makes them, the bare PKCS#1 `RSAPublicKey`; that is wrapped here.
+fn published_key(stored_base64: &str) -> String {
+    match STANDARD.decode(stored_base64) {
+        Ok(der) if is_pkcs1_rsa_public_key(&der) => STANDARD.encode(spki_from_pkcs1(&der)),
+        _ => stored_base64.to_owned(),
+    }
+}
+
+/// A DER SEQUENCE whose first element is an INTEGER (the modulus): PKCS#1, not SPKI (whose
+/// first element is the algorithm SEQUENCE).
+fn is_pkcs1_rsa_public_key(der: &[u8]) -> bool {
+    let Some(&0x30) = der.first() else {
+        return false;
+    };
+    let header = match der.get(1) {
+        Some(&n) if n < 0x80 => 2,
+        Some(&n) => 2 + usize::from(n & 0x7f),
+        None => return false,
+    };
+    der.get(header) == Some(&0x02)
+}
+
+/// `SEQUENCE { SEQUENCE { rsaEncryption, NULL }, BIT STRING { pkcs1 } }`.
+fn spki_from_pkcs1(pkcs1: &[u8]) -> Vec<u8> {
+    const RSA_ALGORITHM: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut bits = vec![0x00];
+    bits.extend_from_slice(pkcs1);
+    let mut body = RSA_ALGORITHM.to_vec();
+    body.extend(der_tlv(0x03, &bits));
+    der_tlv(0x30, &body)
+}
+
+fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = value.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pkcs1_key_is_published_as_spki() {
+        // The shape of a 2048-bit key: SEQUENCE (270 bytes) { INTEGER, INTEGER }.
+        let mut pkcs1 = vec![0x30, 0x82, 0x01, 0x0a, 0x02, 0x82, 0x01, 0x01];
+        pkcs1.resize(270, 0xab);
+        let spki = STANDARD
+            .decode(published_key(&STANDARD.encode(&pkcs1)))
+            .unwrap();
+        assert_eq!(spki.len(), 294);
+        assert!(
+            STANDARD
+                .encode(&spki)
+                .starts_with("MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A")
+        );
+        assert!(spki.ends_with(&pkcs1));
+        // Already SPKI: unchanged.
+        let again = STANDARD.encode(&spki);
+        assert_eq!(published_key(&again), again);
     }
 }
