@@ -172,7 +172,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
             assert!(r.starts_with("250"), "{r}");
         }
     };
-    send_from("alice@example.com", signed).await;
+    send_from("alice@example.com", signed.clone()).await;
     let id = messages(&s, &a).await[0]["id"].as_str().unwrap().to_owned();
     let m = api(
         &s,
@@ -229,6 +229,35 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     assert_eq!(auth["spf"], "fail", "{auth}");
     assert_eq!(auth["dkim"], "none", "{auth}");
     assert_eq!(auth["dmarc"], "fail", "{auth}");
+    // Issue #12: the good signed message with a second From put on top (where mail
+    // clients look). Its signature and SPF still pass; DMARC fails (RFC 7489 §6.6.1).
+    send_from(
+        "alice@example.com",
+        signed.replacen(
+            "From: Alice",
+            "From: Mallory <ceo@bank.example>\r\nFrom: Alice",
+            1,
+        ),
+    )
+    .await;
+    let list = messages(&s, &a).await;
+    let two = list
+        .iter()
+        .find(|m| m["subject"] == "signed" && m["id"] != id.as_str())
+        .unwrap_or_else(|| panic!("the second signed message in {list:?}"));
+    let m = api(
+        &s,
+        &a.inbox_key,
+        &format!(
+            "/v1/inboxes/{}/messages/{}",
+            a.inbox_id,
+            two["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    let auth = &m["result"]["authentication"];
+    assert_eq!(auth["spf"], "pass", "{auth}");
+    assert_eq!(auth["dmarc"], "fail", "two From headers: {auth}");
     s.stop().await;
 }
 

@@ -252,6 +252,15 @@ impl AuthChecker {
                     .with_dkim_result(DmarcResult::TempError(timeout_error()))
             }
         };
+        // RFC 7489 §6.6.1: a message with other than one From has no one author domain to
+        // check, and is the classic way to show a reader one sender and a checker another.
+        let dmarc = if crate::origin::from_count(raw) == 1 {
+            dmarc
+        } else {
+            DmarcOutput::new(dmarc.domain().to_owned())
+                .with_spf_result(DmarcResult::Fail(mail_auth::Error::NotAligned))
+                .with_dkim_result(DmarcResult::Fail(mail_auth::Error::NotAligned))
+        };
         if over_budget {
             metrics::counter!("mailroom_refusals_total", "door" => "smtp", "reason" => "auth_time_budget").increment(1);
             tracing::debug!(%ip, mail_from, "SPF/DKIM/DMARC over the time budget: temperror");

@@ -50,6 +50,13 @@ fn trim(name: &[u8]) -> &[u8] {
     &name[..end]
 }
 
+/// How many `From` header fields `message` has (DMARC needs exactly one).
+pub fn from_count(message: &[u8]) -> usize {
+    field_names(message)
+        .filter(|n| n.eq_ignore_ascii_case(b"From"))
+        .count()
+}
+
 /// Refuses a message whose origin headers break RFC 5322 §3.6's counts.
 pub fn check_header_counts(message: &[u8]) -> Result<(), ServiceError> {
     let mut counts = [0usize; AT_MOST_ONCE.len()];
