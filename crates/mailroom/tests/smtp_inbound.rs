@@ -621,7 +621,49 @@ async fn lettre_delivers_attachments_that_download_decoded(s: TestServer) {
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "attachment; filename=\"report.pdf\""
+    );
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     assert_eq!(resp.bytes().await.unwrap().to_vec(), pdf);
+    // An HTML attachment without a name is a download too, never a page in the API's origin.
+    s.deliver_smtp(
+        &a.email,
+        "Subject: page\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+         --b\r\nContent-Type: text/html\r\nContent-Disposition: attachment\r\n\r\n\
+         <script>alert(1)</script>\r\n--b--\r\n",
+    )
+    .await;
+    let list = api(
+        &s,
+        &a.inbox_key,
+        &format!("/v1/inboxes/{}/messages?limit=10", a.inbox_id),
+    )
+    .await;
+    let page = list["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["subject"] == "page")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = s
+        .http
+        .get(s.url(&format!(
+            "/v1/inboxes/{}/messages/{page}/attachments/att_0",
+            a.inbox_id
+        )))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-disposition"], "attachment");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let missing = s
         .http
         .get(s.url(&format!(

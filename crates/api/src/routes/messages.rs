@@ -204,7 +204,14 @@ pub async fn get_raw(
         .services
         .message_raw(&principal, &inbox_id, &mid)
         .await?;
-    Ok(([(header::CONTENT_TYPE, "message/rfc822")], raw).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        raw,
+    )
+        .into_response())
 }
 
 /// One attachment, decoded, with its content type.
@@ -221,15 +228,29 @@ pub async fn get_attachment(
         .attachment(&principal, &inbox_id, &mid, &aid)
         .await?;
     let mut resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
-    if let Some(name) = name {
-        let safe: String = name
-            .chars()
-            .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
-            .collect();
-        if let Ok(v) = format!("attachment; filename=\"{safe}\"").parse() {
-            resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    // Always a download, never rendered: an HTML attachment shown inline would run in the
+    // API's origin. And no sniffing a type other than the one given.
+    let disposition = match name {
+        Some(name) => {
+            let safe: String = name
+                .chars()
+                .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+                .collect();
+            format!("attachment; filename=\"{safe}\"")
         }
-    }
+        None => "attachment".to_owned(),
+    };
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        disposition
+            .parse()
+            .unwrap_or_else(|_| header::HeaderValue::from_static("attachment")),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
     Ok(resp)
 }
 
