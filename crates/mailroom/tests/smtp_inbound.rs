@@ -258,6 +258,46 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     let auth = &m["result"]["authentication"];
     assert_eq!(auth["spf"], "pass", "{auth}");
     assert_eq!(auth["dmarc"], "fail", "two From headers: {auth}");
+    // Results that claim to be ours but came with the message are removed (RFC 8601 §5);
+    // another server's are kept.
+    send_from(
+        "bob@forged.example",
+        "Authentication-Results: mail.test;\r\n\tdkim=pass header.d=bank.example\r\n\
+         Authentication-Results: relay.example; spf=pass\r\n\
+         From: bob@forged.example\r\nSubject: claims\r\n\r\nTrust me.\r\n"
+            .into(),
+    )
+    .await;
+    let list = messages(&s, &a).await;
+    let claims = list.iter().find(|m| m["subject"] == "claims").unwrap();
+    let raw = s
+        .http
+        .get(s.url(&format!(
+            "/v1/inboxes/{}/messages/{}/raw",
+            a.inbox_id,
+            claims["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.matches("Authentication-Results: mail.test").count(),
+        1,
+        "{raw}"
+    );
+    assert!(
+        raw.starts_with("Authentication-Results: mail.test;"),
+        "{raw}"
+    );
+    assert!(!raw.contains("header.d=bank.example"), "{raw}");
+    assert!(
+        raw.contains("Authentication-Results: relay.example; spf=pass"),
+        "{raw}"
+    );
     s.stop().await;
 }
 

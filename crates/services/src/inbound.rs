@@ -182,6 +182,9 @@ impl Services {
             None => None,
         };
         let auth_header = verdict.as_ref().map(|v| v.header.as_str()).unwrap_or("");
+        // RFC 8601 §5: results that claim to come from us, but came with the message, are
+        // forgeries; only the one we add below may say so.
+        let data = &*strip_auth_results_of(data, &self.config().hostname);
         let mut raw = Vec::with_capacity(auth_header.len() + received.len() + data.len());
         // Newest trace field on top: our Authentication-Results, then our Received.
         raw.extend_from_slice(auth_header.as_bytes());
@@ -226,6 +229,58 @@ impl Services {
     }
 }
 
+/// `data` without its `Authentication-Results` header fields whose authserv-id is
+/// `authserv_id` (ours). Fields of other servers, and the body, are left as they are.
+pub fn strip_auth_results_of<'a>(data: &'a [u8], authserv_id: &str) -> std::borrow::Cow<'a, [u8]> {
+    // Header fields with their continuation lines, up to the empty line.
+    let mut fields: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    let mut header_end = data.len();
+    while at < data.len() {
+        let end = data[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |i| at + i + 1);
+        let line = &data[at..end];
+        if line == b"\r\n" || line == b"\n" {
+            header_end = at;
+            break;
+        }
+        match (line.first(), fields.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last)) => last.1 = end,
+            _ => fields.push((at, end)),
+        }
+        at = end;
+    }
+    let ours = |field: &[u8]| {
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        if !field[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"Authentication-Results")
+        {
+            return false;
+        }
+        let value = &field[colon + 1..];
+        let id_end = value.iter().position(|&b| b == b';').unwrap_or(value.len());
+        value[..id_end]
+            .trim_ascii()
+            .eq_ignore_ascii_case(authserv_id.as_bytes())
+    };
+    if !fields.iter().any(|&(a, b)| ours(&data[a..b])) {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for &(a, b) in &fields {
+        if !ours(&data[a..b]) {
+            out.extend_from_slice(&data[a..b]);
+        }
+    }
+    out.extend_from_slice(&data[header_end.min(data.len())..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// A HELO name fit for a header: printable ASCII without spaces, at most 255 characters.
 fn sanitize_header_word(s: &str) -> String {
     let cleaned: String = s
@@ -266,6 +321,25 @@ mod tests {
             let f = parse_facts(raw);
             assert!(f.message_id.is_none(), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn only_our_authentication_results_are_removed() {
+        let m = b"Authentication-Results: mail.test;\r\n\tdkim=pass header.d=bank.example\r\n\
+            Authentication-Results: other.example; spf=fail\r\n\
+            authentication-results:   MAIL.TEST ; dmarc=pass\r\n\
+            Subject: hi\r\n\r\nAuthentication-Results: mail.test; in the body\r\n";
+        let out = strip_auth_results_of(m, "mail.test");
+        assert_eq!(
+            &*out,
+            &b"Authentication-Results: other.example; spf=fail\r\nSubject: hi\r\n\r\n\
+               Authentication-Results: mail.test; in the body\r\n"[..]
+        );
+        let clean = b"Subject: x\r\n\r\nbody";
+        assert!(matches!(
+            strip_auth_results_of(clean, "mail.test"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
