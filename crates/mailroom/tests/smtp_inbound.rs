@@ -185,6 +185,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     assert_eq!(auth["dkim"], "pass", "{auth}");
     assert_eq!(auth["dmarc"], "pass", "{auth}");
     assert_eq!(auth["dkim_signatures"][0]["domain"], "example.com");
+    assert_eq!(m["result"]["extracted"]["authenticated"], true);
     let raw = s
         .http
         .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", a.inbox_id)))
@@ -229,6 +230,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     assert_eq!(auth["spf"], "fail", "{auth}");
     assert_eq!(auth["dkim"], "none", "{auth}");
     assert_eq!(auth["dmarc"], "fail", "{auth}");
+    assert_eq!(m["result"]["extracted"]["authenticated"], false);
     // Issue #12: the good signed message with a second From put on top (where mail
     // clients look). Its signature and SPF still pass; DMARC fails (RFC 7489 §6.6.1).
     send_from(
@@ -258,6 +260,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     let auth = &m["result"]["authentication"];
     assert_eq!(auth["spf"], "pass", "{auth}");
     assert_eq!(auth["dmarc"], "fail", "two From headers: {auth}");
+    assert_eq!(m["result"]["extracted"]["authenticated"], false);
     // Results that claim to be ours but came with the message are removed (RFC 8601 §5);
     // another server's are kept.
     send_from(

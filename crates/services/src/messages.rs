@@ -47,6 +47,9 @@ pub struct HeaderView {
 pub struct Extracted {
     pub codes: Vec<String>,
     pub links: Vec<String>,
+    /// Whether the message that carries them passed DMARC: a one-time code from a message
+    /// that did not may be a forgery, whatever its From says.
+    pub authenticated: bool,
 }
 
 /// A message in full, parsed.
@@ -474,13 +477,21 @@ pub fn view_of(row: &MessageRow, raw: &[u8]) -> MessageView {
         .as_ref()
         .and_then(|m| m.subject().map(str::to_owned))
         .or_else(|| row.subject.clone());
-    let extracted = Extracted {
+    let authentication: Option<serde_json::Value> = row
+        .auth_results
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok());
+    let mut extracted = Extracted {
         codes: extract::codes(
             subject.as_deref().unwrap_or(""),
             text.as_deref().unwrap_or(""),
         ),
         links: extract::links(text.as_deref().unwrap_or(""), html.as_deref().unwrap_or("")),
+        authenticated: false,
     };
+    extracted.authenticated = authentication
+        .as_ref()
+        .is_some_and(|a| a["dmarc"] == "pass");
     MessageView {
         id: row.id.clone(),
         inbox_id: row.inbox_id.clone(),
@@ -503,10 +514,7 @@ pub fn view_of(row: &MessageRow, raw: &[u8]) -> MessageView {
         labels: row.labels.clone(),
         read: row.is_read(),
         size: row.size,
-        authentication: row
-            .auth_results
-            .as_deref()
-            .and_then(|a| serde_json::from_str(a).ok()),
+        authentication,
         extracted,
         delivery: None,
     }
