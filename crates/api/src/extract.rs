@@ -180,6 +180,15 @@ fn presented_key(parts: &Parts) -> Result<Option<String>, ApiError> {
     Err(malformed())
 }
 
+/// The principal the rate limiter already verified for this request.
+#[derive(Debug, Clone)]
+pub(crate) struct Verified(pub Principal);
+
+/// The key a request presents, if its `Authorization` header is well-formed.
+pub(crate) fn presented_key_of(parts: &Parts) -> Option<String> {
+    presented_key(parts).ok().flatten()
+}
+
 /// A caller that presented a valid key.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
@@ -205,6 +214,9 @@ impl FromRequestParts<AppState> for OptionalAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(Verified(principal)) = parts.extensions.get::<Verified>() {
+            return Ok(OptionalAuth(Some(principal.clone())));
+        }
         let Some(key) = presented_key(parts)? else {
             return Ok(OptionalAuth(None));
         };

@@ -628,6 +628,16 @@ async fn every_route_is_rate_limited_per_key_and_per_ip() {
             .as_u16();
     }
     assert_eq!(last, 429);
+    // A made-up key per request is no way out: what is not a valid credential counts
+    // against the address (issue #12).
+    for i in 0..3 {
+        let bogus = format!("mr_acc_{i:0>32}");
+        let r = get(Some(&bogus), "/v1/account").await.unwrap();
+        assert_eq!(r.status().as_u16(), 429, "a bogus key from a spent address");
+    }
+    // A valid key keeps its own budget from the same address.
+    let r = get(Some(&b.account_key), "/v1/account").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Health and metrics are not limited.
     assert_eq!(get(None, "/healthz").await.unwrap().status().as_u16(), 200);
     s.stop().await;

@@ -211,34 +211,48 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     rate_limit(&state, req, next).await
 }
 
-/// One rate limit for every API route: per presented credential (an API key or a user's
-/// token, by a keyed hash of it, so a forged token cannot spend someone else's budget), or per client
-/// IP without one. Every answer says where the caller stands (`X-RateLimit-Limit`,
+/// One rate limit for every API route: per verified credential (an API key or a user's
+/// token, by a keyed hash of it), or per client IP for a request without one or with one
+/// that is not valid, so that a fresh random `Authorization` per request does not escape
+/// the address's budget. Every answer says where the caller stands (`X-RateLimit-Limit`,
 /// `X-RateLimit-Remaining`); over the limit it is 429 with `Retry-After`. Routes with a
 /// stricter limit of their own (account creation, credentials) report that one instead.
+///
+/// The credential is checked here once (a cache hit for keys in use); the principal found
+/// is handed to the handler's extractor, which does not check it again.
 async fn rate_limit(state: &AppState, req: Request, next: Next) -> Response {
     let Some(rule) = state.config.request_rule else {
         return next.run(req).await;
     };
-    let bucket = match req.headers().get(axum::http::header::AUTHORIZATION) {
-        Some(v) => {
+    let (mut parts, body) = req.into_parts();
+    let verified = match crate::extract::presented_key_of(&parts) {
+        Some(key) => match state.services.authenticate(&key).await {
+            Ok(principal) => Some((key, principal)),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let bucket = match verified {
+        Some((key, principal)) => {
             use std::hash::BuildHasher as _;
+            parts.extensions.insert(crate::extract::Verified(principal));
             format!(
                 "req:cred:{:016x}",
-                state.bucket_hasher.hash_one(v.as_bytes())
+                state.bucket_hasher.hash_one(key.as_bytes())
             )
         }
         None => {
-            let peer = req
-                .extensions()
+            let peer = parts
+                .extensions
                 .get::<ConnectInfo<PeerAddr>>()
                 .map(|c| c.0.addr.ip())
                 .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
             let ip =
-                crate::extract::client_ip_of(req.headers(), peer, &state.config.trusted_proxies);
+                crate::extract::client_ip_of(&parts.headers, peer, &state.config.trusted_proxies);
             format!("req:ip:{ip}")
         }
     };
+    let req = Request::from_parts(parts, body);
     let d = state.limiter.check(&bucket, rule);
     let mut resp = if d.allowed {
         next.run(req).await
