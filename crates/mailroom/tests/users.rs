@@ -349,6 +349,28 @@ async fn users_log_in_refresh_rotate_and_revoke(s: TestServer) {
     );
     let (st, _) = call(&s, "GET", "/api/smtp-credentials", Some(&amy), None).await;
     assert_eq!(st, 403);
+    // Nor the inboxes (issue #12): no deleting one, no rotating its key.
+    for (method, path) in [
+        ("POST", format!("/v1/inboxes/{}/rotate-key", a.inbox_id)),
+        ("DELETE", format!("/v1/inboxes/{}", a.inbox_id)),
+    ] {
+        let body = (method == "POST").then(|| json!({}));
+        let (st, e) = call(&s, method, &path, Some(&amy), body).await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (403, Some("OWNER_REQUIRED")),
+            "{method} {path}: {e}"
+        );
+    }
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!("/v1/inboxes/{}", a.inbox_id),
+        Some(&access),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "the inbox is still there");
 
     // Another tenant never sees this account's users or inboxes.
     let b = s.new_account("other-tenant").await;

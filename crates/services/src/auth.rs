@@ -65,6 +65,16 @@ impl Principal {
         }
     }
 
+    /// Refuses what may not manage an inbox (delete it, rotate its key): the account key,
+    /// an owner, and an inbox key for its own inbox may; scoped API keys and users who are
+    /// not owners only read and send (docs/security.md has the whole table).
+    pub fn require_inbox_manager(&self) -> Result<(), ServiceError> {
+        match self {
+            Principal::Inbox { .. } => Ok(()),
+            _ => self.require_account().map(|_| ()),
+        }
+    }
+
     /// Whether this principal may act on inbox `inbox_id` (of its own account; the store
     /// checks the account).
     pub fn may_access_inbox(&self, inbox_id: &str) -> bool {

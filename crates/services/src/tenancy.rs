@@ -330,9 +330,7 @@ impl Services {
         inbox_id: &str,
     ) -> Result<InboxRow, ServiceError> {
         check_inbox_id(principal, inbox_id)?;
-        if matches!(principal, Principal::ApiKey { .. }) {
-            principal.require_account()?;
-        }
+        principal.require_inbox_manager()?;
         let deleted = self
             .store()
             .delete_inbox(principal.account_id(), inbox_id, now_ms())
@@ -349,9 +347,7 @@ impl Services {
         principal: &Principal,
         inbox_id: &str,
     ) -> Result<(InboxRow, String), ServiceError> {
-        if matches!(principal, Principal::ApiKey { .. }) {
-            principal.require_account()?;
-        }
+        principal.require_inbox_manager()?;
         let inbox = self.get_inbox(principal, inbox_id).await?;
         let (secret, key) = new_key_row(KeyKind::Inbox);
         let rotated = self
