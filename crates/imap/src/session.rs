@@ -47,15 +47,20 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long a client may leave an answer unread before the session is dropped.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The goodbye to a session whose key was revoked (RFC 9051 §7.1.5: BYE, then close).
+const REVOKED: &str = "* BYE [AUTHORIZATIONFAILED] the key this session logged in with was revoked";
 /// Longest mailbox name.
 const MAX_MAILBOX_NAME: usize = 255;
 /// Flags every mailbox offers.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
-/// The identity of a logged-in session.
+/// The identity of a logged-in session. (No `Debug`: it holds the key.)
 pub(crate) struct User {
     pub(crate) account_id: String,
     pub(crate) inbox_id: String,
+    /// The key the session logged in with, asked again before each command and while
+    /// idling, so that revoking it (or deleting the inbox) ends the session.
+    secret: String,
 }
 
 /// One message of the selected mailbox.
@@ -310,6 +315,10 @@ impl Session {
         stop: &CancellationToken,
     ) -> std::io::Result<Next> {
         let tag = cmd.tag.as_ref().to_owned();
+        if !self.still_authorized().await {
+            out.line(REVOKED);
+            return Ok(Next::Logout);
+        }
         let authed = self.user.is_some();
         let selected = self.selected.is_some();
         let name = cmd.body.name().to_ascii_uppercase();
@@ -810,6 +819,21 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Whether the key this session logged in with still opens IMAP for its inbox (true
+    /// before login). A cache hit while the key lives; a revoked or rotated key, or a
+    /// deleted inbox, is gone from the cache at once.
+    async fn still_authorized(&self) -> bool {
+        match &self.user {
+            Some(u) => {
+                self.server
+                    .services
+                    .mail_key_still_valid("imap", &u.secret, &u.inbox_id)
+                    .await
+            }
+            None => true,
+        }
+    }
+
     async fn login(&mut self, tag: &str, user: &str, pass: &str, out: &mut Out) {
         let services = &self.server.services;
         match services.imap_login(user, pass, self.peer.ip()).await {
@@ -824,6 +848,7 @@ impl Session {
                 self.user = Some(User {
                     account_id: sender.account_id,
                     inbox_id,
+                    secret: pass.to_owned(),
                 });
                 metrics::counter!("mailroom_imap_logins_total").increment(1);
                 out.line(&format!(
@@ -1602,6 +1627,10 @@ impl Session {
         let poll = self.server.services.poll_interval();
         let deadline = tokio::time::Instant::now() + self.server.idle_timeout;
         loop {
+            if !self.still_authorized().await {
+                out.line(REVOKED);
+                return Ok(Next::Logout);
+            }
             self.server.services.note_waiter_poll("imap_idle");
             if let Err(e) = self.sync(out, true).await {
                 tracing::warn!(error = %e, "IMAP IDLE: cannot check the mailbox");

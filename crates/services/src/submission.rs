@@ -121,6 +121,21 @@ impl Services {
         self.mail_login("imap", username, password, client_ip).await
     }
 
+    /// Whether `secret`, which a mail session (`door`) logged in with, still opens that
+    /// door for `inbox_id`: false once the key is revoked or rotated or the inbox deleted.
+    /// Keys in use are a cache hit; every change to keys evicts them at once.
+    pub async fn mail_key_still_valid(
+        &self,
+        door: &'static str,
+        secret: &str,
+        inbox_id: &str,
+    ) -> bool {
+        match self.authenticate(secret).await {
+            Ok(p) => p.require_scope(door).is_ok() && p.may_access_inbox(inbox_id),
+            Err(_) => false,
+        }
+    }
+
     /// A login at a mail protocol door (`smtp`, `pop3`), throttled per IP and user name.
     pub async fn mail_login(
         &self,
