@@ -149,3 +149,62 @@ async fn a_deleted_key_ends_an_idle_session_within_two_seconds(s: TestServer) {
     let rest = imap.closed_within(Duration::from_secs(2)).await;
     assert!(rest.contains("* BYE [AUTHORIZATIONFAILED]"), "{rest:?}");
 }
+
+/// POP3: the next command after the inbox key is rotated gets `-ERR` and the connection
+/// closes; messages marked for deletion stay (no QUIT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_inbox_key_ends_its_pop3_session() {
+    let s = TestServer::start(mailroom_testkit::Backend::Sqlite)
+        .await
+        .expect("a server");
+    let a = s.new_account("popper").await;
+    s.deliver_smtp(&a.email, "Subject: keep\r\n\r\nkeep me\r\n")
+        .await;
+    let addr = s.server.as_ref().expect("running").pop3_addr;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    let say = async |r: &mut BufReader<TcpStream>, cmd: &str| -> String {
+        r.get_mut()
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut l = String::new();
+        r.read_line(&mut l).await.expect("read");
+        l
+    };
+    r.read_line(&mut line).await.expect("greeting");
+    assert!(
+        say(&mut r, &format!("USER {}", a.email))
+            .await
+            .starts_with("+OK")
+    );
+    assert!(
+        say(&mut r, &format!("PASS {}", a.inbox_key))
+            .await
+            .starts_with("+OK 1 messages")
+    );
+    assert!(say(&mut r, "DELE 1").await.starts_with("+OK"));
+    post(
+        &s,
+        &a.account_key,
+        &format!("/v1/inboxes/{}/rotate-key", a.inbox_id),
+        serde_json::json!({}),
+    )
+    .await;
+    let answer = say(&mut r, "STAT").await;
+    assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .expect("read");
+    let list = s
+        .get_json(
+            &a.account_key,
+            &format!("/v1/inboxes/{}/messages", a.inbox_id),
+        )
+        .await;
+    assert_eq!(list["result"]["total"], 1, "the DELE was not applied");
+    s.stop().await;
+}

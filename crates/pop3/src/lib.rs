@@ -202,6 +202,9 @@ struct Mailbox {
     inbox_id: String,
     messages: Vec<MessageRow>,
     deleted: Vec<bool>,
+    /// The key the session logged in with, asked again before each command, so that
+    /// revoking it (or deleting the inbox) ends the session. (No `Debug` here.)
+    secret: String,
 }
 
 impl Mailbox {
@@ -271,6 +274,21 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             send(conn.get_mut(), b"-ERR line too long\r\n").await?;
             continue;
+        }
+        if let Some(mb) = &s.mailbox
+            && !s
+                .server
+                .services
+                .mail_key_still_valid("pop3", &mb.secret, &mb.inbox_id)
+                .await
+        {
+            // Nothing marked for deletion is applied: the session did not end with QUIT.
+            let _ = send(
+                conn.get_mut(),
+                b"-ERR [AUTH] the key this session logged in with was revoked\r\n",
+            )
+            .await;
+            return None;
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_owned();
         let mut parts = text.splitn(3, ' ');
@@ -497,6 +515,7 @@ async fn login(s: &mut Session, user: &str, pass: &str) -> String {
                         inbox_id,
                         deleted: vec![false; n],
                         messages,
+                        secret: pass.to_owned(),
                     });
                     format!("+OK {n} messages\r\n")
                 }
