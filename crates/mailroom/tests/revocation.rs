@@ -208,3 +208,58 @@ async fn a_rotated_inbox_key_ends_its_pop3_session() {
     assert_eq!(list["result"]["total"], 1, "the DELE was not applied");
     s.stop().await;
 }
+
+/// SMTP submission (Python's smtplib over STARTTLS): a session whose inbox key is rotated
+/// gets `535` at its next MAIL, and sends nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_stops_a_submission_session() {
+    use std::io::{BufRead, Write};
+    let s = TestServer::start(mailroom_testkit::Backend::Sqlite)
+        .await
+        .expect("a server");
+    let a = s.new_account("submitter").await;
+    s.set_tier(&a.account_id, mailroom_core::Tier::Developer)
+        .await;
+    let port = s.server.as_ref().expect("running").submission_addr.port();
+    let script = r#"
+import smtplib, sys
+port, user, pw = sys.argv[1:4]
+s = smtplib.SMTP("127.0.0.1", int(port), timeout=20)
+s.starttls()
+s.login(user, pw)
+print(s.mail(user)[0], flush=True)
+print(s.rset()[0], flush=True)
+sys.stdin.readline()
+print(s.mail(user)[0], flush=True)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, &port.to_string(), &a.email, &a.inbox_key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("MAIL");
+    assert_eq!(line.trim(), "250", "MAIL before the rotation");
+    line.clear();
+    out.read_line(&mut line).expect("RSET");
+    post(
+        &s,
+        &a.account_key,
+        &format!("/v1/inboxes/{}/rotate-key", a.inbox_id),
+        serde_json::json!({}),
+    )
+    .await;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
+    line.clear();
+    out.read_line(&mut line).expect("MAIL again");
+    assert_eq!(line.trim(), "535", "MAIL after the rotation");
+    let _ = child.wait();
+    s.stop().await;
+}

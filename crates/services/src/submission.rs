@@ -136,6 +136,14 @@ impl Services {
         }
     }
 
+    /// Whether the credential a submission session logged in with still logs in (a key not
+    /// revoked or rotated, an SMTP password not changed). Not throttled and not counted:
+    /// the session proved it once already.
+    pub async fn submission_login_still_valid(&self, username: &str, password: &str) -> bool {
+        let user = username.trim().to_ascii_lowercase();
+        matches!(self.check_login("smtp", &user, password).await, Ok(Ok(_)))
+    }
+
     /// A login at a mail protocol door (`smtp`, `pop3`), throttled per IP and user name.
     pub async fn mail_login(
         &self,

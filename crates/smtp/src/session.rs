@@ -48,6 +48,9 @@ pub struct Session {
     errors: usize,
     /// Submission: who logged in, and the inbox of the MAIL FROM address.
     sender: Option<Sender>,
+    /// Submission: the user name and secret of that login, asked again at each MAIL so
+    /// that a revoked key ends what the session may do. (The session is not `Debug`.)
+    login: Option<(String, String)>,
     from_inbox: Option<Recipient>,
     /// `MAIL FROM … SIZE=` of this transaction (0 when not given): a recipient it would
     /// not fit is refused at `RCPT` (RFC 1870).
@@ -101,6 +104,7 @@ impl Session {
             rcpt_count: 0,
             errors: 0,
             sender: None,
+            login: None,
             from_inbox: None,
             declared_size: 0,
         }
@@ -508,6 +512,19 @@ async fn command(
                         s.server.config.max_message_size
                     ),
                 );
+            } else if let Some((user, password)) = s.login.clone()
+                && !s
+                    .server
+                    .services
+                    .submission_login_still_valid(&user, &password)
+                    .await
+            {
+                s.sender = None;
+                s.login = None;
+                reply(
+                    out,
+                    "535 5.7.8 The credential this session logged in with was revoked; log in again",
+                );
             } else if let Some(sender) = s.sender.clone() {
                 let address = from.address.to_string();
                 match s.server.services.sending_inbox(&sender, &address).await {
@@ -784,6 +801,7 @@ async fn auth_continue(
     {
         Ok(Ok(sender)) => {
             s.sender = Some(sender);
+            s.login = Some((user, password));
             reply(out, "235 2.7.0 Authentication successful");
         }
         Ok(Err(LoginRefused::Invalid)) => {
