@@ -91,6 +91,12 @@ pub enum CreateInboxOutcome {
     NoAccount,
 }
 
+/// How long an idempotency key replays its first answer (24 h, as payment APIs keep them).
+pub const IDEMPOTENCY_KEY_TTL_MS: i64 = 24 * 3600 * 1000;
+/// How long a key may stay "in progress" before it is taken as abandoned. Sends run to
+/// their end even when the client hangs up, so only a process that died leaves one.
+pub const IDEMPOTENCY_IN_PROGRESS_MS: i64 = 10 * 60 * 1000;
+
 /// What an idempotency key says about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
@@ -620,6 +626,19 @@ impl Store {
         request_hash: &str,
         now_ms: i64,
     ) -> Result<Idempotency, StoreError> {
+        // A key answers repeats for a day; one still "in progress" after ten minutes
+        // belongs to a request that will never finish (the process went down): both are
+        // free again.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 \
+             AND (created_at < $3 OR (response IS NULL AND created_at < $4))",
+        )
+        .bind(account_id)
+        .bind(key)
+        .bind(now_ms - IDEMPOTENCY_KEY_TTL_MS)
+        .bind(now_ms - IDEMPOTENCY_IN_PROGRESS_MS)
+        .execute(&self.write)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (account_id, key, request_hash, created_at) \
              VALUES ($1, $2, $3, $4)",

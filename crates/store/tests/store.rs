@@ -45,7 +45,48 @@ on_both_backends!(
     upgrade_redeems_once,
     reopening_keeps_data,
     list_pages,
+    idempotency_keys_expire_and_abandoned_ones_are_freed,
 );
+
+/// Issue #12: a key replays its answer for a day, then is free; one left "in progress"
+/// by a process that died is free again after ten minutes, not a 409 for ever.
+async fn idempotency_keys_expire_and_abandoned_ones_are_freed(store: Store, _db: &TestDatabase) {
+    use mailroom_store::Idempotency;
+    let (account_id, _, _) = new_account(&store, &uname("idem")).await;
+    let t0 = 1_000_000_000_000i64;
+    let minute = 60_000;
+    let claim = |at: i64| {
+        let store = store.clone();
+        let account_id = account_id.clone();
+        async move {
+            store
+                .claim_idempotency_key(&account_id, "key:a", "hash-1", at)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim(t0).await, Idempotency::New);
+    assert_eq!(claim(t0 + minute).await, Idempotency::InProgress);
+    // The first request never finished: ten minutes on, a retry may run.
+    assert_eq!(claim(t0 + 11 * minute).await, Idempotency::New);
+    store
+        .complete_idempotency_key(&account_id, "key:a", 201, "{\"ok\":1}")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(t0 + 30 * minute).await,
+        Idempotency::Replay {
+            status: 201,
+            response: "{\"ok\":1}".into()
+        },
+        "a finished one replays, however old within the day"
+    );
+    assert_eq!(
+        claim(t0 + 11 * minute + 24 * 60 * minute + 1).await,
+        Idempotency::New,
+        "a day after, the key is free"
+    );
+}
 
 fn key(kind: KeyKind) -> (String, NewKeyRow) {
     let k = generate_key(kind);

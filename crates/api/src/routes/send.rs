@@ -115,17 +115,40 @@ pub async fn send(
     check_json(&headers)?;
     let parsed: SendBody = parse_json(&body)?;
     let client_id = parsed.client_id.clone();
-    idempotent(
-        &state,
-        &principal,
-        &inbox_id,
-        "send",
-        &headers,
-        &body,
-        client_id,
-        || do_send(&state, &principal, &inbox_id, parsed),
-    )
+    to_completion(async move {
+        idempotent(
+            &state,
+            &principal,
+            &inbox_id,
+            "send",
+            &headers,
+            &body,
+            client_id,
+            || do_send(&state, &principal, &inbox_id, parsed),
+        )
+        .await
+    })
     .await
+}
+
+/// Runs a send to its end in a task of its own: a client that hangs up mid-request drops
+/// the handler, and a send cancelled between its commit and the recording of its answer
+/// would leave the idempotency key "in progress" (and a retry could send twice).
+async fn to_completion<F>(f: F) -> Result<Response, ApiError>
+where
+    F: std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    match tokio::spawn(f).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a send task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "the send failed; retry with the same Idempotency-Key",
+            ))
+        }
+    }
 }
 
 /// Runs `run` at most once per idempotency key (`Idempotency-Key` header, or `client_id`):
@@ -332,31 +355,34 @@ async fn answer(
     };
     let scope = format!("{kind:?}:{mid}");
     let client_id = parsed.client_id.clone();
-    idempotent(
-        &state,
-        &principal,
-        &inbox_id,
-        &scope,
-        &headers,
-        &body,
-        client_id,
-        || async {
-            let req = mailroom_services::send::AnswerRequest {
-                to: parsed.to.map(OneOrMany::into_vec).unwrap_or_default(),
-                cc: parsed.cc.map(OneOrMany::into_vec).unwrap_or_default(),
-                bcc: parsed.bcc.map(OneOrMany::into_vec).unwrap_or_default(),
-                text: parsed.text,
-                html: parsed.html,
-                attachments: decode_attachments(parsed.attachments)?,
-                headers: parsed.headers.into_iter().collect(),
-            };
-            let done = state
-                .services
-                .answer(&principal, &inbox_id, &mid, kind, req)
-                .await?;
-            Ok(sent_envelope(&inbox_id, done))
-        },
-    )
+    to_completion(async move {
+        idempotent(
+            &state,
+            &principal,
+            &inbox_id,
+            &scope,
+            &headers,
+            &body,
+            client_id,
+            || async {
+                let req = mailroom_services::send::AnswerRequest {
+                    to: parsed.to.map(OneOrMany::into_vec).unwrap_or_default(),
+                    cc: parsed.cc.map(OneOrMany::into_vec).unwrap_or_default(),
+                    bcc: parsed.bcc.map(OneOrMany::into_vec).unwrap_or_default(),
+                    text: parsed.text,
+                    html: parsed.html,
+                    attachments: decode_attachments(parsed.attachments)?,
+                    headers: parsed.headers.into_iter().collect(),
+                };
+                let done = state
+                    .services
+                    .answer(&principal, &inbox_id, &mid, kind, req)
+                    .await?;
+                Ok(sent_envelope(&inbox_id, done))
+            },
+        )
+        .await
+    })
     .await
 }
 
