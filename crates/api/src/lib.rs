@@ -37,6 +37,9 @@ pub struct ApiConfig {
     /// Requests per minute on the API for each presented credential (key or token), and
     /// for each client IP without one; `None`: unlimited.
     pub request_rule: Option<RateRule>,
+    /// Who may read `/metrics`: clients on this host (loopback) always; others only with
+    /// `Authorization: Bearer <token>` when a token is set.
+    pub metrics_token: Option<String>,
 }
 
 /// The ports mail clients connect to.
@@ -58,6 +61,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             mail_ports: MailPorts::default(),
             request_rule: Some(RateRule::per_minute(6000)),
+            metrics_token: None,
         }
     }
 }

@@ -143,6 +143,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Lets other hosts read /metrics with `Authorization: Bearer <TOKEN>`. Without it,
+    /// only this host (loopback) may scrape.
+    #[arg(
+        long,
+        env = "MAILROOM_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
     /// Account creations (POST /v1/inboxes without a key) allowed per client IP per hour.
     /// [default: 10]
     #[arg(long, env = "MAILROOM_INBOX_CREATE_PER_HOUR", value_name = "N")]
@@ -296,6 +305,7 @@ struct FileTls {
 #[serde(deny_unknown_fields)]
 struct FileHttp {
     trusted_proxies: Option<Vec<IpAddr>>,
+    metrics_token: Option<String>,
     inbox_create_per_hour: Option<u32>,
     max_body_bytes: Option<usize>,
     access_token_ttl_secs: Option<u64>,
@@ -377,6 +387,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub http_tls: HttpTls,
     pub trusted_proxies: Vec<IpAddr>,
+    /// `/metrics` from other hosts than this one needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     pub inbox_create_per_hour: u32,
     /// API requests per minute per key, token or client IP; 0 = unlimited.
     pub requests_per_minute: u32,
@@ -509,6 +521,11 @@ impl Config {
             tls_key,
             http_tls,
             trusted_proxies,
+            metrics_token: args
+                .metrics_token
+                .clone()
+                .or_else(|| file.http.metrics_token.clone())
+                .filter(|t| !t.is_empty()),
             inbox_create_per_hour: args
                 .inbox_create_per_hour
                 .or(file.http.inbox_create_per_hour)

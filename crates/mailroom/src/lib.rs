@@ -219,6 +219,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         request_rule: (config.requests_per_minute > 0)
             .then(|| RateRule::per_minute(config.requests_per_minute)),
         trusted_proxies: config.trusted_proxies.clone(),
+        metrics_token: config.metrics_token.clone(),
         max_body_bytes: config.max_body_bytes,
         mail_ports: mailroom_api::MailPorts {
             submission: submission_addr.port(),

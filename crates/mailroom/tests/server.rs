@@ -642,3 +642,37 @@ async fn every_route_is_rate_limited_per_key_and_per_ip() {
     assert_eq!(get(None, "/healthz").await.unwrap().status().as_u16(), 200);
     s.stop().await;
 }
+
+/// Issue #12: `/metrics` is for this host, or for a scraper with the token; a client from
+/// elsewhere (here: through a trusted proxy) gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_for_this_host_or_a_token() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        c.metrics_token = Some("scrape-token".into());
+    })
+    .await
+    .unwrap();
+    let get = |forwarded: Option<&str>, token: Option<&str>| {
+        let mut req = s.http.get(s.url("/metrics"));
+        if let Some(f) = forwarded {
+            req = req.header("x-forwarded-for", f);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let local = get(None, None).await.unwrap();
+    assert_eq!(local.status().as_u16(), 200);
+    assert!(local.text().await.unwrap().contains("mailroom_"));
+    let far = get(Some("203.0.113.9"), None).await.unwrap();
+    assert_eq!(far.status().as_u16(), 404, "another host without the token");
+    let wrong = get(Some("203.0.113.9"), Some("guess")).await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 404, "a wrong token");
+    let scraper = get(Some("203.0.113.9"), Some("scrape-token"))
+        .await
+        .unwrap();
+    assert_eq!(scraper.status().as_u16(), 200, "the token opens it");
+    s.stop().await;
+}

@@ -27,7 +27,28 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// The Prometheus scrape. It tells who is being refused and how much mail flows, so it is
+/// for this host (loopback, after trusted proxies are looked through) or for a scraper with
+/// the configured token; anyone else gets 404, as if there were nothing here.
+pub async fn metrics(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<crate::server::PeerAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let client =
+        crate::extract::client_ip_of(&headers, peer.addr.ip(), &state.config.trusted_proxies);
+    let token_ok = state.config.metrics_token.as_deref().is_some_and(|want| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|got| {
+                mailroom_core::secret::constant_time_eq(got.trim().as_bytes(), want.as_bytes())
+            })
+    });
+    if !client.is_loopback() && !token_ok {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
