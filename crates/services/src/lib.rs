@@ -105,11 +105,19 @@ struct Inner {
     key_uses: keys::KeyUses,
     /// Failed logins, per IP and per user name (SMTP submission today; IMAP and POP3 next).
     auth_failures: ratelimit::RateLimiter,
+    /// Password hashes (argon2id) computed at once: each takes ~20 MiB and tens of
+    /// milliseconds of a core, so a flood of logins queues here instead of taking every
+    /// blocking thread (and the memory) of the process.
+    hashing: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server begins to shut down: long polls and event streams end.
     stopping: tokio_util::sync::CancellationToken,
     config: ServiceConfig,
     master: MasterSecret,
 }
+
+/// At most this many password hashes run at once (one per core on the 2-core reference
+/// machine, and a little more).
+const PASSWORD_HASHES_AT_ONCE: usize = 4;
 
 impl Services {
     pub fn new(store: Store, config: ServiceConfig, master: MasterSecret) -> Services {
@@ -133,6 +141,7 @@ impl Services {
                 queued: tokio::sync::Notify::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 auth_failures: ratelimit::RateLimiter::new(),
+                hashing: Arc::new(tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE)),
                 dkim: dkim::SignerCache::default(),
                 key_uses: keys::KeyUses::default(),
                 config,
@@ -188,6 +197,16 @@ impl Services {
 
     pub(crate) fn dkim_signers(&self) -> &dkim::SignerCache {
         &self.inner.dkim
+    }
+
+    /// Runs a password hash (argon2id) on the blocking pool, at most
+    /// [`PASSWORD_HASHES_AT_ONCE`] at a time, never on an async worker.
+    pub(crate) async fn hash_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.inner.hashing.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
     }
 
     pub(crate) fn auth_failures(&self) -> &ratelimit::RateLimiter {

@@ -271,16 +271,18 @@ impl Services {
     ) -> Result<Result<TokenGrant, TokenRefusal>, ServiceError> {
         let email = email.trim().to_ascii_lowercase();
         let user = self.store().user_by_email(&email).await?;
-        // Hash even for an unknown user, so timing does not tell which emails exist.
+        // Hash even for an unknown user, the same way, so timing does not tell which
+        // emails exist.
+        let phc = user
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.to_owned(), |u| u.password_hash.clone());
+        let candidate = password.to_owned();
+        let matches = self
+            .hash_work(move || password_matches(&candidate, &phc))
+            .await
+            .unwrap_or(false);
         let Some(user) = user else {
-            let _ = password_matches(password, DUMMY_HASH);
             return Ok(Err(TokenRefusal::BadCredentials));
-        };
-        let matches = {
-            let (password, phc) = (password.to_owned(), user.password_hash.clone());
-            tokio::task::spawn_blocking(move || password_matches(&password, &phc))
-                .await
-                .unwrap_or(false)
         };
         if !matches || user.disabled {
             return Ok(Err(TokenRefusal::BadCredentials));
@@ -380,12 +382,13 @@ impl Services {
     ) -> Result<UserRow, ServiceError> {
         let email = check_new_user(u)?;
         let password = u.password.clone();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        let password_hash = self
+            .hash_work(move || hash_password(&password))
             .await
-            .map_err(|e| ServiceError::Invalid {
+            .ok_or_else(|| ServiceError::Invalid {
                 code: "INTERNAL",
                 field: "password",
-                message: e.to_string(),
+                message: "the password could not be hashed; try again".to_owned(),
             })??;
         let new = NewUser {
             id: new_id(IdKind::User),
