@@ -174,28 +174,14 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     };
     send_from("alice@example.com", signed.clone()).await;
     let id = messages(&s, &a).await[0]["id"].as_str().unwrap().to_owned();
-    let m = api(
-        &s,
-        &a.inbox_key,
-        &format!("/v1/inboxes/{}/messages/{id}", a.inbox_id),
-    )
-    .await;
+    let m = message_of(&s, &a, &id).await;
     let auth = &m["result"]["authentication"];
     assert_eq!(auth["spf"], "pass", "{auth}");
     assert_eq!(auth["dkim"], "pass", "{auth}");
     assert_eq!(auth["dmarc"], "pass", "{auth}");
     assert_eq!(auth["dkim_signatures"][0]["domain"], "example.com");
     assert_eq!(m["result"]["extracted"]["authenticated"], true);
-    let raw = s
-        .http
-        .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", a.inbox_id)))
-        .bearer_auth(&a.inbox_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = raw_text(&s, &a, &id).await;
     assert!(
         raw.starts_with("Authentication-Results: mail.test;"),
         "{raw}"
@@ -216,16 +202,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     .await;
     let list = messages(&s, &a).await;
     let forged = list.iter().find(|m| m["subject"] == "forged").unwrap();
-    let m = api(
-        &s,
-        &a.inbox_key,
-        &format!(
-            "/v1/inboxes/{}/messages/{}",
-            a.inbox_id,
-            forged["id"].as_str().unwrap()
-        ),
-    )
-    .await;
+    let m = message_of(&s, &a, forged["id"].as_str().unwrap()).await;
     let auth = &m["result"]["authentication"];
     assert_eq!(auth["spf"], "fail", "{auth}");
     assert_eq!(auth["dkim"], "none", "{auth}");
@@ -247,16 +224,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
         .iter()
         .find(|m| m["subject"] == "signed" && m["id"] != id.as_str())
         .unwrap_or_else(|| panic!("the second signed message in {list:?}"));
-    let m = api(
-        &s,
-        &a.inbox_key,
-        &format!(
-            "/v1/inboxes/{}/messages/{}",
-            a.inbox_id,
-            two["id"].as_str().unwrap()
-        ),
-    )
-    .await;
+    let m = message_of(&s, &a, two["id"].as_str().unwrap()).await;
     let auth = &m["result"]["authentication"];
     assert_eq!(auth["spf"], "pass", "{auth}");
     assert_eq!(auth["dmarc"], "fail", "two From headers: {auth}");
@@ -273,20 +241,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     .await;
     let list = messages(&s, &a).await;
     let claims = list.iter().find(|m| m["subject"] == "claims").unwrap();
-    let raw = s
-        .http
-        .get(s.url(&format!(
-            "/v1/inboxes/{}/messages/{}/raw",
-            a.inbox_id,
-            claims["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&a.inbox_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = raw_text(&s, &a, claims["id"].as_str().unwrap()).await;
     assert_eq!(
         raw.matches("Authentication-Results: mail.test").count(),
         1,
@@ -447,6 +402,29 @@ async fn api(s: &TestServer, key: &str, path: &str) -> Value {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "{path}: {body}");
     body
+}
+
+/// One message of `a`'s inbox, parsed (`GET …/messages/{id}`).
+async fn message_of(s: &TestServer, a: &TestAccount, id: &str) -> Value {
+    api(
+        s,
+        &a.inbox_key,
+        &format!("/v1/inboxes/{}/messages/{id}", a.inbox_id),
+    )
+    .await
+}
+
+/// One message of `a`'s inbox as stored (`GET …/messages/{id}/raw`), as text.
+async fn raw_text(s: &TestServer, a: &TestAccount, id: &str) -> String {
+    s.http
+        .get(s.url(&format!("/v1/inboxes/{}/messages/{id}/raw", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn messages(s: &TestServer, a: &TestAccount) -> Vec<Value> {

@@ -57,3 +57,31 @@ impl TestDatabase {
         Ok(Some(TestDatabase { url, dir: None }))
     }
 }
+
+/// Runs each store test `case(store, &db)` on a fresh SQLite database and, when
+/// [`TEST_DATABASE_URL_ENV`] is set, on PostgreSQL: one `mod case { sqlite, postgres }` per
+/// case, so each backend passes or fails on its own.
+#[macro_export]
+macro_rules! store_on_both_backends {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn sqlite() {
+                let db = mailroom_store::testing::TestDatabase::sqlite().unwrap();
+                let store = mailroom_store::Store::open(&db.url).await.unwrap();
+                super::$case(store, &db).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                match mailroom_store::testing::TestDatabase::postgres().await.unwrap() {
+                    Some(db) => {
+                        let store = mailroom_store::Store::open(&db.url).await.unwrap();
+                        super::$case(store, &db).await;
+                    }
+                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    )*};
+}

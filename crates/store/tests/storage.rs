@@ -13,29 +13,7 @@ use mailroom_store::{
     StorageScope, Store, StoreError,
 };
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test]
-            async fn sqlite() {
-                let db = mailroom_store::testing::TestDatabase::sqlite().unwrap();
-                let store = mailroom_store::Store::open(&db.url).await.unwrap();
-                super::$case(store, &db).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                match mailroom_store::testing::TestDatabase::postgres().await.unwrap() {
-                    Some(db) => {
-                        let store = mailroom_store::Store::open(&db.url).await.unwrap();
-                        super::$case(store, &db).await;
-                    }
-                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
-                }
-            }
-        }
-    )*};
-}
+use mailroom_store::store_on_both_backends as on_both_backends;
 
 on_both_backends!(
     every_write_keeps_the_counters,

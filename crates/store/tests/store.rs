@@ -9,29 +9,7 @@ use mailroom_core::secret::{KeyKind, generate_key};
 use mailroom_store::testing::TestDatabase;
 use mailroom_store::{CreateInboxOutcome, NewInbox, NewKeyRow, Store};
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test]
-            async fn sqlite() {
-                let db = mailroom_store::testing::TestDatabase::sqlite().unwrap();
-                let store = mailroom_store::Store::open(&db.url).await.unwrap();
-                super::$case(store, &db).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                match mailroom_store::testing::TestDatabase::postgres().await.unwrap() {
-                    Some(db) => {
-                        let store = mailroom_store::Store::open(&db.url).await.unwrap();
-                        super::$case(store, &db).await;
-                    }
-                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
-                }
-            }
-        }
-    )*};
-}
+use mailroom_store::store_on_both_backends as on_both_backends;
 
 on_both_backends!(
     account_and_inbox_round_trip,
