@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 mod events;
 mod imap;
+mod login;
 mod storage;
 
 pub use events::WebhookBudgets;
@@ -235,6 +236,8 @@ struct FileConfig {
     streams: events::FileStreams,
     #[serde(default)]
     storage: storage::FileStorage,
+    #[serde(default)]
+    login: login::FileLogin,
     tiers: Option<Tiers>,
 }
 
@@ -380,6 +383,8 @@ pub struct Config {
     pub webhook_budgets: WebhookBudgets,
     /// Budgets of event streams, long polls and IMAP IDLE (`[streams]`).
     pub streams: mailroom_services::StreamLimits,
+    /// Wrong passwords allowed at every door (`[login]`).
+    pub login_throttle: mailroom_services::LoginThrottlePolicy,
     /// The blob collector (`[storage]`).
     pub collector: mailroom_services::CollectorConfig,
     pub listen: Listeners,
@@ -490,6 +495,7 @@ impl Config {
         }
         let webhook_budgets = events::resolve_webhooks(&file.webhooks)?;
         let streams = events::resolve_streams(&file.streams)?;
+        let login_throttle = login::resolve(&file.login)?;
         let collector = storage::resolve_storage(&file.storage)?;
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
@@ -515,6 +521,7 @@ impl Config {
             webhook_timeout: events::webhook_timeout(&file.webhooks)?,
             webhook_budgets,
             streams,
+            login_throttle,
             collector,
             listen,
             tls_cert,

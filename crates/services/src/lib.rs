@@ -14,6 +14,7 @@ pub mod domains;
 mod error;
 mod inbound;
 pub mod keys;
+pub mod login_throttle;
 pub mod mailauth;
 mod messages;
 pub mod origin;
@@ -38,6 +39,7 @@ pub use auth::Principal;
 pub use collector::CollectorConfig;
 pub use error::{ServiceError, UpgradeContext};
 pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
+pub use login_throttle::{LoginThrottlePolicy, Throttled};
 pub use messages::{
     AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
     MAX_WAIT, MessagePatch, MessageView, view_of,
@@ -81,6 +83,8 @@ pub struct ServiceConfig {
     pub access_token_ttl: std::time::Duration,
     /// Budgets of long polls, event streams and IMAP IDLE.
     pub streams: StreamLimits,
+    /// Wrong passwords allowed per client address and per address and user.
+    pub login_throttle: login_throttle::LoginThrottlePolicy,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -103,8 +107,8 @@ struct Inner {
     dkim: dkim::SignerCache,
     /// API key uses not yet written (`lastUsedAt`).
     key_uses: keys::KeyUses,
-    /// Failed logins, per IP and per user name (SMTP submission today; IMAP and POP3 next).
-    auth_failures: ratelimit::RateLimiter,
+    /// Wrong passwords at every door, per client address and per address and user.
+    login_throttle: login_throttle::LoginThrottle,
     /// Password hashes (argon2id) computed at once: each takes ~20 MiB and tens of
     /// milliseconds of a core, so a flood of logins queues here instead of taking every
     /// blocking thread (and the memory) of the process.
@@ -140,7 +144,7 @@ impl Services {
                 wakeups: Arc::default(),
                 queued: tokio::sync::Notify::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
-                auth_failures: ratelimit::RateLimiter::new(),
+                login_throttle: login_throttle::LoginThrottle::new(config.login_throttle),
                 hashing: Arc::new(tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE)),
                 dkim: dkim::SignerCache::default(),
                 key_uses: keys::KeyUses::default(),
@@ -209,8 +213,8 @@ impl Services {
         tokio::task::spawn_blocking(work).await.ok()
     }
 
-    pub(crate) fn auth_failures(&self) -> &ratelimit::RateLimiter {
-        &self.inner.auth_failures
+    pub(crate) fn login_throttle(&self) -> &login_throttle::LoginThrottle {
+        &self.inner.login_throttle
     }
 
     pub(crate) fn cache(&self) -> &cache::Cache {
