@@ -32,6 +32,7 @@ async fn start(backend: Backend) -> Option<TestServer> {
             port: mailroom_testkit::free_port(),
             username: None,
             password: None,
+            ca_file: None,
         });
         c.collector = mailroom_services::CollectorConfig {
             interval: Duration::from_millis(200),

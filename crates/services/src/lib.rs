@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod collector;
 pub mod dkim;
+pub mod dmarc;
 pub mod dnscache;
 pub mod domains;
 mod error;
@@ -75,6 +76,8 @@ pub struct ServiceConfig {
     pub dns_resolver: Option<std::net::SocketAddr>,
     /// What checking one inbound message may cost.
     pub auth_budget: mailauth::AuthBudget,
+    /// How far DMARC policies act on inbound mail.
+    pub dmarc_enforcement: dmarc::DmarcEnforcement,
     /// Where webhooks may point.
     pub webhooks: webhooks::WebhookPolicy,
     /// How long a message may wait in the outbound queue before it bounces.
