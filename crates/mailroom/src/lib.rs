@@ -123,6 +123,7 @@ pub fn services(
             queue_lifetime: config.queue_lifetime,
             access_token_ttl: config.access_token_ttl,
             streams: config.streams,
+            deleted_address_hold: config.deleted_address_hold,
             webhooks: mailroom_services::webhooks::WebhookPolicy {
                 allow_http: config.dev,
                 allow_loopback: config.dev || config.webhook_allow_private,

@@ -18,6 +18,7 @@ pub mod mailauth;
 mod messages;
 pub mod origin;
 pub mod ratelimit;
+pub mod secrets;
 pub mod send;
 pub mod storage;
 mod stream;
@@ -81,6 +82,9 @@ pub struct ServiceConfig {
     pub access_token_ttl: std::time::Duration,
     /// Budgets of long polls, event streams and IMAP IDLE.
     pub streams: StreamLimits,
+    /// How long a deleted inbox's address stays reserved for the account that had it
+    /// (zero: free at once).
+    pub deleted_address_hold: std::time::Duration,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -225,8 +229,14 @@ impl Services {
         };
         loop {
             match listener.next().await {
-                mailroom_store::Stale::Thing(what) => self.cache().apply(&what),
-                mailroom_store::Stale::Everything => self.cache().evict_all(),
+                mailroom_store::Stale::Thing(what) => match what.strip_prefix("dkim:") {
+                    Some(domain) => self.dkim_signers().evict(domain),
+                    None => self.cache().apply(&what),
+                },
+                mailroom_store::Stale::Everything => {
+                    self.cache().evict_all();
+                    self.dkim_signers().evict_all();
+                }
             }
         }
     }
