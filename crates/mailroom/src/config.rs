@@ -18,6 +18,7 @@ mod events;
 mod imap;
 mod login;
 mod storage;
+mod tenancy;
 
 pub use events::WebhookBudgets;
 
@@ -208,6 +209,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MAILROOM_SMTP_DMARC_ENFORCEMENT", value_name = "MODE")]
     pub smtp_dmarc_enforcement: Option<DmarcEnforcement>,
 
+    /// Days a deleted inbox's address stays reserved for the account that had it; 0 frees
+    /// it at once. [default: 30]
+    #[arg(
+        long,
+        env = "MAILROOM_TENANCY_DELETED_ADDRESS_HOLD_DAYS",
+        value_name = "DAYS"
+    )]
+    pub deleted_address_hold_days: Option<u64>,
+
     /// Log format. [default: text]
     #[arg(long, env = "MAILROOM_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -250,6 +260,7 @@ struct FileConfig {
     storage: storage::FileStorage,
     #[serde(default)]
     login: login::FileLogin,
+    tenancy: tenancy::FileTenancy,
     tiers: Option<Tiers>,
 }
 
@@ -417,6 +428,8 @@ pub struct Config {
     pub queue_lifetime: std::time::Duration,
     /// How long a user's JWT access token works (15 minutes).
     pub access_token_ttl: std::time::Duration,
+    /// How long a deleted inbox's address is held for its account (`[tenancy]`, 30 days).
+    pub deleted_address_hold: std::time::Duration,
     pub log_format: LogFormat,
     /// From `MAILROOM_MASTER_SECRET` (64 hex characters); `None`: the data directory's
     /// `master.key`, created on first start.
@@ -561,6 +574,10 @@ impl Config {
                     .unwrap_or(900)
                     .clamp(1, 86_400),
             ),
+            deleted_address_hold: tenancy::deleted_address_hold(
+                args.deleted_address_hold_days,
+                &file.tenancy,
+            )?,
             log_format: args
                 .log_format
                 .or(file.log_format)

@@ -146,6 +146,15 @@ impl Cache {
         keys.retain(|_, p| !matches!(p, Principal::ApiKey { key_id: id, .. } if id == key_id));
     }
 
+    /// Forgets the account key of `account_id` (it was rotated).
+    pub fn evict_account_key(&self, account_id: &str) {
+        let mut keys = write(&self.keys);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.retain(
+            |_, p| !matches!(p, Principal::Account { account_id: id, .. } if id == account_id),
+        );
+    }
+
     /// Forgets everything (a missed notification, or a change too broad to name).
     pub fn evict_all(&self) {
         let mut keys = write(&self.keys);
@@ -163,6 +172,7 @@ impl Cache {
         match what.split_once(':') {
             Some(("inbox", id)) => self.evict_inbox(id),
             Some(("key", id)) => self.evict_key(id),
+            Some(("account", id)) => self.evict_account_key(id),
             _ => self.evict_all(),
         }
     }

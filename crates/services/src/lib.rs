@@ -20,6 +20,7 @@ pub mod mailauth;
 mod messages;
 pub mod origin;
 pub mod ratelimit;
+pub mod secrets;
 pub mod send;
 pub mod storage;
 mod stream;
@@ -88,6 +89,9 @@ pub struct ServiceConfig {
     pub streams: StreamLimits,
     /// Wrong passwords allowed per client address and per address and user.
     pub login_throttle: login_throttle::LoginThrottlePolicy,
+    /// How long a deleted inbox's address stays reserved for the account that had it
+    /// (zero: free at once).
+    pub deleted_address_hold: std::time::Duration,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -232,8 +236,14 @@ impl Services {
         };
         loop {
             match listener.next().await {
-                mailroom_store::Stale::Thing(what) => self.cache().apply(&what),
-                mailroom_store::Stale::Everything => self.cache().evict_all(),
+                mailroom_store::Stale::Thing(what) => match what.strip_prefix("dkim:") {
+                    Some(domain) => self.dkim_signers().evict(domain),
+                    None => self.cache().apply(&what),
+                },
+                mailroom_store::Stale::Everything => {
+                    self.cache().evict_all();
+                    self.dkim_signers().evict_all();
+                }
             }
         }
     }

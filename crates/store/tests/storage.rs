@@ -138,7 +138,7 @@ async fn every_write_keeps_the_counters(store: Store, _db: &TestDatabase) {
     assert_eq!(used(&store, &a).await, (0, 1000));
     // Deleting an inbox takes its bytes off the account.
     store
-        .delete_inbox(&b.account_id, &b.inbox_id, now_ms())
+        .delete_inbox(&b.account_id, &b.inbox_id, now_ms(), None)
         .await
         .unwrap()
         .unwrap();
@@ -266,7 +266,7 @@ async fn deleted_inbox_blobs_are_collected_after_the_grace(store: Store, _db: &T
     let hash = m.hash.clone();
     store.deliver(m).await.unwrap();
     store
-        .delete_inbox(&a.account_id, &a.inbox_id, now_ms())
+        .delete_inbox(&a.account_id, &a.inbox_id, now_ms(), None)
         .await
         .unwrap()
         .unwrap();

@@ -249,7 +249,7 @@ async fn tenants_do_not_see_each_other(store: Store, _db: &TestDatabase) {
     assert_eq!(list[0].id, a_inbox);
     let (_, k) = key(KeyKind::Inbox);
     assert!(!store.rotate_inbox_key(&a, &b_inbox, &k, 0).await.unwrap());
-    assert!(store.delete_inbox(&a, &b_inbox, 0).await.unwrap().is_none());
+    assert!(store.delete_inbox(&a, &b_inbox, 0, None).await.unwrap().is_none());
     assert!(store.get_inbox(&b, &b_inbox).await.unwrap().is_some());
     assert!(
         store
@@ -271,7 +271,7 @@ async fn delete_removes_inbox_and_its_keys(store: Store, _db: &TestDatabase) {
         .unwrap();
     assert!(store.find_key(&k.hash).await.unwrap().is_some());
     let deleted = store
-        .delete_inbox(&account_id, &ib.id, 1)
+        .delete_inbox(&account_id, &ib.id, 1, None)
         .await
         .unwrap()
         .unwrap();
@@ -290,7 +290,7 @@ async fn delete_removes_inbox_and_its_keys(store: Store, _db: &TestDatabase) {
     );
     assert!(
         store
-            .delete_inbox(&account_id, &ib.id, 2)
+            .delete_inbox(&account_id, &ib.id, 2, None)
             .await
             .unwrap()
             .is_none()
