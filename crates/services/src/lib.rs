@@ -18,6 +18,7 @@ pub mod mailauth;
 mod messages;
 pub mod origin;
 pub mod ratelimit;
+mod revocation;
 pub mod send;
 pub mod storage;
 mod stream;
@@ -40,17 +41,18 @@ pub use error::{ServiceError, UpgradeContext};
 pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
 pub use messages::{
     AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
-    MAX_WAIT, MessagePatch, MessageView, view_of,
+    MAX_WAIT, MessagePatch, MessageView, Wait, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use revocation::{Credential, RECHECK_INTERVAL};
 pub use storage::{StorageMeter, StorageReport};
-pub use stream::EventCursor;
+pub use stream::{CursorStep, EventCursor};
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
     SmtpCredentials,
 };
 pub use upgrade::{UpgradeLink, UpgradeLinkInfo};
-pub use wakeup::{InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
+pub use wakeup::{Caps, InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
 
 /// What the services need to know of the server's configuration.
 #[derive(Debug, Clone)]
