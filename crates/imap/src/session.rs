@@ -1400,10 +1400,11 @@ impl Session {
                 .server
                 .services
                 .imap_wait_slot(&u.account_id, &u.inbox_id)
+                .await
                 .map_err(|e| e.to_string()),
             None => Err("log in first".to_owned()),
         };
-        let _slot = match slot {
+        let slot = match slot {
             Ok(slot) => slot,
             Err(why) => {
                 out.line(&format!("{tag} NO [LIMIT] {why}"));
@@ -1416,6 +1417,13 @@ impl Session {
         loop {
             if !self.still_authorized().await {
                 out.line(REVOKED);
+                return Ok(Next::Logout);
+            }
+            // A lowered tier may leave this IDLE past the account's cap: the newest go.
+            if let Err(e @ mailroom_services::ServiceError::Busy { .. }) =
+                self.server.services.waiter_still_fits(&slot).await
+            {
+                out.line(&format!("* BYE [LIMIT] {e}"));
                 return Ok(Next::Logout);
             }
             self.server.services.note_waiter_poll("imap_idle");

@@ -260,6 +260,7 @@ struct FileConfig {
     storage: storage::FileStorage,
     #[serde(default)]
     login: login::FileLogin,
+    #[serde(default)]
     tenancy: tenancy::FileTenancy,
     tiers: Option<Tiers>,
 }

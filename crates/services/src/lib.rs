@@ -20,6 +20,7 @@ pub mod mailauth;
 mod messages;
 pub mod origin;
 pub mod ratelimit;
+mod revocation;
 pub mod secrets;
 pub mod send;
 pub mod storage;
@@ -44,17 +45,18 @@ pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
 pub use login_throttle::{LoginThrottlePolicy, Throttled};
 pub use messages::{
     AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
-    MAX_WAIT, MessagePatch, MessageView, view_of,
+    MAX_WAIT, MessagePatch, MessageView, Wait, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use revocation::{Credential, RECHECK_INTERVAL};
 pub use storage::{StorageMeter, StorageReport};
-pub use stream::EventCursor;
+pub use stream::{CursorStep, EventCursor};
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
     SmtpCredentials,
 };
 pub use upgrade::{UpgradeLink, UpgradeLinkInfo};
-pub use wakeup::{InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
+pub use wakeup::{Caps, InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
 
 /// What the services need to know of the server's configuration.
 #[derive(Debug, Clone)]
