@@ -114,7 +114,11 @@ pub(super) fn resolve_delivery(
 mod tests {
     use super::*;
 
-    fn resolve(args: &ServeArgs, toml: &str, dev: bool) -> anyhow::Result<mailroom_delivery::DeliveryConfig> {
+    fn resolve(
+        args: &ServeArgs,
+        toml: &str,
+        dev: bool,
+    ) -> anyhow::Result<mailroom_delivery::DeliveryConfig> {
         let file: FileDelivery = toml::from_str(toml)?;
         resolve_delivery(args, &file, "mx.example.org", dev)
     }
@@ -122,10 +126,18 @@ mod tests {
     #[test]
     fn private_destinations_follow_dev_unless_set() {
         let args = ServeArgs::default();
-        assert!(!resolve(&args, "", false).unwrap().allow_private_destinations);
+        assert!(
+            !resolve(&args, "", false)
+                .unwrap()
+                .allow_private_destinations
+        );
         assert!(resolve(&args, "", true).unwrap().allow_private_destinations);
         let off = "allow_private_destinations = false";
-        assert!(!resolve(&args, off, true).unwrap().allow_private_destinations);
+        assert!(
+            !resolve(&args, off, true)
+                .unwrap()
+                .allow_private_destinations
+        );
         let mut on = ServeArgs::default();
         on.delivery.allow_private_destinations = Some(true);
         assert!(resolve(&on, off, false).unwrap().allow_private_destinations);
