@@ -15,6 +15,8 @@ pub struct Candidate<'a> {
     pub seq: u32,
     pub uid: u32,
     pub flags: &'a [String],
+    /// `\Recent` in this session (IMAP4rev1 only).
+    pub recent: bool,
     pub size: i64,
     pub internal_date: i64,
     pub modseq: i64,
@@ -279,9 +281,11 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::Unflagged => !has_flag(c.flags, "\\Flagged"),
         SearchKey::Seen => has_flag(c.flags, "\\Seen"),
         SearchKey::Unseen => !has_flag(c.flags, "\\Seen"),
-        // No message is \Recent in Mailroom (IMAP4rev2 dropped it).
-        SearchKey::Recent | SearchKey::New => false,
-        SearchKey::Old => true,
+        // RFC 3501 §6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT. (IMAP4rev2 has no
+        // \Recent: no message is recent in such a session.)
+        SearchKey::Recent => c.recent,
+        SearchKey::New => c.recent && !has_flag(c.flags, "\\Seen"),
+        SearchKey::Old => !c.recent,
         SearchKey::Keyword(k) => has_flag(c.flags, k.as_ref()),
         SearchKey::Unkeyword(k) => !has_flag(c.flags, k.as_ref()),
         SearchKey::Larger(n) => c.size > i64::from(*n),

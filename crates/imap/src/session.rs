@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::fmt::{canonical_flag, flag_list, mailbox as mailbox_name, sequence_set};
+use crate::fmt::{canonical_flag, mailbox as mailbox_name, sequence_set};
 use crate::op::fetch::FetchError;
 use crate::search::in_set;
 use crate::view::{Looked, Msg, View};
@@ -859,7 +859,7 @@ impl Session {
             let mut mb = prev.mailbox;
             mb.uidnext = prev.known.uidnext;
             mb.highestmodseq = prev.known.highestmodseq;
-            return self.announce(tag, mb, prev.msgs, read_only, out);
+            return self.announce(tag, mb, prev.msgs, read_only, out).await;
         }
         let Some(mb) = self.find_mailbox(name).await? else {
             out.line(&format!("{tag} NO [NONEXISTENT] no such mailbox"));
@@ -875,11 +875,11 @@ impl Session {
             .into_iter()
             .map(Msg::from_row)
             .collect();
-        self.announce(tag, mb, msgs, read_only, out)
+        self.announce(tag, mb, msgs, read_only, out).await
     }
 
     /// The answer to SELECT/EXAMINE; the mailbox becomes the selected one.
-    fn announce(
+    async fn announce(
         &mut self,
         tag: &str,
         mb: ImapMailbox,
@@ -887,10 +887,11 @@ impl Session {
         read_only: bool,
         out: &mut Out,
     ) -> Result<(), mailroom_store::StoreError> {
-        let view = View::open(mb, msgs, read_only);
+        let mut view = View::open(mb, msgs, read_only, !self.rev2);
+        view.claim_recent(self.server.services.store()).await?;
         out.line(&format!("* {} EXISTS", view.msgs.len()));
         if !self.rev2 {
-            out.line("* 0 RECENT");
+            out.line(&format!("* {} RECENT", view.recent_count()));
             if let Some(i) = view.msgs.iter().position(|m| !m.has("\\Seen")) {
                 out.line(&format!("* OK [UNSEEN {}] first unseen", i + 1));
             }
@@ -1017,7 +1018,7 @@ impl Session {
         for item in items {
             parts.push(match item {
                 StatusDataItemName::Messages => format!("MESSAGES {}", counts.messages),
-                StatusDataItemName::Recent => "RECENT 0".to_owned(),
+                StatusDataItemName::Recent => format!("RECENT {}", counts.recent),
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", mb.uidnext),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", mb.uidvalidity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", counts.unseen),
@@ -1225,7 +1226,7 @@ impl Session {
             }
             let mut parts = Vec::new();
             if !silent {
-                parts.push(format!("FLAGS {}", flag_list(&m.flags)));
+                parts.push(format!("FLAGS {}", m.flag_text()));
             }
             if uid {
                 parts.push(format!("UID {}", m.uid));

@@ -39,6 +39,8 @@ pub(crate) struct Msg {
     pub(crate) internal_date: i64,
     /// Removed by someone else; the EXPUNGE is not sent yet.
     pub(crate) gone: bool,
+    /// `\Recent` in this session: it was the first told of the message (IMAP4rev1).
+    pub(crate) recent: bool,
 }
 
 /// The blob hash as bytes; the store writes lowercase hex SHA-256.
@@ -64,6 +66,18 @@ impl Msg {
             size: m.size,
             internal_date: m.internal_date,
             gone: false,
+            recent: false,
+        }
+    }
+
+    /// The flag list as answered: the stored flags, and `\Recent` when it is.
+    pub(crate) fn flag_text(&self) -> String {
+        if self.recent {
+            let mut f = self.flags.clone();
+            f.push("\\Recent".to_owned());
+            flag_list(&f)
+        } else {
+            flag_list(&self.flags)
         }
     }
 
@@ -83,6 +97,8 @@ pub(crate) struct View {
     pub(crate) pending_expunge: bool,
     /// Keywords announced with `* FLAGS`, in the order they were.
     keywords: Vec<String>,
+    /// The session speaks IMAP4rev1, which has `\Recent` (IMAP4rev2 dropped it).
+    rev1: bool,
 }
 
 /// What a look at the mailbox found that the session must act on.
@@ -97,7 +113,7 @@ pub(crate) enum Looked {
 impl View {
     /// The view of a mailbox just read: `mb` first, then `msgs` (a message that came in
     /// between is in the list, and the numbers cover it).
-    pub(crate) fn open(mb: ImapMailbox, msgs: Vec<Msg>, read_only: bool) -> View {
+    pub(crate) fn open(mb: ImapMailbox, msgs: Vec<Msg>, read_only: bool, rev1: bool) -> View {
         let known = MailboxState {
             uidnext: mb
                 .uidnext
@@ -116,10 +132,44 @@ impl View {
             known,
             pending_expunge: false,
             keywords: Vec::new(),
+            rev1,
         };
         let all: Vec<usize> = (0..view.msgs.len()).collect();
         view.learn_keywords(&all);
         view
+    }
+
+    /// Marks the messages this session is the first to be told of as `\Recent` (IMAP4rev1
+    /// only), claiming them in the store so no other session gets them. A read-only
+    /// session (EXAMINE) claims nothing: it sees as recent what nobody has claimed yet
+    /// (RFC 3501 §6.3.2).
+    pub(crate) async fn claim_recent(&mut self, store: &Store) -> Result<(), StoreError> {
+        if !self.rev1 {
+            return Ok(());
+        }
+        let below = self
+            .known
+            .uidnext
+            .max(self.msgs.last().map_or(0, |m| i64::from(m.uid) + 1));
+        let first = if self.read_only {
+            self.mailbox.first_recent_uid
+        } else {
+            store.imap_claim_recent(&self.mailbox.id, below).await?
+        };
+        for m in self.msgs.iter_mut().rev() {
+            if i64::from(m.uid) < first {
+                break;
+            }
+            if i64::from(m.uid) < below {
+                m.recent = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many messages are `\Recent` in this session (`* n RECENT`).
+    pub(crate) fn recent_count(&self) -> usize {
+        self.msgs.iter().filter(|m| m.recent).count()
     }
 
     /// Adds the keywords of these messages to the announced set; true if any was new.
@@ -178,7 +228,7 @@ impl View {
         out.line(&format!(
             "* {} FETCH ({uid}FLAGS {}{modseq})",
             i + 1,
-            flag_list(&m.flags)
+            m.flag_text()
         ));
     }
 
@@ -303,6 +353,9 @@ impl View {
                 }
             }
         }
+        if added && !self.read_only {
+            self.claim_recent(store).await?;
+        }
         if allow_expunge && self.pending_expunge {
             self.expunge_where(out, |m| m.gone);
             self.pending_expunge = false;
@@ -311,6 +364,9 @@ impl View {
         // whenever the list grew, even if removals made the count come out the same.
         if added {
             out.line(&format!("* {} EXISTS", self.msgs.len()));
+            if self.rev1 {
+                out.line(&format!("* {} RECENT", self.recent_count()));
+            }
         }
         for uid in flag_changes {
             if let Ok(i) = self.msgs.binary_search_by_key(&uid, |m| m.uid) {

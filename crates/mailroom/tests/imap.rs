@@ -128,7 +128,8 @@ async fn imaplib_reads_what_the_api_shows(s: TestServer) {
     let first = &msgs[0];
     let meta = first["meta"].as_str().unwrap();
     assert!(meta.contains("UID 1"), "{meta}");
-    assert!(meta.contains("FLAGS ()"), "{meta}");
+    // The first session told of a new message has it as \Recent (IMAP4rev1).
+    assert!(meta.contains("FLAGS (\\Recent)"), "{meta}");
     assert!(
         meta.contains("ENVELOPE (NIL \"first\" ((\"Ann\" NIL \"ann\" \"example.com\"))"),
         "{meta}"
@@ -477,7 +478,7 @@ async fn sessions_see_each_others_changes_and_idle_hears_smtp(s: TestServer) {
         .unwrap();
     assert_eq!(patched.status(), 200);
     let (line, _) = idler.wait_for("FETCH", 5);
-    assert_eq!(line, "* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n");
+    assert_eq!(line, "* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent))\r\n");
     // Deleted in the API (moved to Trash): EXPUNGE in the IDLE session.
     let deleted = s
         .http
@@ -547,7 +548,7 @@ async fn condstore_reports_modseqs(s: TestServer) {
     let f = r.cmd("a3", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})"));
     assert_eq!(f.len(), 2, "{f:?}");
     assert!(
-        f[0].starts_with("* 2 FETCH (FLAGS (\\Seen) MODSEQ ("),
+        f[0].starts_with("* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ ("),
         "{f:?}"
     );
     // UNCHANGEDSINCE older than the message's modseq: refused with MODIFIED.

@@ -322,6 +322,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "tenancy holds",
         include_str!("../migrations/sqlite/0013_tenancy_holds.sql"),
     ),
+    (
+        14,
+        "imap recent",
+        include_str!("../migrations/sqlite/0014_imap_recent.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -389,6 +394,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         13,
         "tenancy holds",
         include_str!("../migrations/postgres/0013_tenancy_holds.sql"),
+    ),
+    (
+        14,
+        "imap recent",
+        include_str!("../migrations/postgres/0014_imap_recent.sql"),
     ),
 ];
 

@@ -23,6 +23,8 @@ pub struct ImapMailbox {
     pub uidnext: i64,
     pub highestmodseq: i64,
     pub subscribed: bool,
+    /// The first uid no session has been told of as `\Recent` (RFC 3501 §2.3.2).
+    pub first_recent_uid: i64,
 }
 
 /// Numbers of a mailbox (STATUS).
@@ -32,6 +34,8 @@ pub struct MailboxCounts {
     pub unseen: i64,
     pub deleted: i64,
     pub size: i64,
+    /// Messages no session was told of as `\Recent` yet.
+    pub recent: i64,
 }
 
 /// What tells a session that a mailbox changed: any new message raises `uidnext`, any flag
@@ -111,11 +115,12 @@ fn mailbox_from_row(r: &AnyRow) -> Result<ImapMailbox, StoreError> {
         uidnext: r.try_get(4)?,
         highestmodseq: r.try_get(5)?,
         subscribed: r.try_get::<i64, _>(6)? != 0,
+        first_recent_uid: r.try_get(7)?,
     })
 }
 
 const MAILBOX_COLUMNS: &str =
-    "id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed";
+    "id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, first_recent_uid";
 
 fn is_standard(name: &str) -> bool {
     STANDARD_MAILBOXES
@@ -188,7 +193,10 @@ impl Store {
             "SELECT COUNT(*), \
              CAST(COALESCE(SUM(CASE WHEN flags LIKE '% \\\\Seen %' ESCAPE '\\' THEN 0 ELSE 1 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN flags LIKE '% \\\\Deleted %' ESCAPE '\\' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM messages WHERE mailbox_id = $1",
+             CAST(COALESCE(SUM(size), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN uid >= (SELECT b.first_recent_uid FROM mailboxes b \
+                  WHERE b.id = $1) THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM messages WHERE mailbox_id = $1",
         )
         .bind(mailbox)
         .fetch_one(&self.read)
@@ -198,7 +206,40 @@ impl Store {
             unseen: row.try_get(1)?,
             deleted: row.try_get(2)?,
             size: row.try_get(3)?,
+            recent: row.try_get(4)?,
         })
+    }
+
+    /// Claims the messages of `mailbox` with uids below `below` that no session was told
+    /// of as `\Recent` yet, for the calling session alone (RFC 3501 §2.3.2). Returns the
+    /// first uid claimed: the session's recent messages are `first ..below` (none when
+    /// `first >= below`). A compare-and-set, so two sessions never claim the same uid.
+    pub async fn imap_claim_recent(&self, mailbox: &str, below: i64) -> Result<i64, StoreError> {
+        loop {
+            let first: Option<i64> =
+                sqlx::query_scalar("SELECT first_recent_uid FROM mailboxes WHERE id = $1")
+                    .bind(mailbox)
+                    .fetch_optional(&self.write)
+                    .await?;
+            let Some(first) = first else {
+                return Ok(below);
+            };
+            if first >= below {
+                return Ok(first);
+            }
+            let done = sqlx::query(
+                "UPDATE mailboxes SET first_recent_uid = $2 \
+                 WHERE id = $1 AND first_recent_uid = $3",
+            )
+            .bind(mailbox)
+            .bind(below)
+            .bind(first)
+            .execute(&self.write)
+            .await?;
+            if done.rows_affected() == 1 {
+                return Ok(first);
+            }
+        }
     }
 
     /// What a session compares to notice changes made elsewhere.
@@ -504,6 +545,7 @@ impl Store {
             uidnext: 1,
             highestmodseq: 1,
             subscribed: true,
+            first_recent_uid: 1,
         }))
     }
 

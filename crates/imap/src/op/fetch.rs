@@ -12,7 +12,7 @@ use mailroom_store::{FlagChange, FlagOutcome};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 
 use super::section::{Data, binary_data, section_data, section_spec};
-use crate::fmt::{flag_list, internal_date};
+use crate::fmt::internal_date;
 use crate::limits::refused;
 use crate::mime;
 use crate::session::{Out, Session, signal_inbox};
@@ -191,7 +191,7 @@ fn item(
         }
         I::Flags => {
             said.flags = true;
-            a.item(&format!("FLAGS {}", flag_list(&m.flags)));
+            a.item(&format!("FLAGS {}", m.flag_text()));
         }
         I::InternalDate => a.item(&format!("INTERNALDATE {}", internal_date(m.internal_date))),
         I::Rfc822Size => a.item(&format!("RFC822.SIZE {}", m.size)),
@@ -441,7 +441,7 @@ impl Session {
                 a.item(&format!("UID {}", m.uid));
             }
             if newly_seen.contains(&m.uid) && !said.flags {
-                a.item(&format!("FLAGS {}", flag_list(&m.flags)));
+                a.item(&format!("FLAGS {}", m.flag_text()));
                 said.flags = true;
             }
             if condstore && (said.flags || wants_modseq) && !said.modseq {

@@ -174,6 +174,7 @@ mod tests {
             uidnext: 1,
             highestmodseq: 1,
             subscribed,
+            first_recent_uid: 1,
         };
         let boxes = vec![
             mb("box", false),

@@ -79,6 +79,7 @@ fn candidate<'a>(
         seq,
         uid: m.uid,
         flags: &m.flags,
+        recent: m.recent,
         size: m.size,
         internal_date: m.internal_date,
         modseq: m.modseq,
