@@ -166,6 +166,15 @@ impl Cache {
         keys.retain(|_, p| !matches!(p, Principal::ApiKey { key_id: id, .. } if id == key_id));
     }
 
+    /// Forgets the account key of `account_id` (it was rotated).
+    pub fn evict_account_key(&self, account_id: &str) {
+        let mut keys = write(&self.keys);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.retain(
+            |_, p| !matches!(p, Principal::Account { account_id: id, .. } if id == account_id),
+        );
+    }
+
     pub fn user(&self, user_id: &str) -> Option<UserState> {
         read(&self.users).get(user_id).cloned()
     }
@@ -239,7 +248,10 @@ impl Cache {
             Some(("inbox", id)) => self.evict_inbox(id),
             Some(("key", id)) => self.evict_key(id),
             Some(("user", id)) => self.evict_user(id),
-            Some(("account", id)) => self.evict_tier(id),
+            Some(("account", id)) => {
+                self.evict_account_key(id);
+                self.evict_tier(id);
+            }
             _ => self.evict_all(),
         }
     }

@@ -34,6 +34,9 @@ pub enum TokenRefusal {
     BadCredentials,
     /// `40106 Refresh token is invalid`.
     InvalidRefreshToken,
+    /// `42901`: too many wrong passwords from this address (or for this user from it);
+    /// answered with `Retry-After` before the password is looked at.
+    Throttled(crate::Throttled),
 }
 
 /// A successful grant or refresh (seed 004's shape).
@@ -286,8 +289,13 @@ impl Services {
         &self,
         email: &str,
         password: &str,
+        client_ip: std::net::IpAddr,
     ) -> Result<Result<TokenGrant, TokenRefusal>, ServiceError> {
         let email = email.trim().to_ascii_lowercase();
+        let throttle = self.login_throttle();
+        if let Err(t) = throttle.admit("http", client_ip, &email) {
+            return Ok(Err(TokenRefusal::Throttled(t)));
+        }
         let user = self.store().user_by_email(&email).await?;
         // Hash even for an unknown user, the same way, so timing does not tell which
         // emails exist.
@@ -299,12 +307,11 @@ impl Services {
             .hash_work(move || password_matches(&candidate, &phc))
             .await
             .unwrap_or(false);
-        let Some(user) = user else {
+        let Some(user) = user.filter(|u| matches && !u.disabled) else {
+            throttle.failed(client_ip, &email);
             return Ok(Err(TokenRefusal::BadCredentials));
         };
-        if !matches || user.disabled {
-            return Ok(Err(TokenRefusal::BadCredentials));
-        }
+        throttle.succeeded(client_ip, &email);
         let now = now_ms();
         let refresh = format!("mr_rt_{}", random_base62(64));
         self.store()
