@@ -10,9 +10,9 @@
 //!   the old key back.
 //! - Other processes sharing a PostgreSQL database hear of changes through `LISTEN/NOTIFY`
 //!   (`Store::stale_listener`); a lost listener connection empties the cache.
-//! - Account tiers are the exception: `mailroom admin set-tier` may run as another process
-//!   on SQLite, where nobody is told, so a remembered tier is trusted for [`TIER_FRESH`]
-//!   only. Open sessions re-check every second, so a lowered tier reaches them within 2 s.
+//! - Account tiers are also trusted for [`TIER_FRESH`] only: a tier decides what open
+//!   sessions may keep (stream caps, storage), so a lost stale note must not keep an old
+//!   one. Open sessions re-check every second, so a lowered tier reaches them within 2 s.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
