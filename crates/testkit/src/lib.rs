@@ -19,6 +19,7 @@
 pub mod budget;
 mod dns;
 pub mod fuzz;
+pub mod imap_mix;
 
 pub use dns::{Behaviour as DnsBehaviour, TestDns};
 
