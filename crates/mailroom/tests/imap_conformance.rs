@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 on_both_backends!(
     envelope_defaults_sender_and_reply_to_and_writes_addresses_right,
     binary_decodes_quoted_printable_base64_and_empty_parts,
+    search_address_keys_match_addresses_and_display_names,
+    lsub_percent_lists_unsubscribed_parents_as_noselect,
 );
 
 fn b64(bytes: &[u8]) -> String {
@@ -345,6 +347,126 @@ async fn binary_decodes_quoted_printable_base64_and_empty_parts(s: TestServer) {
     assert!(
         wire.windows(literal8.len()).any(|w| w == literal8),
         "{wire_text}"
+    );
+    s.stop().await;
+}
+
+/// The message numbers of a SEARCH answer from imaplib.
+fn hits(answer: &Value) -> Vec<u32> {
+    let t = texts(answer);
+    t[0].split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// SEARCH FROM/TO/CC/BCC find the address (local part, domain, any substring of them, in
+/// any case) however the header writes it, and the display name, decoded when it is an
+/// encoded word, and a group's name and members (RFC 3501 §6.4.4).
+async fn search_address_keys_match_addresses_and_display_names(s: TestServer) {
+    let a = s.new_account("searcher").await;
+    let messages = [
+        "From: ann.lee@example.org\r\nTo: bob@example.net\r\nCc: carol@example.com\r\nBcc: dave@example.edu\r\nSubject: bare\r\n\r\none\r\n",
+        "From: Ann Lee <ann.lee@example.org>\r\nTo: \"Stone, Bob\" <bob@example.net>\r\nCc: =?utf-8?q?Carol_M=C3=BCller?= <carol@example.com>\r\nBcc: Dave <dave@example.edu>\r\nSubject: names\r\n\r\ntwo\r\n",
+        "From: <ann.lee (work)@ (main) example.org>\r\nTo: bob@example.net (Bob S)\r\nSubject: comments\r\n\r\nthree\r\n",
+        "From: Frank <frank@example.org>\r\nTo: team: bob@example.net, erin@example.net;\r\nSubject: group\r\n\r\nfour\r\n",
+    ];
+    let mut steps: Vec<Value> = messages.iter().map(|m| append("INBOX", m)).collect();
+    steps.push(json!(["select", "INBOX"]));
+    let searches: [(&str, &str, &[u32]); 18] = [
+        ("FROM", "ann.lee@example.org", &[1, 2, 3]),
+        ("FROM", "ANN.LEE@EXAMPLE", &[1, 2, 3]),
+        ("FROM", "lee@exa", &[1, 2, 3]),
+        ("FROM", "example.org", &[1, 2, 3, 4]),
+        ("FROM", "ann lee", &[2]),
+        ("FROM", "frank", &[4]),
+        ("TO", "bob@example.net", &[1, 2, 3, 4]),
+        ("TO", "stone, bob", &[2]),
+        ("TO", "bob s", &[3]),
+        ("TO", "team", &[4]),
+        ("TO", "erin@example.net", &[4]),
+        ("TO", "erin@example.com", &[]),
+        ("CC", "carol@example.com", &[1, 2]),
+        ("CC", "Carol M", &[2]),
+        ("CC", "ROL@EX", &[1, 2]),
+        ("BCC", "dave@example.edu", &[1, 2]),
+        ("BCC", "DAVE", &[1, 2]),
+        ("BCC", "nobody", &[]),
+    ];
+    for (key, value, _) in searches {
+        steps.push(json!(["search", null, key, format!("\"{value}\"")]));
+    }
+    // A decoded non-ASCII display name, sent as a UTF-8 literal.
+    steps.push(json!(["literal", {"b64": b64("müller".as_bytes())}]));
+    steps.push(json!(["search", "UTF-8", "CC"]));
+    let answers = imaplib(&s, &a, json!(steps)).await;
+    let first = messages.len() + 1;
+    for (i, (key, value, want)) in searches.iter().enumerate() {
+        assert_eq!(&hits(&answers[first + i]), want, "SEARCH {key} {value:?}");
+    }
+    assert_eq!(hits(answers.last().unwrap()), vec![2], "SEARCH CC müller");
+    s.stop().await;
+}
+
+/// LSUB with `%` (RFC 3501 §6.3.9): a parent that is not subscribed but has a subscribed
+/// mailbox below where the `%` stops is listed with \Noselect; with `*` the subscribed
+/// mailboxes themselves are listed; LIST is not changed by subscriptions.
+async fn lsub_percent_lists_unsubscribed_parents_as_noselect(s: TestServer) {
+    let a = s.new_account("subscriber").await;
+    let answers = imaplib(
+        &s,
+        &a,
+        json!([
+            ["create", "box/test"],
+            ["create", "box/test2/test"],
+            ["create", "box/test3/test3"],
+            // New mailboxes (and the parents CREATE makes) start subscribed.
+            ["unsubscribe", "box"],
+            ["unsubscribe", "box/test2"],
+            ["unsubscribe", "box/test3"],
+            ["lsub", "\"\"", "box/%"],
+            ["lsub", "\"\"", "%"],
+            ["lsub", "\"\"", "box/*"],
+            ["list", "\"\"", "box/%"],
+            ["unsubscribe", "box/test2/test"],
+            ["lsub", "\"\"", "box/%"],
+        ]),
+    )
+    .await;
+    for (i, answer) in answers.iter().enumerate().take(6) {
+        assert_eq!(answer["typ"], "OK", "step {i}: {answer}");
+    }
+    assert_eq!(
+        texts(&answers[6]),
+        vec![
+            "(\\HasNoChildren) \"/\" \"box/test\"",
+            "(\\Noselect \\HasChildren) \"/\" \"box/test2\"",
+            "(\\Noselect \\HasChildren) \"/\" \"box/test3\"",
+        ]
+    );
+    let top = texts(&answers[7]);
+    assert!(
+        top.contains(&"(\\Noselect \\HasChildren) \"/\" \"box\"".to_owned()),
+        "{top:?}"
+    );
+    assert!(top.iter().any(|l| l.ends_with("\"INBOX\"")), "{top:?}");
+    assert!(!top.iter().any(|l| l.contains("box/")), "{top:?}");
+    assert_eq!(
+        texts(&answers[8]),
+        vec![
+            "(\\HasNoChildren) \"/\" \"box/test\"",
+            "(\\HasNoChildren) \"/\" \"box/test2/test\"",
+            "(\\HasNoChildren) \"/\" \"box/test3/test3\"",
+        ]
+    );
+    let listed = texts(&answers[9]);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(!listed.iter().any(|l| l.contains("Noselect")), "{listed:?}");
+    assert_eq!(
+        texts(&answers[11]),
+        vec![
+            "(\\HasNoChildren) \"/\" \"box/test\"",
+            "(\\Noselect \\HasChildren) \"/\" \"box/test3\"",
+        ]
     );
     s.stop().await;
 }
