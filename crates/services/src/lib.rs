@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod collector;
 pub mod dkim;
+pub mod dmarc;
 pub mod dnscache;
 pub mod domains;
 mod error;
@@ -19,6 +20,8 @@ pub mod mailauth;
 mod messages;
 pub mod origin;
 pub mod ratelimit;
+mod revocation;
+pub mod secrets;
 pub mod send;
 pub mod storage;
 mod stream;
@@ -42,17 +45,18 @@ pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
 pub use login_throttle::{LoginThrottlePolicy, Throttled};
 pub use messages::{
     AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
-    MAX_WAIT, MessagePatch, MessageView, view_of,
+    MAX_WAIT, MessagePatch, MessageView, Wait, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use revocation::{Credential, RECHECK_INTERVAL};
 pub use storage::{StorageMeter, StorageReport};
-pub use stream::EventCursor;
+pub use stream::{CursorStep, EventCursor};
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
     SmtpCredentials,
 };
 pub use upgrade::{UpgradeLink, UpgradeLinkInfo};
-pub use wakeup::{InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
+pub use wakeup::{Caps, InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
 
 /// What the services need to know of the server's configuration.
 #[derive(Debug, Clone)]
@@ -75,6 +79,8 @@ pub struct ServiceConfig {
     pub dns_resolver: Option<std::net::SocketAddr>,
     /// What checking one inbound message may cost.
     pub auth_budget: mailauth::AuthBudget,
+    /// How far DMARC policies act on inbound mail.
+    pub dmarc_enforcement: dmarc::DmarcEnforcement,
     /// Where webhooks may point.
     pub webhooks: webhooks::WebhookPolicy,
     /// How long a message may wait in the outbound queue before it bounces.
@@ -85,6 +91,9 @@ pub struct ServiceConfig {
     pub streams: StreamLimits,
     /// Wrong passwords allowed per client address and per address and user.
     pub login_throttle: login_throttle::LoginThrottlePolicy,
+    /// How long a deleted inbox's address stays reserved for the account that had it
+    /// (zero: free at once).
+    pub deleted_address_hold: std::time::Duration,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -229,8 +238,14 @@ impl Services {
         };
         loop {
             match listener.next().await {
-                mailroom_store::Stale::Thing(what) => self.cache().apply(&what),
-                mailroom_store::Stale::Everything => self.cache().evict_all(),
+                mailroom_store::Stale::Thing(what) => match what.strip_prefix("dkim:") {
+                    Some(domain) => self.dkim_signers().evict(domain),
+                    None => self.cache().apply(&what),
+                },
+                mailroom_store::Stale::Everything => {
+                    self.cache().evict_all();
+                    self.dkim_signers().evict_all();
+                }
             }
         }
     }
