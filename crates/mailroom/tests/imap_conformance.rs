@@ -232,7 +232,9 @@ async fn envelope_defaults_sender_and_reply_to_and_writes_addresses_right(s: Tes
 
 /// The literals of a FETCH answer from imaplib, by their label (`BINARY[1]<4>`), and the
 /// numbers after `BINARY.SIZE[n]`.
-fn fetched(answer: &Value) -> (Vec<(String, Vec<u8>)>, Vec<(String, usize)>) {
+type Labelled<T> = Vec<(String, T)>;
+
+fn fetched(answer: &Value) -> (Labelled<Vec<u8>>, Labelled<usize>) {
     assert_eq!(answer["typ"], "OK", "{answer}");
     let mut literals = Vec::new();
     let mut text = String::new();
