@@ -171,9 +171,9 @@ fn addr_spec(toks: &[Tok], name: Option<String>) -> Option<Mailbox> {
         .collect();
     let mut rest = &toks[..];
     let mut route = None;
-    if matches!(rest.first().map(|t| &t.kind), Some(Kind::Special('@')))
-        && let Some(colon) = rest.iter().position(|t| t.kind == Kind::Special(':'))
-    {
+    let starts_with_at = matches!(rest.first().map(|t| &t.kind), Some(Kind::Special('@')));
+    let colon = rest.iter().position(|t| t.kind == Kind::Special(':'));
+    if let (true, Some(colon)) = (starts_with_at, colon) {
         let r: String = rest[..colon]
             .iter()
             .map(|t| match &t.kind {

@@ -67,12 +67,11 @@ pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
         let mut i = 0;
         while i < content.len() {
             let c = content[i];
-            if c == b'='
-                && let (Some(h), Some(l)) = (
-                    content.get(i + 1).copied().and_then(hex),
-                    content.get(i + 2).copied().and_then(hex),
-                )
-            {
+            let escaped = match (c, content.get(i + 1), content.get(i + 2)) {
+                (b'=', Some(&h), Some(&l)) => hex(h).zip(hex(l)),
+                _ => None,
+            };
+            if let Some((h, l)) = escaped {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
