@@ -363,7 +363,10 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
 }
 
 /// The server's real master secret, for commands that derive or check what it signs.
-fn existing_master(config: &Config, what: &str) -> anyhow::Result<mailroom_core::secret::MasterSecret> {
+fn existing_master(
+    config: &Config,
+    what: &str,
+) -> anyhow::Result<mailroom_core::secret::MasterSecret> {
     if config.master_secret.is_none() && !config.data_dir.join("master.key").exists() {
         bail!(
             "no master secret in {}; {what} needs the secret of the server (its data directory, or MAILROOM_MASTER_SECRET)",

@@ -117,7 +117,9 @@ async fn the_account_key_rotates_for_its_managers_only(s: TestServer) {
         .to_owned();
     assert!(new_key.starts_with("mr_acc_") && new_key != a.account_key);
     assert!(
-        next_steps(&rotated).iter().any(|s| s.contains("only returned once")),
+        next_steps(&rotated)
+            .iter()
+            .any(|s| s.contains("only returned once")),
         "{rotated}"
     );
     let (st, e) = call(&s, "GET", "/v1/account", Some(&a.account_key)).await;
@@ -126,9 +128,21 @@ async fn the_account_key_rotates_for_its_managers_only(s: TestServer) {
     assert_eq!(st, 401, "the old key cannot rotate again");
     account_answers(&s, &new_key, 200).await;
     // Inbox keys and scoped keys are untouched.
-    let (st, _) = call(&s, "GET", &format!("/v1/inboxes/{}", a.inbox_id), Some(&a.inbox_key)).await;
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!("/v1/inboxes/{}", a.inbox_id),
+        Some(&a.inbox_key),
+    )
+    .await;
     assert_eq!(st, 200);
-    let (st, _) = call(&s, "GET", &format!("/v1/inboxes/{}", a.inbox_id), Some(&scoped)).await;
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!("/v1/inboxes/{}", a.inbox_id),
+        Some(&scoped),
+    )
+    .await;
     assert_eq!(st, 200);
 
     // An owner may rotate it too.
@@ -190,8 +204,12 @@ async fn a_rotated_smtp_password_stops_open_sessions(s: TestServer) {
     let port = s.server.as_ref().unwrap().submission_addr.port();
     let smtp = s.get_json(&a.account_key, "/v1/account/smtp").await;
     let old = smtp["result"]["password"].as_str().unwrap().to_owned();
-    let body = format!("From: {}\r\nTo: {}\r\nSubject: s\r\n\r\nhi\r\n", a.email, b.email);
-    let send = |pw: &str| mailroom_testkit::smtplib(port, &a.account_id, pw, &a.email, &b.email, &body);
+    let body = format!(
+        "From: {}\r\nTo: {}\r\nSubject: s\r\n\r\nhi\r\n",
+        a.email, b.email
+    );
+    let send =
+        |pw: &str| mailroom_testkit::smtplib(port, &a.account_id, pw, &a.email, &b.email, &body);
     assert_eq!(send(&old), "OK");
 
     let mut child = open_session(port, &a.account_id, &old, &a.email);
@@ -208,7 +226,11 @@ async fn a_rotated_smtp_password_stops_open_sessions(s: TestServer) {
     let r = &rotated["result"];
     let mut fields: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
     fields.sort_unstable();
-    assert_eq!(fields, ["host", "password", "port", "username"], "{rotated}");
+    assert_eq!(
+        fields,
+        ["host", "password", "port", "username"],
+        "{rotated}"
+    );
     assert_eq!(r["username"], a.account_id.as_str());
     assert_eq!(r["host"], smtp["result"]["host"]);
     assert_eq!(r["port"], smtp["result"]["port"]);
@@ -225,7 +247,11 @@ async fn a_rotated_smtp_password_stops_open_sessions(s: TestServer) {
     assert!(send(&old).starts_with("535"), "the old password is refused");
     assert_eq!(send(&new), "OK");
     let again = s.get_json(&a.account_key, "/v1/account/smtp").await;
-    assert_eq!(again["result"]["password"], new.as_str(), "stable until rotated");
+    assert_eq!(
+        again["result"]["password"],
+        new.as_str(),
+        "stable until rotated"
+    );
 
     // On a tier without SMTP the password still rotates (a leaked one must not come back
     // with an upgrade), and next_steps say it logs in after an upgrade.
@@ -294,7 +320,8 @@ async fn admin_rotations_reach_the_running_server(s: TestServer) {
     let shown = s.get_json(&new_key, "/v1/account/smtp").await;
     assert_eq!(shown["result"]["password"], new.as_str());
     let body = format!("From: {}\r\nSubject: s\r\n\r\nhi\r\n", a.email);
-    let send = |pw: &str| mailroom_testkit::smtplib(port, &a.account_id, pw, &a.email, &b.email, &body);
+    let send =
+        |pw: &str| mailroom_testkit::smtplib(port, &a.account_id, pw, &a.email, &b.email, &body);
     assert!(send(&old).starts_with("535"));
     assert_eq!(send(&new), "OK");
 

@@ -58,7 +58,12 @@ async fn a_deleted_address_is_held_for_its_account(s: TestServer) {
     assert_eq!(st, 201, "{inbox}");
     let id = inbox["result"]["id"].as_str().unwrap().to_owned();
     let (st, _, _) = s
-        .call("DELETE", &format!("/v1/inboxes/{id}"), Some(&a.account_key), None)
+        .call(
+            "DELETE",
+            &format!("/v1/inboxes/{id}"),
+            Some(&a.account_key),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
 
@@ -69,10 +74,21 @@ async fn a_deleted_address_is_held_for_its_account(s: TestServer) {
     // Another account, or a new one, cannot take it: a clear 409, and nothing created.
     for key in [Some(b.account_key.as_str()), None] {
         let (st, e) = create(&s, key, "Billing").await;
-        assert_eq!((st, e["error"].as_str()), (409, Some("ADDRESS_HELD")), "{e}");
-        assert!(e["message"].as_str().unwrap().contains("billing@mailroom.test"));
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (409, Some("ADDRESS_HELD")),
+            "{e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("billing@mailroom.test")
+        );
     }
-    let (_, list, _) = s.call("GET", "/v1/inboxes", Some(&b.account_key), None).await;
+    let (_, list, _) = s
+        .call("GET", "/v1/inboxes", Some(&b.account_key), None)
+        .await;
     assert_eq!(list["result"]["total"], 1, "{list}");
     let reply = rcpt_reply(&s, "billing@mailroom.test").await;
     assert!(reply.starts_with("550 5.1.1"), "{reply}");
@@ -92,7 +108,12 @@ async fn a_deleted_address_is_held_for_its_account(s: TestServer) {
     assert_eq!(got["result"]["messages"][0]["subject"], "invoice", "{got}");
     // Taken back, it is an ordinary address again: deleted once more, held once more.
     let (st, _, _) = s
-        .call("DELETE", &format!("/v1/inboxes/{again_id}"), Some(&a.account_key), None)
+        .call(
+            "DELETE",
+            &format!("/v1/inboxes/{again_id}"),
+            Some(&a.account_key),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
     let (st, e) = create(&s, Some(&b.account_key), "billing").await;
@@ -112,7 +133,12 @@ async fn with_no_hold_a_deleted_address_is_free_at_once() {
     let a = s.new_account("first-owner").await;
     let b = s.new_account("next-owner").await;
     let (st, _, _) = s
-        .call("DELETE", &format!("/v1/inboxes/{}", a.inbox_id), Some(&a.account_key), None)
+        .call(
+            "DELETE",
+            &format!("/v1/inboxes/{}", a.inbox_id),
+            Some(&a.account_key),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
     let (st, body) = create(&s, Some(&b.account_key), "first-owner").await;

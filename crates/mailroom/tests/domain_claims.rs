@@ -97,7 +97,11 @@ async fn the_txt_proof_decides_who_gets_a_domain(s: TestServer) {
     assert_eq!(st, 201, "an unverified claim blocks nobody: {second}");
     assert_eq!(second["result"]["status"], "pending");
     let (st, e) = claim(&s, &squatter, domain).await;
-    assert_eq!((st, e["error"].as_str()), (409, Some("DOMAIN_TAKEN")), "{e}");
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (409, Some("DOMAIN_TAKEN")),
+        "{e}"
+    );
     // Each claim has a proof of its own.
     let (proof_name, squatter_proof) = record(&first, "verification");
     let (_, owner_proof) = record(&second, "verification");
@@ -138,7 +142,11 @@ async fn the_txt_proof_decides_who_gets_a_domain(s: TestServer) {
     // A verified domain cannot be claimed by another account.
     for a in [&squatter, &late] {
         let (st, e) = claim(&s, a, domain).await;
-        assert_eq!((st, e["error"].as_str()), (409, Some("DOMAIN_TAKEN")), "{e}");
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (409, Some("DOMAIN_TAKEN")),
+            "{e}"
+        );
     }
     // The owner uses it: an inbox, and mail for it arrives there.
     let (st, inbox, _) = s
@@ -172,7 +180,8 @@ async fn the_txt_proof_decides_who_gets_a_domain(s: TestServer) {
     s.stop().await;
 }
 
-const MESSAGE: &[u8] = b"From: support@gone.example\r\nTo: x@example.com\r\nSubject: s\r\n\r\nhi\r\n";
+const MESSAGE: &[u8] =
+    b"From: support@gone.example\r\nTo: x@example.com\r\nSubject: s\r\n\r\nhi\r\n";
 
 async fn deleting_a_domain_deletes_its_dkim_key(s: TestServer) {
     let a = paid_account(&s, "leaving").await;
@@ -208,7 +217,10 @@ async fn deleting_a_domain_deletes_its_dkim_key(s: TestServer) {
         .await;
     assert_eq!(st, 201, "{sent}");
     let list = s
-        .get_json(&rcpt.inbox_key, &format!("/v1/inboxes/{}/messages", rcpt.inbox_id))
+        .get_json(
+            &rcpt.inbox_key,
+            &format!("/v1/inboxes/{}/messages", rcpt.inbox_id),
+        )
         .await;
     let mid = list["result"]["messages"][0]["id"].as_str().unwrap();
     let (_, raw, _) = s
@@ -240,11 +252,21 @@ async fn deleting_a_domain_deletes_its_dkim_key(s: TestServer) {
 
     // Delete the inbox (its address is held for the account) and then the domain.
     let (st, _, _) = s
-        .call("DELETE", &format!("/v1/inboxes/{inbox_id}"), Some(&a.account_key), None)
+        .call(
+            "DELETE",
+            &format!("/v1/inboxes/{inbox_id}"),
+            Some(&a.account_key),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
     let (st, e, _) = s
-        .call("DELETE", &format!("/v1/domains/{domain}"), Some(&a.account_key), None)
+        .call(
+            "DELETE",
+            &format!("/v1/domains/{domain}"),
+            Some(&a.account_key),
+            None,
+        )
         .await;
     assert_eq!(st, 204, "{e}");
 

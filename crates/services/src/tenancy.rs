@@ -345,7 +345,8 @@ impl Services {
         check_inbox_id(principal, inbox_id)?;
         principal.require_inbox_manager()?;
         let now = now_ms();
-        let hold = i64::try_from(self.config().deleted_address_hold.as_millis()).unwrap_or(i64::MAX);
+        let hold =
+            i64::try_from(self.config().deleted_address_hold.as_millis()).unwrap_or(i64::MAX);
         let held_until = (hold > 0).then(|| now.saturating_add(hold));
         let deleted = self
             .store()

@@ -68,7 +68,12 @@ async fn a_hold_binds_other_accounts_until_it_ends(store: Store, _db: &TestDatab
 
     // Another account, during the hold: refused, nothing created (nor a new account).
     let out = store
-        .create_inbox(&b, &inbox("kept", t0 + 29 * DAY), &key(KeyKind::Inbox), None)
+        .create_inbox(
+            &b,
+            &inbox("kept", t0 + 29 * DAY),
+            &key(KeyKind::Inbox),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(out, CreateInboxOutcome::AddressHeld { until });
@@ -93,7 +98,10 @@ async fn a_hold_binds_other_accounts_until_it_ends(store: Store, _db: &TestDatab
         .await
         .unwrap();
     assert!(matches!(out, CreateInboxOutcome::Created(_)), "{out:?}");
-    assert_eq!(store.address_hold("kept@mailroom.test").await.unwrap(), None);
+    assert_eq!(
+        store.address_hold("kept@mailroom.test").await.unwrap(),
+        None
+    );
 
     // The account that had an address takes it back during the hold.
     let (d, d_inbox) = account(&store, "mine", t0).await;
@@ -106,9 +114,15 @@ async fn a_hold_binds_other_accounts_until_it_ends(store: Store, _db: &TestDatab
         .await
         .unwrap();
     assert!(matches!(out, CreateInboxOutcome::Created(_)), "{out:?}");
-    assert_eq!(store.address_hold("mine@mailroom.test").await.unwrap(), None);
+    assert_eq!(
+        store.address_hold("mine@mailroom.test").await.unwrap(),
+        None
+    );
     // A deletion without a hold holds nothing.
     let (e, e_inbox) = account(&store, "free", t0).await;
     store.delete_inbox(&e, &e_inbox, t0, None).await.unwrap();
-    assert_eq!(store.address_hold("free@mailroom.test").await.unwrap(), None);
+    assert_eq!(
+        store.address_hold("free@mailroom.test").await.unwrap(),
+        None
+    );
 }

@@ -249,7 +249,13 @@ async fn tenants_do_not_see_each_other(store: Store, _db: &TestDatabase) {
     assert_eq!(list[0].id, a_inbox);
     let (_, k) = key(KeyKind::Inbox);
     assert!(!store.rotate_inbox_key(&a, &b_inbox, &k, 0).await.unwrap());
-    assert!(store.delete_inbox(&a, &b_inbox, 0, None).await.unwrap().is_none());
+    assert!(
+        store
+            .delete_inbox(&a, &b_inbox, 0, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.get_inbox(&b, &b_inbox).await.unwrap().is_some());
     assert!(
         store

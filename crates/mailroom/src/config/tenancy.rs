@@ -39,7 +39,10 @@ mod tests {
             deleted_address_hold_days: Some(7),
         };
         let day = Duration::from_secs(86_400);
-        assert_eq!(deleted_address_hold(Some(0), &file).ok(), Some(Duration::ZERO));
+        assert_eq!(
+            deleted_address_hold(Some(0), &file).ok(),
+            Some(Duration::ZERO)
+        );
         assert_eq!(deleted_address_hold(None, &file).ok(), Some(day * 7));
         assert_eq!(
             deleted_address_hold(None, &FileTenancy::default()).ok(),
