@@ -7,6 +7,7 @@
 pub mod event;
 pub mod extract;
 pub mod ids;
+pub mod netaddr;
 pub mod secret;
 pub mod tier;
 pub mod time;

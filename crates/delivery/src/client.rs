@@ -1,5 +1,6 @@
 //! A small SMTP client for MTA-to-MTA delivery (RFC 5321): EHLO, opportunistic STARTTLS
-//! (RFC 3207), AUTH PLAIN for a relay, and one transaction after another on one connection.
+//! (RFC 3207) or verified TLS to a relay (the policies are in [`crate::tls`]), AUTH PLAIN for
+//! a relay, and one transaction after another on one connection.
 //!
 //! Written here rather than borrowed because delivery needs every reply: one `RCPT TO`
 //! may be refused while the others are accepted, and each recipient's status is recorded
@@ -10,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -114,6 +114,7 @@ impl Connection {
     pub async fn connect_tls(
         addr: SocketAddr,
         server_name: &str,
+        tls: Arc<ClientConfig>,
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<Result<Connection, Reply>, ClientError> {
@@ -121,7 +122,7 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Timeout("connecting"))?
             .map_err(|e| ClientError::Connect(addr, e))?;
-        let tls = tls_handshake(tcp, server_name, timeout).await?;
+        let tls = tls_handshake(tcp, server_name, tls, timeout).await?;
         let mut conn = Connection {
             stream: BufReader::new(tls),
             timeout,
@@ -226,11 +227,13 @@ impl Connection {
             .any(|e| e.split_whitespace().next() == Some(keyword))
     }
 
-    /// STARTTLS, then EHLO again. `Ok(Err(reply))` when the server refused STARTTLS; an
-    /// error when the handshake failed (the connection is then unusable).
+    /// STARTTLS under the policy `tls`, then EHLO again. `Ok(Err(reply))` when the server
+    /// refused STARTTLS; an error when the handshake (or the certificate check) failed: the
+    /// connection is then unusable.
     pub async fn starttls(
         mut self,
         server_name: &str,
+        tls: Arc<ClientConfig>,
         ehlo_name: &str,
     ) -> Result<Result<Connection, (Connection, Reply)>, ClientError> {
         let reply = self.command("STARTTLS").await?;
@@ -244,7 +247,7 @@ impl Connection {
             ));
         }
         let plain = self.stream.into_inner();
-        let tls = tls_handshake(plain, server_name, self.timeout).await?;
+        let tls = tls_handshake(plain, server_name, tls, self.timeout).await?;
         let mut conn = Connection {
             stream: BufReader::new(tls),
             timeout: self.timeout,
@@ -307,89 +310,17 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     server_name: &str,
+    config: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<Box<dyn Stream>, ClientError> {
-    let name = ServerName::try_from(server_name.to_owned())
-        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid name"));
-    let connector = TlsConnector::from(opportunistic_tls());
+    let name = ServerName::try_from(server_name.trim_matches(['[', ']']).to_owned())
+        .map_err(|_| ClientError::Protocol(format!("{server_name:?} is not a TLS server name")))?;
+    let connector = TlsConnector::from(config);
     let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
         .await
         .map_err(|_| ClientError::Timeout("in the TLS handshake"))?
         .map_err(ClientError::Tls)?;
     Ok(Box::new(tls))
-}
-
-/// The TLS client configuration of opportunistic STARTTLS (RFC 7435): encrypt whenever the
-/// server offers it, without checking its certificate. Mail servers commonly present
-/// self-signed or mismatched certificates, and refusing them would only push delivery back
-/// to plaintext; authenticated TLS (MTA-STS, DANE) is a separate policy.
-fn opportunistic_tls() -> Arc<ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.dangerous()
-                        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-                        .with_no_client_auth()
-                });
-            match config {
-                Ok(c) => Arc::new(c),
-                // The ring provider supports the default versions; this cannot fail.
-                Err(e) => panic!("the TLS client configuration is invalid: {e}"),
-            }
-        })
-        .clone()
-}
-
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

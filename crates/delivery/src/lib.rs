@@ -10,8 +10,10 @@
 //! window in which a message can go out twice; it is as small as one database commit.
 
 pub mod client;
+mod connect;
 pub mod dsn;
 pub mod route;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,13 +34,16 @@ use crate::client::{ClientError, Connection, Reply};
 use crate::route::RouteError;
 
 /// A smarthost that receives all outbound mail instead of each domain's MX.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Relay {
     pub host: String,
     pub port: u16,
     /// AUTH PLAIN with these, only over TLS (or to a loopback relay).
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM certificates trusted for the relay besides the public and system roots (an
+    /// operator's own CA, or the relay's self-signed certificate).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How the worker delivers.
@@ -61,6 +66,12 @@ pub struct DeliveryConfig {
     pub dns_resolver: Option<SocketAddr>,
     /// How often the queue is looked at when nothing wakes the worker.
     pub poll_interval: Duration,
+    /// Whether MX delivery may connect to loopback, private, link-local and other
+    /// special-purpose addresses (`mailroom_core::netaddr`). Off in production: a tenant
+    /// who controls a domain's DNS would otherwise make the server talk SMTP to the
+    /// operator's own network. On under `--dev`, where test peers live on 127.0.0.1. The
+    /// relay is the operator's choice and is never checked.
+    pub allow_private_destinations: bool,
 }
 
 impl DeliveryConfig {
@@ -75,6 +86,7 @@ impl DeliveryConfig {
             timeout: Duration::from_secs(300),
             dns_resolver: None,
             poll_interval: Duration::from_secs(1),
+            allow_private_destinations: false,
         }
     }
 }
@@ -96,17 +108,30 @@ const BATCH: u32 = 256;
 const MAX_HOSTS: usize = 5;
 const MAX_ADDRESSES: usize = 4;
 
+/// The worker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+}
+
 /// The outbound delivery worker.
 pub struct DeliveryWorker {
     services: Services,
     config: DeliveryConfig,
     resolver: Option<MessageAuthenticator>,
+    /// Verified TLS for the relay (its roots loaded once), when there is one.
+    relay_tls: Option<Arc<rustls::ClientConfig>>,
     /// Recipients leased by deliveries in flight, given back if the worker stops first.
     in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl DeliveryWorker {
-    pub fn new(services: Services, config: DeliveryConfig) -> DeliveryWorker {
+    /// A worker for `config`; an error when the relay's CA file cannot be read.
+    pub fn new(
+        services: Services,
+        config: DeliveryConfig,
+    ) -> Result<DeliveryWorker, DeliveryError> {
         let resolver = match mailroom_services::mailauth::resolver(config.dns_resolver) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -114,12 +139,17 @@ impl DeliveryWorker {
                 None
             }
         };
-        DeliveryWorker {
+        let relay_tls = match &config.relay {
+            Some(r) => Some(tls::verified(r.ca_file.as_deref())?),
+            None => None,
+        };
+        Ok(DeliveryWorker {
             services,
             config,
             resolver,
+            relay_tls,
             in_flight: std::sync::Mutex::default(),
-        }
+        })
     }
 
     /// Delivers until `stop`; then lets deliveries in flight finish for a few seconds and
@@ -366,123 +396,6 @@ impl DeliveryWorker {
             out.push((i, Attempt::from_reply(&last)));
         }
         Ok(out)
-    }
-
-    /// A connection ready for transactions (EHLO done, TLS if offered, AUTH for a relay),
-    /// with the name of the host it reached.
-    async fn open(&self, domain: &str) -> Result<(Connection, String), RouteError> {
-        let Some(resolver) = &self.resolver else {
-            return Err(RouteError::Temporary(
-                "4.4.3 no DNS resolver is available".into(),
-            ));
-        };
-        let (hosts, port) = match &self.config.relay {
-            Some(r) => (vec![r.host.clone()], r.port),
-            None => (route::mx_hosts(resolver, domain).await?, self.config.port),
-        };
-        let mut last = RouteError::Temporary(format!("4.4.1 no mail server of {domain} answered"));
-        for host in hosts.iter().take(MAX_HOSTS) {
-            let ips = match route::addresses(resolver, host, MAX_ADDRESSES).await {
-                Ok(ips) => ips,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            for ip in ips {
-                match self.session(host, SocketAddr::new(ip, port)).await {
-                    Ok(conn) => return Ok((conn, host.clone())),
-                    Err(e) => {
-                        tracing::info!(host = %host, %ip, error = e.text(), "mail server not usable");
-                        last = e;
-                    }
-                }
-            }
-        }
-        // A refusal by one server is not the last word while others may answer; when none
-        // did, the recipient is retried later.
-        Err(match last {
-            RouteError::Permanent(t) if t.starts_with("5.1.") => RouteError::Permanent(t),
-            other => RouteError::Temporary(other.text().to_owned()),
-        })
-    }
-
-    async fn session(&self, host: &str, addr: SocketAddr) -> Result<Connection, RouteError> {
-        let c = &self.config;
-        let temp =
-            |e: ClientError| RouteError::Temporary(format!("4.4.1 {host} [{}]: {e}", addr.ip()));
-        let implicit_tls = c.relay.is_some() && addr.port() == 465;
-        let connected = if implicit_tls {
-            Connection::connect_tls(addr, host, c.connect_timeout, c.timeout).await
-        } else {
-            Connection::connect(addr, c.connect_timeout, c.timeout).await
-        }
-        .map_err(temp)?;
-        let mut conn = match connected {
-            Ok(conn) => conn,
-            Err(greeting) => {
-                return Err(RouteError::Temporary(format!(
-                    "4.4.1 {host} refused the connection: {}",
-                    greeting.line()
-                )));
-            }
-        };
-        let ehlo = conn.ehlo(&c.hostname).await.map_err(temp)?;
-        if !ehlo.is_positive() {
-            return Err(RouteError::Temporary(format!(
-                "4.4.1 {host} refused EHLO: {}",
-                ehlo.line()
-            )));
-        }
-        if !conn.tls && conn.has_extension("STARTTLS") {
-            conn = match conn.starttls(host, &c.hostname).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err((plain, reply))) => {
-                    tracing::info!(host, reply = %reply.line(), "STARTTLS refused; delivering without TLS");
-                    plain
-                }
-                Err(e) => {
-                    // Opportunistic TLS: a failed handshake falls back to plaintext.
-                    tracing::info!(host, error = %e, "TLS handshake failed; delivering without TLS");
-                    let mut plain = match Connection::connect(addr, c.connect_timeout, c.timeout)
-                        .await
-                        .map_err(temp)?
-                    {
-                        Ok(p) => p,
-                        Err(g) => {
-                            return Err(RouteError::Temporary(format!(
-                                "4.4.1 {host} refused the connection: {}",
-                                g.line()
-                            )));
-                        }
-                    };
-                    plain.ehlo(&c.hostname).await.map_err(temp)?;
-                    plain
-                }
-            };
-        }
-        metrics::counter!("mailroom_delivery_connections_total", "tls" => if conn.tls { "yes" } else { "no" })
-            .increment(1);
-        if let Some(Relay {
-            username: Some(user),
-            password: Some(password),
-            ..
-        }) = &c.relay
-        {
-            if !conn.tls && !addr.ip().is_loopback() {
-                return Err(RouteError::Temporary(format!(
-                    "4.7.0 the relay {host} offers no TLS; the relay password is not sent in clear"
-                )));
-            }
-            let auth = conn.auth_plain(user, password).await.map_err(temp)?;
-            if !auth.is_positive() {
-                return Err(RouteError::Temporary(format!(
-                    "4.7.0 the relay {host} refused the login: {}",
-                    auth.line()
-                )));
-            }
-        }
-        Ok(conn)
     }
 
     /// What each attempt means for its recipient, with events and DSNs.

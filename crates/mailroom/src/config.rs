@@ -10,10 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use mailroom_core::Tiers;
+use mailroom_services::dmarc::DmarcEnforcement;
 use serde::Deserialize;
 
+mod delivery;
 mod events;
 mod imap;
+mod login;
 mod storage;
 mod tenancy;
 
@@ -196,6 +199,16 @@ pub struct ServeArgs {
     )]
     pub relay_password: Option<String>,
 
+    /// Outbound delivery: special addresses, the relay's certificate.
+    #[command(flatten)]
+    pub delivery: delivery::DeliveryArgs,
+
+    /// What DMARC policies do to inbound mail that fails them: enforce (p=reject refused
+    /// with 550 5.7.1, p=quarantine filed in Junk), quarantine-only (both filed in Junk),
+    /// monitor (recorded only). [default: enforce]
+    #[arg(long, env = "MAILROOM_SMTP_DMARC_ENFORCEMENT", value_name = "MODE")]
+    pub smtp_dmarc_enforcement: Option<DmarcEnforcement>,
+
     /// Days a deleted inbox's address stays reserved for the account that had it; 0 frees
     /// it at once. [default: 30]
     #[arg(
@@ -238,7 +251,7 @@ struct FileConfig {
     #[serde(default)]
     imap: imap::FileImap,
     #[serde(default)]
-    delivery: FileDelivery,
+    delivery: delivery::FileDelivery,
     #[serde(default)]
     webhooks: events::FileWebhooks,
     #[serde(default)]
@@ -246,22 +259,10 @@ struct FileConfig {
     #[serde(default)]
     storage: storage::FileStorage,
     #[serde(default)]
+    login: login::FileLogin,
+    #[serde(default)]
     tenancy: tenancy::FileTenancy,
     tiers: Option<Tiers>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDelivery {
-    relay: Option<String>,
-    relay_username: Option<String>,
-    relay_password: Option<String>,
-    port: Option<u16>,
-    queue_lifetime_hours: Option<u64>,
-    retry_schedule_secs: Option<Vec<u64>>,
-    concurrency: Option<usize>,
-    connect_timeout_secs: Option<u64>,
-    timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +279,7 @@ struct FileSmtp {
     tls_handshake_timeout_secs: Option<u64>,
     auth_time_budget_ms: Option<u64>,
     max_dkim_signatures: Option<usize>,
+    dmarc_enforcement: Option<DmarcEnforcement>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +394,8 @@ pub struct Config {
     pub webhook_budgets: WebhookBudgets,
     /// Budgets of event streams, long polls and IMAP IDLE (`[streams]`).
     pub streams: mailroom_services::StreamLimits,
+    /// Wrong passwords allowed at every door (`[login]`).
+    pub login_throttle: mailroom_services::LoginThrottlePolicy,
     /// The blob collector (`[storage]`).
     pub collector: mailroom_services::CollectorConfig,
     pub listen: Listeners,
@@ -412,6 +416,8 @@ pub struct Config {
     pub smtp: mailroom_smtp::SmtpConfig,
     /// What the SPF/DKIM/DMARC checks of one inbound message may cost (`[smtp]`).
     pub auth_budget: mailroom_services::mailauth::AuthBudget,
+    /// What failing DMARC does to inbound mail (`smtp.dmarc_enforcement`).
+    pub dmarc_enforcement: DmarcEnforcement,
     /// POP3 limits (`[pop3]`).
     pub pop3: mailroom_pop3::Pop3Config,
     /// IMAP sessions at once and per-command budgets (`[imap]`).
@@ -495,7 +501,7 @@ impl Config {
         }
         let smtp = resolve_smtp(&file.smtp, &hostname);
         let http_limits = resolve_http_limits(&file.http, &trusted_proxies);
-        let delivery = resolve_delivery(args, &file.delivery, &hostname)?;
+        let delivery = delivery::resolve_delivery(args, &file.delivery, &hostname, dev)?;
         let queue_lifetime = std::time::Duration::from_secs(
             3600 * file.delivery.queue_lifetime_hours.unwrap_or(5 * 24),
         );
@@ -504,6 +510,7 @@ impl Config {
         }
         let webhook_budgets = events::resolve_webhooks(&file.webhooks)?;
         let streams = events::resolve_streams(&file.streams)?;
+        let login_throttle = login::resolve(&file.login)?;
         let collector = storage::resolve_storage(&file.storage)?;
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
@@ -529,6 +536,7 @@ impl Config {
             webhook_timeout: events::webhook_timeout(&file.webhooks)?,
             webhook_budgets,
             streams,
+            login_throttle,
             collector,
             listen,
             tls_cert,
@@ -553,6 +561,10 @@ impl Config {
             tiers: file.tiers.unwrap_or_default(),
             smtp,
             auth_budget: resolve_auth_budget(&file.smtp),
+            dmarc_enforcement: args
+                .smtp_dmarc_enforcement
+                .or(file.smtp.dmarc_enforcement)
+                .unwrap_or_default(),
             pop3: resolve_pop3(&file.pop3),
             imap: imap::resolve(&file.imap),
             delivery,
@@ -695,52 +707,6 @@ fn conn_limits(
         exempt: d.exempt.clone(),
         tls_handshake_timeout: secs(tls_handshake_timeout_secs, d.tls_handshake_timeout),
     }
-}
-
-/// The `[delivery]` settings, with the relay flags over the file.
-fn resolve_delivery(
-    args: &ServeArgs,
-    file: &FileDelivery,
-    hostname: &str,
-) -> anyhow::Result<mailroom_delivery::DeliveryConfig> {
-    let mut d = mailroom_delivery::DeliveryConfig::new(hostname.to_owned());
-    if let Some(port) = file.port {
-        d.port = port;
-    }
-    if let Some(schedule) = &file.retry_schedule_secs {
-        if schedule.is_empty() || schedule.contains(&0) {
-            bail!("delivery.retry_schedule_secs must list delays of at least 1 second");
-        }
-        d.retry_schedule = schedule
-            .iter()
-            .map(|s| std::time::Duration::from_secs(*s))
-            .collect();
-    }
-    if let Some(n) = file.concurrency {
-        d.concurrency = n.clamp(1, 1024);
-    }
-    if let Some(s) = file.connect_timeout_secs {
-        d.connect_timeout = std::time::Duration::from_secs(s.max(1));
-    }
-    if let Some(s) = file.timeout_secs {
-        d.timeout = std::time::Duration::from_secs(s.max(1));
-    }
-    let relay = args.relay.clone().or(file.relay.clone());
-    if let Some(relay) = relay {
-        let (host, port) = relay
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-            .with_context(|| {
-                format!("the relay {relay:?} must be HOST:PORT, like smtp.example.com:587")
-            })?;
-        d.relay = Some(mailroom_delivery::Relay {
-            host: host.to_owned(),
-            port,
-            username: args.relay_username.clone().or(file.relay_username.clone()),
-            password: args.relay_password.clone().or(file.relay_password.clone()),
-        });
-    }
-    Ok(d)
 }
 
 /// Standard Webhooks' schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h,

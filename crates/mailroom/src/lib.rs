@@ -120,9 +120,11 @@ pub fn services(
             check_mail_auth,
             dns_resolver: config.dns_resolver,
             auth_budget: config.auth_budget,
+            dmarc_enforcement: config.dmarc_enforcement,
             queue_lifetime: config.queue_lifetime,
             access_token_ttl: config.access_token_ttl,
             streams: config.streams,
+            login_throttle: config.login_throttle,
             deleted_address_hold: config.deleted_address_hold,
             webhooks: mailroom_services::webhooks::WebhookPolicy {
                 allow_http: config.dev,
@@ -337,15 +339,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     )
     .context("cannot build the webhook HTTP client")?;
     let webhooks_task = tokio::spawn(std::sync::Arc::new(worker).run(shutdown.clone()));
-    let delivery = std::sync::Arc::new(mailroom_delivery::DeliveryWorker::new(
-        services.clone(),
-        // The host name and resolver are the server's own, whatever the file said.
-        mailroom_delivery::DeliveryConfig {
-            hostname: config.hostname.clone(),
-            dns_resolver: config.dns_resolver,
-            ..config.delivery.clone()
-        },
-    ));
+    let delivery = std::sync::Arc::new(
+        mailroom_delivery::DeliveryWorker::new(
+            services.clone(),
+            // The host name and resolver are the server's own, whatever the file said.
+            mailroom_delivery::DeliveryConfig {
+                hostname: config.hostname.clone(),
+                dns_resolver: config.dns_resolver,
+                ..config.delivery.clone()
+            },
+        )
+        .context("cannot start outbound delivery")?,
+    );
     let delivery_task = tokio::spawn(delivery.run(shutdown.clone()));
     let collector = tokio::spawn(
         services

@@ -612,6 +612,7 @@ async fn a_relay_receives_all_outbound_mail() {
             port: mx_port,
             username: None,
             password: None,
+            ca_file: None,
         });
     })
     .await
@@ -695,6 +696,8 @@ async fn a_stop_mid_delivery_gives_the_recipient_back() {
 /// A relay that wants a login: A hands everything to B's submission port, upgrading with
 /// STARTTLS and logging in with AUTH PLAIN (B's inbox address and key), as it would with
 /// a provider's smarthost. B accepts it as that inbox's own mail (it files a Sent copy).
+/// B's certificate is self-signed (for 127.0.0.1 among others), so A is given it as the
+/// relay's CA: the relay's certificate is verified (tests/relay_tls.rs for refusals).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_with_a_login_gets_tls_and_auth() {
     let b = TestServer::start_with(Backend::Sqlite, |c| {
@@ -706,6 +709,7 @@ async fn a_relay_with_a_login_gets_tls_and_auth() {
     let on_b = b.new_account("alice").await;
     b.set_tier(&on_b.account_id, Tier::Developer).await;
     let relay_port = b.server.as_ref().unwrap().submission_addr.port();
+    let relay_cert = b.server.as_ref().unwrap().tls_cert_path.clone();
     let key = on_b.inbox_key.clone();
     let a = TestServer::start_with(Backend::Sqlite, |c| {
         c.hostname = "mail.a.test".into();
@@ -715,6 +719,7 @@ async fn a_relay_with_a_login_gets_tls_and_auth() {
             port: relay_port,
             username: Some("alice@b.test".into()),
             password: Some(key),
+            ca_file: Some(relay_cert),
         });
     })
     .await

@@ -145,9 +145,10 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
         &format!("v=DKIM1; k=ed25519; p={public}"),
     );
     s.dns.txt("_dmarc.example.com", "v=DMARC1; p=reject");
-    // forged.example: SPF forbids every sender.
+    // forged.example: SPF forbids every sender; its DMARC policy only asks for reports
+    // (p=none), so failing mail is still delivered (p=reject: tests/dmarc_policy.rs).
     s.dns.txt("forged.example", "v=spf1 -all");
-    s.dns.txt("_dmarc.forged.example", "v=DMARC1; p=reject");
+    s.dns.txt("_dmarc.forged.example", "v=DMARC1; p=none");
     let body = format!(
         "From: Alice <alice@example.com>\r\nTo: {}\r\nSubject: signed\r\n\r\nHello, signed.\r\n",
         a.email
@@ -159,7 +160,7 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
         .sign(body.as_bytes())
         .unwrap();
     let signed = format!("{}{body}", signature.to_header());
-    let send_from = |from: &'static str, msg: String| {
+    let try_from = |from: &'static str, msg: String| {
         let s = &s;
         let to = a.email.clone();
         async move {
@@ -168,7 +169,13 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
             assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
             assert!(c.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
             assert!(c.cmd("DATA").starts_with("354"));
-            let r = c.cmd(&format!("{msg}."));
+            c.cmd(&format!("{msg}."))
+        }
+    };
+    let send_from = |from: &'static str, msg: String| {
+        let sent = try_from(from, msg);
+        async move {
+            let r = sent.await;
             assert!(r.starts_with("250"), "{r}");
         }
     };
@@ -193,8 +200,8 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
             && raw[..ar_end].contains("dmarc=pass"),
         "{raw}"
     );
-    // A forged sender: SPF fails and DMARC fails; the message is still delivered (the
-    // verdicts are for the reader to weigh), marked as such.
+    // A forged sender: SPF fails and DMARC fails; under p=none the message is still
+    // delivered (the verdicts are for the reader to weigh), marked as such.
     send_from(
         "bob@forged.example",
         "From: bob@forged.example\r\nSubject: forged\r\n\r\nTrust me.\r\n".into(),
@@ -209,8 +216,10 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
     assert_eq!(auth["dmarc"], "fail", "{auth}");
     assert_eq!(m["result"]["extracted"]["authenticated"], false);
     // Issue #12: the good signed message with a second From put on top (where mail
-    // clients look). Its signature and SPF still pass; DMARC fails (RFC 7489 §6.6.1).
-    send_from(
+    // clients look). Its signature and SPF still pass; DMARC fails (RFC 7489 §6.6.1), and
+    // is enforced as p=reject (what the API shows of it when only monitoring:
+    // dmarc_policy::the_operator_can_lower_enforcement).
+    let r = try_from(
         "alice@example.com",
         signed.replacen(
             "From: Alice",
@@ -219,16 +228,8 @@ async fn spf_dkim_and_dmarc_are_checked_and_recorded(s: TestServer) {
         ),
     )
     .await;
-    let list = messages(&s, &a).await;
-    let two = list
-        .iter()
-        .find(|m| m["subject"] == "signed" && m["id"] != id.as_str())
-        .unwrap_or_else(|| panic!("the second signed message in {list:?}"));
-    let m = message_of(&s, &a, two["id"].as_str().unwrap()).await;
-    let auth = &m["result"]["authentication"];
-    assert_eq!(auth["spf"], "pass", "{auth}");
-    assert_eq!(auth["dmarc"], "fail", "two From headers: {auth}");
-    assert_eq!(m["result"]["extracted"]["authenticated"], false);
+    assert!(r.starts_with("550 5.7.1") && r.contains("From"), "{r}");
+    assert_eq!(messages(&s, &a).await.len(), 2, "nothing more was stored");
     // Results that claim to be ours but came with the message are removed (RFC 8601 §5);
     // another server's are kept.
     send_from(

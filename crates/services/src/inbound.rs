@@ -5,6 +5,8 @@ use mailroom_core::time::now_ms;
 use mailroom_store::{NewMessage, Recipient, StoredMessage};
 use sha2::{Digest, Sha256};
 
+use crate::dmarc::DmarcDisposition;
+use crate::mailauth::AuthVerdict;
 use crate::{ServiceError, Services};
 
 /// The answer to `RCPT TO`.
@@ -167,20 +169,13 @@ impl Services {
                 .unwrap_or_default()
                 .to_rfc2822(),
         );
-        let verdict = match self.mail_auth() {
-            Some(checker) => Some(
-                checker
-                    .check(
-                        data,
-                        envelope.client_ip,
-                        &envelope.helo,
-                        &envelope.mail_from,
-                        &self.config().hostname,
-                    )
-                    .await,
-            ),
-            None => None,
-        };
+        let verdict = self.auth_verdict(envelope, data).await;
+        let disposition = verdict
+            .as_ref()
+            .map_or(DmarcDisposition::None, |v| v.dmarc_disposition);
+        if disposition == DmarcDisposition::Reject {
+            return Err(dmarc_refusal(verdict.as_ref(), data));
+        }
         let auth_header = verdict.as_ref().map(|v| v.header.as_str()).unwrap_or("");
         // RFC 8601 §5: results that claim to come from us, but came with the message, are
         // forgeries; only the one we add below may say so.
@@ -200,7 +195,12 @@ impl Services {
                 hash,
                 internal_date: now,
                 recipients: envelope.recipients.clone(),
-                mailbox: "INBOX".into(),
+                // A failure under p=quarantine (or p=reject, when only quarantining).
+                mailbox: if disposition == DmarcDisposition::Quarantine {
+                    "Junk".into()
+                } else {
+                    "INBOX".into()
+                },
                 message_id: facts.message_id,
                 references: facts.references,
                 subject: facts.subject,
@@ -226,6 +226,48 @@ impl Services {
         }
         self.deliveries_signalled(stored.iter().map(|m| m.inbox_id.as_str()));
         Ok(stored)
+    }
+}
+
+impl Services {
+    /// SPF, DKIM and DMARC of an arriving message, with what its DMARC result does to it
+    /// here; `None` when this process does not check (admin commands).
+    async fn auth_verdict(&self, envelope: &InboundEnvelope, data: &[u8]) -> Option<AuthVerdict> {
+        let checker = self.mail_auth()?;
+        let mut verdict = checker
+            .check(
+                data,
+                envelope.client_ip,
+                &envelope.helo,
+                &envelope.mail_from,
+                &self.config().hostname,
+            )
+            .await;
+        verdict.dmarc_disposition = crate::dmarc::disposition(
+            verdict.dmarc,
+            verdict.dmarc_policy,
+            self.config().dmarc_enforcement,
+        );
+        Some(verdict)
+    }
+}
+
+/// The refusal of a message that failed DMARC under `p=reject` (SMTP `550 5.7.1`).
+fn dmarc_refusal(verdict: Option<&AuthVerdict>, data: &[u8]) -> ServiceError {
+    let domain = verdict.map_or("", |v| v.dmarc_domain.as_str());
+    let message = if domain.is_empty() || crate::origin::from_count(data) > 1 {
+        "DMARC: the message has several From header fields, so no domain's DMARC policy can \
+         vouch for its sender; refused"
+            .to_owned()
+    } else {
+        format!(
+            "DMARC: the message failed authentication for {domain}, whose DMARC policy \
+             (p=reject) asks that such mail be refused"
+        )
+    };
+    ServiceError::Forbidden {
+        code: crate::dmarc::DMARC_REJECTED,
+        message,
     }
 }
 

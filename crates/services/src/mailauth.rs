@@ -21,6 +21,7 @@ use mail_auth::{
 };
 use serde::Serialize;
 
+use crate::dmarc::{DmarcDisposition, DmarcPolicy};
 use crate::dnscache::{DnsCaches, resolver_options};
 
 /// How much checking one message may cost.
@@ -50,6 +51,13 @@ pub struct AuthVerdict {
     /// Overall: `pass` if any signature passes, `none` if there is none.
     pub dkim: &'static str,
     pub dmarc: &'static str,
+    /// The author domain whose DMARC record was evaluated (empty when none was).
+    pub dmarc_domain: String,
+    /// What that domain asks for failing mail; `reject` for a message with several
+    /// `From` fields ([`crate::dmarc`]).
+    pub dmarc_policy: DmarcPolicy,
+    /// What this server did about it, within `smtp.dmarc_enforcement`.
+    pub dmarc_disposition: DmarcDisposition,
     /// Each DKIM signature: signing domain, selector, result.
     pub dkim_signatures: Vec<DkimSignatureVerdict>,
     /// The `Authentication-Results` header field, CRLF-terminated.
@@ -211,6 +219,9 @@ impl AuthChecker {
                 spf: spf_str(spf.result()),
                 dkim: "none",
                 dmarc: "none",
+                dmarc_domain: String::new(),
+                dmarc_policy: DmarcPolicy::None,
+                dmarc_disposition: DmarcDisposition::None,
                 dkim_signatures: Vec::new(),
                 header,
             };
@@ -254,9 +265,15 @@ impl AuthChecker {
         };
         // RFC 7489 §6.6.1: a message with other than one From has no one author domain to
         // check, and is the classic way to show a reader one sender and a checker another.
-        let dmarc = if crate::origin::from_count(raw) == 1 {
+        // With several, it is as if the domain shown had asked for rejection.
+        let from_count = crate::origin::from_count(raw);
+        let mut dmarc_policy = DmarcPolicy::from(dmarc.policy());
+        let dmarc = if from_count == 1 {
             dmarc
         } else {
+            if from_count > 1 {
+                dmarc_policy = DmarcPolicy::Reject;
+            }
             DmarcOutput::new(dmarc.domain().to_owned())
                 .with_spf_result(DmarcResult::Fail(mail_auth::Error::NotAligned))
                 .with_dkim_result(DmarcResult::Fail(mail_auth::Error::NotAligned))
@@ -289,6 +306,9 @@ impl AuthChecker {
             spf: spf_str(spf.result()),
             dkim: overall,
             dmarc: dmarc_str(&dmarc.result()),
+            dmarc_domain: dmarc.domain().to_owned(),
+            dmarc_policy,
+            dmarc_disposition: DmarcDisposition::None,
             dkim_signatures,
             header,
         }

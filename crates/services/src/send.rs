@@ -273,11 +273,13 @@ impl Services {
                 mail_builder::headers::raw::Raw::new(value.as_str()),
             );
         }
+        // Bare CR or LF in a body would reach receivers as line ends some read and others
+        // do not (the stuff of SMTP smuggling): every line ends in CRLF.
         if let Some(t) = &req.text {
-            builder = builder.text_body(t.as_str());
+            builder = builder.text_body(crlf_text(t));
         }
         if let Some(h) = &req.html {
-            builder = builder.html_body(h.as_str());
+            builder = builder.html_body(crlf_text(h));
         }
         for a in &req.attachments {
             builder = builder.attachment(
@@ -293,6 +295,8 @@ impl Services {
                 format!("the message could not be built: {e}"),
             )
         })?;
+        // A forwarded message/rfc822 part is written as it was stored: normalise the whole.
+        let raw = crlf_lines(&raw).into_owned();
         let sender = Sender {
             account_id: inbox.account_id.clone(),
             inbox: Some((inbox.id.clone(), inbox.email.clone())),
@@ -325,6 +329,40 @@ impl Services {
                 .collect(),
         })
     }
+}
+
+/// `text` with every line end CRLF: a bare CR, a bare LF, and CRLF itself each become
+/// one CRLF. Borrowed when it already is.
+pub fn crlf_lines(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = text.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => text.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || text[i - 1] != b'\r',
+        _ => false,
+    });
+    if !bare {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if text.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`crlf_lines`] of a text (only ASCII is added, so it stays UTF-8).
+fn crlf_text(text: &str) -> String {
+    String::from_utf8_lossy(&crlf_lines(text.as_bytes())).into_owned()
 }
 
 /// "Re: subject" / "Fwd: subject", without stacking prefixes.
@@ -441,6 +479,18 @@ mod tests {
             check_address("to", " Agent@Example.COM ").unwrap(),
             "agent@example.com"
         );
+    }
+
+    #[test]
+    fn line_ends_become_crlf() {
+        assert_eq!(&*crlf_lines(b"a\rb\nc"), b"a\r\nb\r\nc");
+        assert_eq!(&*crlf_lines(b"\n\r\r\n\r"), b"\r\n\r\n\r\n\r\n");
+        assert_eq!(&*crlf_lines(b"x\n\ny"), b"x\r\n\r\ny");
+        assert!(matches!(
+            crlf_lines(b"a\r\nb\r\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(matches!(crlf_lines(b""), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

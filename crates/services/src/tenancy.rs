@@ -615,8 +615,8 @@ impl Services {
             .set_tier(account_id, tier, now_ms())
             .await?
             .ok_or(ServiceError::NotFound { what: "account" })?;
-        // The storage use remembered for RCPT carries the tier (and so the limits).
-        self.cache().forget_account_usage(account_id);
+        // The remembered tier, and the storage use remembered for RCPT with it.
+        self.cache().evict_tier(account_id);
         Ok(change)
     }
 }

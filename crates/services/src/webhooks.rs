@@ -28,40 +28,15 @@ pub struct WebhookPolicy {
 }
 
 impl WebhookPolicy {
-    /// Whether a delivery may connect to `ip` (SSRF protection).
+    /// Whether a delivery may connect to `ip` (SSRF protection). The blocks are
+    /// `mailroom_core::netaddr`'s, the same outbound mail delivery refuses.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        if ip.is_loopback() {
-            return self.allow_loopback;
+        use mailroom_core::netaddr::{SpecialAddress, special_purpose};
+        match special_purpose(ip) {
+            None => true,
+            Some(SpecialAddress::Loopback) => self.allow_loopback,
+            Some(_) => self.allow_private,
         }
-        let non_public = match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                v4.is_private()
-                    || v4.is_link_local()
-                    || v4.is_unspecified()
-                    || v4.is_broadcast()
-                    || v4.is_multicast()
-                    || v4.is_documentation()
-                    || o[0] == 0
-                    || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                    || (o[0] == 198 && (o[1] & 0xfe) == 18)
-            }
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (s[0] & 0xfe00) == 0xfc00
-                    || (s[0] & 0xffc0) == 0xfe80
-            }
-        };
-        !non_public || self.allow_private
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mailroom_net::sasl::{self, SaslError};
 use mailroom_net::{Permit, refused};
 use mailroom_services::submission::{Destination, LoginRefused, Sender};
-use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError, storage};
+use mailroom_services::{InboundEnvelope, RcptVerdict, ServiceError, dmarc, storage};
 use mailroom_store::Recipient;
 use smtp_proto::request::receiver::{
     BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
@@ -965,6 +965,10 @@ async fn finish_message(s: &mut Session, data: &[u8]) -> String {
         Err(ServiceError::TierLimit { code, .. }) if code == storage::STORAGE_QUOTA_EXCEEDED => {
             s.refused("storage_quota");
             "452 4.2.2 Mailbox full: a recipient holds all the mail its plan allows; try again later\r\n".to_owned()
+        }
+        Err(ServiceError::Forbidden { code, message }) if code == dmarc::DMARC_REJECTED => {
+            s.refused("dmarc_reject");
+            format!("550 5.7.1 {}\r\n", printable(&message))
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store an inbound message");

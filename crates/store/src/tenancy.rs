@@ -539,6 +539,8 @@ impl Store {
     ) -> Result<Option<TierChange>, StoreError> {
         let mut tx = self.write.begin().await?;
         let change = set_tier_in(&mut tx, account_id, tier, now_ms).await?;
+        self.notify_stale(&mut tx, &format!("account:{account_id}"))
+            .await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -569,6 +571,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         let change = set_tier_in(&mut tx, account_id, tier, now_ms).await?;
+        self.notify_stale(&mut tx, &format!("account:{account_id}"))
+            .await?;
         tx.commit().await?;
         Ok(Some(change))
     }

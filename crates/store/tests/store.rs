@@ -749,8 +749,16 @@ mod messages {
         assert!(store.delete_message(&a.inbox_id, id).await.unwrap());
         assert!(store.get_message(&a.inbox_id, id).await.unwrap().is_none());
         assert!(
+            store.get_blob(&moved.blob_hash).await.unwrap().is_some(),
+            "an unused blob is left to the collector's grace"
+        );
+        store
+            .collect_garbage(mailroom_core::time::now_ms() + 1000, 100)
+            .await
+            .unwrap();
+        assert!(
             store.get_blob(&moved.blob_hash).await.unwrap().is_none(),
-            "unused blob removed"
+            "unused blob collected"
         );
         // UIDs are never reused in a mailbox.
         let next = store
