@@ -171,19 +171,19 @@ fn addr_spec(toks: &[Tok], name: Option<String>) -> Option<Mailbox> {
         .collect();
     let mut rest = &toks[..];
     let mut route = None;
-    if matches!(rest.first().map(|t| &t.kind), Some(Kind::Special('@'))) {
-        if let Some(colon) = rest.iter().position(|t| t.kind == Kind::Special(':')) {
-            let r: String = rest[..colon]
-                .iter()
-                .map(|t| match &t.kind {
-                    Kind::Atom(s) | Kind::Literal(s) => s.clone(),
-                    Kind::Special(c) => c.to_string(),
-                    _ => String::new(),
-                })
-                .collect();
-            route = Some(r);
-            rest = &rest[colon + 1..];
-        }
+    if matches!(rest.first().map(|t| &t.kind), Some(Kind::Special('@')))
+        && let Some(colon) = rest.iter().position(|t| t.kind == Kind::Special(':'))
+    {
+        let r: String = rest[..colon]
+            .iter()
+            .map(|t| match &t.kind {
+                Kind::Atom(s) | Kind::Literal(s) => s.clone(),
+                Kind::Special(c) => c.to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        route = Some(r);
+        rest = &rest[colon + 1..];
     }
     if rest.is_empty() {
         return None;

@@ -67,15 +67,15 @@ pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
         let mut i = 0;
         while i < content.len() {
             let c = content[i];
-            if c == b'=' {
-                if let (Some(h), Some(l)) = (
+            if c == b'='
+                && let (Some(h), Some(l)) = (
                     content.get(i + 1).copied().and_then(hex),
                     content.get(i + 2).copied().and_then(hex),
-                ) {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
+                )
+            {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
             }
             out.push(c);
             i += 1;
