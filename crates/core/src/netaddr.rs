@@ -139,8 +139,7 @@ fn special_v6(ip: Ipv6Addr) -> Option<SpecialAddress> {
         Documentation
     } else if s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0 {
         Benchmarking
-    } else if (s[0] & 0xe000) != 0x2000 || (s[0] == 0x2001 && s[1] < 0x0200) || s[0] == 0x2002
-    {
+    } else if (s[0] & 0xe000) != 0x2000 || (s[0] == 0x2001 && s[1] < 0x0200) || s[0] == 0x2002 {
         // Outside global unicast (this takes ::/96, 64:ff9b:1::/48, 100::/64 and 5f00::/16
         // too), IETF protocol assignments 2001::/23, 6to4.
         Reserved

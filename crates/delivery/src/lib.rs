@@ -128,7 +128,10 @@ pub struct DeliveryWorker {
 
 impl DeliveryWorker {
     /// A worker for `config`; an error when the relay's CA file cannot be read.
-    pub fn new(services: Services, config: DeliveryConfig) -> Result<DeliveryWorker, DeliveryError> {
+    pub fn new(
+        services: Services,
+        config: DeliveryConfig,
+    ) -> Result<DeliveryWorker, DeliveryError> {
         let resolver = match mailroom_services::mailauth::resolver(config.dns_resolver) {
             Ok(r) => Some(r),
             Err(e) => {

@@ -115,8 +115,10 @@ c.logout()
 /// Publishes SPF (only 127.0.0.1 may send) and a DMARC policy for `domain`.
 fn publish(s: &TestServer, domain: &str, policy: &str) {
     s.dns.txt(domain, "v=spf1 ip4:127.0.0.1 -all");
-    s.dns
-        .txt(&format!("_dmarc.{domain}"), &format!("v=DMARC1; p={policy}"));
+    s.dns.txt(
+        &format!("_dmarc.{domain}"),
+        &format!("v=DMARC1; p={policy}"),
+    );
 }
 
 fn message(from: &str, to: &str, subject: &str) -> String {
@@ -188,7 +190,11 @@ async fn dmarc_policies_decide_where_failing_mail_goes(s: TestServer) {
     assert_eq!(junk["dmarc_disposition"], "quarantine", "{junk}");
     let none = authentication(&s, &a, "INBOX", "spoofed none").await;
     assert_eq!(
-        (&none["dmarc"], &none["dmarc_policy"], &none["dmarc_disposition"]),
+        (
+            &none["dmarc"],
+            &none["dmarc_policy"],
+            &none["dmarc_disposition"]
+        ),
         (&"fail".into(), &"none".into(), &"none".into()),
         "{none}"
     );

@@ -113,7 +113,8 @@ async fn mx_on_special_addresses_is_never_connected(backend: Backend) {
     a.dns.mx("inside.test", 10, "mx.inside.test");
     a.dns.mx("inside.test", 20, "metadata.inside.test");
     a.dns.ip("mx.inside.test", LOOPBACK);
-    a.dns.ip("metadata.inside.test", "169.254.169.254".parse().unwrap());
+    a.dns
+        .ip("metadata.inside.test", "169.254.169.254".parse().unwrap());
     a.dns
         .ip("metadata.inside.test", "::ffff:127.0.0.1".parse().unwrap());
     let before = a.refusals("delivery", "special_address").await;
@@ -142,7 +143,10 @@ async fn mx_on_special_addresses_is_never_connected(backend: Backend) {
         resp.contains("[::ffff:127.0.0.1] is loopback") || resp.contains("[127.0.0.1] is loopback"),
         "{resp}"
     );
-    assert_eq!(row["attempts"], 1, "a bounce at once, not days of retries: {row}");
+    assert_eq!(
+        row["attempts"], 1,
+        "a bounce at once, not days of retries: {row}"
+    );
     // The sender hears of it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -287,7 +291,10 @@ impl TestRelay {
         use base64::Engine as _;
         let mut s = BufReader::new(stream);
         if !tls {
-            s.get_mut().write_all(b"220 relay.test ESMTP\r\n").await.ok()?;
+            s.get_mut()
+                .write_all(b"220 relay.test ESMTP\r\n")
+                .await
+                .ok()?;
         }
         loop {
             let mut line = String::new();
@@ -302,7 +309,10 @@ impl TestRelay {
                     b"250-relay.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"
                 }
             } else if upper == "STARTTLS" && !tls {
-                s.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await.ok()?;
+                s.get_mut()
+                    .write_all(b"220 2.0.0 go ahead\r\n")
+                    .await
+                    .ok()?;
                 return Some(s.into_inner());
             } else if let Some(token) = line.trim_end().strip_prefix("AUTH PLAIN ") {
                 let decoded = base64::engine::general_purpose::STANDARD
@@ -380,10 +390,16 @@ async fn the_relay_certificate_is_verified_before_the_password_is_sent() {
     .await;
     let resp = row["last_response"].as_str().unwrap().to_owned();
     assert!(resp.starts_with("4.7.5"), "{row}");
-    assert!(resp.contains("certificate") && resp.contains("127.0.0.1"), "{resp}");
+    assert!(
+        resp.contains("certificate") && resp.contains("127.0.0.1"),
+        "{resp}"
+    );
     assert!(resp.contains("UnknownIssuer"), "names the problem: {resp}");
     assert!(relay.handshakes_failed.load(Ordering::SeqCst) >= 1);
-    assert!(relay.logins().is_empty(), "no password after a failed check");
+    assert!(
+        relay.logins().is_empty(),
+        "no password after a failed check"
+    );
     assert!(relay.messages().is_empty());
     // A certificate from the right CA, for another name.
     relay.present(&certs.wrong_name);
@@ -396,14 +412,20 @@ async fn the_relay_certificate_is_verified_before_the_password_is_sent() {
     .await;
     let resp = row["last_response"].as_str().unwrap();
     assert!(resp.contains("not valid for name"), "{resp}");
-    assert!(relay.logins().is_empty(), "no password for the wrong name either");
+    assert!(
+        relay.logins().is_empty(),
+        "no password for the wrong name either"
+    );
     // The certificate its CA issued for the relay's address.
     relay.present(&certs.good);
     let row = delivery_until(&a, &alice, &sent_id, rcpt, "delivery", |r| {
         r["status"] == "delivered"
     })
     .await;
-    assert!(row["last_response"].as_str().unwrap().starts_with("250"), "{row}");
+    assert!(
+        row["last_response"].as_str().unwrap().starts_with("250"),
+        "{row}"
+    );
     assert_eq!(
         relay.logins(),
         [(format!(" relay-user {RELAY_PASSWORD}"), true)],

@@ -27,7 +27,12 @@ async fn post(s: &TestServer, key: &str, path: &str, body: Value) -> Value {
 }
 
 /// The newest message of `acc`'s `mailbox` with `subject`: its parsed view and raw bytes.
-async fn newest(s: &TestServer, acc: &TestAccount, mailbox: &str, subject: &str) -> (Value, Vec<u8>) {
+async fn newest(
+    s: &TestServer,
+    acc: &TestAccount,
+    mailbox: &str,
+    subject: &str,
+) -> (Value, Vec<u8>) {
     let list = s
         .get_json(
             &acc.inbox_key,
@@ -102,7 +107,10 @@ async fn bare_line_ends_become_crlf(s: TestServer) {
     assert_eq!(sent_raw, got_raw, "one message, byte for byte");
     assert_eq!(lines(&got["text"]), ["a", "b", "c"], "{got}");
     let html = got["html"].as_str().unwrap();
-    assert!(html.contains("<p>h1</p>\r\n<p>h2</p>\r\n<p>h3</p>"), "{html:?}");
+    assert!(
+        html.contains("<p>h1</p>\r\n<p>h2</p>\r\n<p>h3</p>"),
+        "{html:?}"
+    );
     assert_eq!(lines(&sent["text"]), ["a", "b", "c"]);
     // A reply and a forward, built by the API around the caller's text.
     let mid = got["id"].as_str().unwrap();

@@ -114,7 +114,11 @@ pub(super) fn resolve_delivery(
 mod tests {
     use super::*;
 
-    fn resolve(args: &ServeArgs, toml: &str, dev: bool) -> anyhow::Result<mailroom_delivery::DeliveryConfig> {
+    fn resolve(
+        args: &ServeArgs,
+        toml: &str,
+        dev: bool,
+    ) -> anyhow::Result<mailroom_delivery::DeliveryConfig> {
         let file: FileDelivery = toml::from_str(toml)?;
         resolve_delivery(args, &file, "mx.example.org", dev)
     }
@@ -122,13 +126,54 @@ mod tests {
     #[test]
     fn private_destinations_follow_dev_unless_set() {
         let args = ServeArgs::default();
-        assert!(!resolve(&args, "", false).unwrap().allow_private_destinations);
+        assert!(
+            !resolve(&args, "", false)
+                .unwrap()
+                .allow_private_destinations
+        );
         assert!(resolve(&args, "", true).unwrap().allow_private_destinations);
         let off = "allow_private_destinations = false";
-        assert!(!resolve(&args, off, true).unwrap().allow_private_destinations);
+        assert!(
+            !resolve(&args, off, true)
+                .unwrap()
+                .allow_private_destinations
+        );
         let mut on = ServeArgs::default();
         on.delivery.allow_private_destinations = Some(true);
         assert!(resolve(&on, off, false).unwrap().allow_private_destinations);
+    }
+
+    #[test]
+    fn the_flags_parse() {
+        use clap::Parser;
+        use mailroom_services::dmarc::DmarcEnforcement;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "mailroom",
+            "--delivery-allow-private-destinations",
+            "--relay-ca-file",
+            "/etc/relay-ca.pem",
+            "--smtp-dmarc-enforcement",
+            "quarantine-only",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.delivery.allow_private_destinations, Some(true));
+        assert_eq!(
+            cli.serve.delivery.relay_ca_file,
+            Some(PathBuf::from("/etc/relay-ca.pem"))
+        );
+        assert_eq!(
+            cli.serve.smtp_dmarc_enforcement,
+            Some(DmarcEnforcement::QuarantineOnly)
+        );
+        let cli = Cli::try_parse_from(["mailroom", "--delivery-allow-private-destinations=false"])
+            .unwrap();
+        assert_eq!(cli.serve.delivery.allow_private_destinations, Some(false));
+        assert!(Cli::try_parse_from(["mailroom", "--smtp-dmarc-enforcement", "strict"]).is_err());
     }
 
     #[test]
