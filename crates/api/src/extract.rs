@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use base64::Engine as _;
-use mailroom_services::Principal;
+use mailroom_services::{Credential, Principal};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -203,6 +203,31 @@ impl FromRequestParts<AppState> for Auth {
                 "missing API key; send `Authorization: Bearer <key>`",
             )),
         }
+    }
+}
+
+/// A caller that presented a valid key, and the key itself: for a request that lives on
+/// after it is authenticated (an event stream, a waiting long poll), which asks again every
+/// second whether the key still works (`Services::still_reads_inbox`).
+#[derive(Debug, Clone)]
+pub struct AuthSession {
+    pub principal: Principal,
+    pub credential: Credential,
+}
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        // Auth succeeded, so a well-formed key was presented.
+        let key = presented_key(parts)?.ok_or_else(|| {
+            ApiError::unauthorized("missing API key; send `Authorization: Bearer <key>`")
+        })?;
+        Ok(AuthSession {
+            principal,
+            credential: Credential::new(key),
+        })
     }
 }
 

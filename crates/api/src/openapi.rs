@@ -27,6 +27,8 @@ use crate::routes;
         routes::rotate_key,
         routes::get_account,
         routes::get_smtp,
+        routes::rotate_account_key,
+        routes::rotate_smtp,
         routes::get_capabilities,
         routes::create_upgrade_link,
         routes::list_messages,

@@ -46,9 +46,14 @@ async fn session(load: &SubmissionLoad, id: usize) -> anyhow::Result<(Vec<u32>, 
         .map_err(|r| anyhow::anyhow!("greeting: {}", r.line()))?;
     conn.ehlo("bench.example").await?;
     if let Some((user, pass)) = &load.login {
-        // The bench server's certificate is self-signed: the MX client's policy.
-        let tls = mailroom_delivery::tls::opportunistic();
-        conn = match conn.starttls("localhost", tls, "bench.example").await? {
+        conn = match conn
+            .starttls(
+                "localhost",
+                mailroom_delivery::tls::opportunistic(),
+                "bench.example",
+            )
+            .await?
+        {
             Ok(c) => c,
             Err((_, r)) => bail!("STARTTLS refused: {}", r.line()),
         };

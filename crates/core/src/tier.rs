@@ -85,6 +85,11 @@ pub struct TierLimits {
     pub max_storage_bytes_per_inbox: Option<u64>,
     /// Bytes of mail all inboxes of an account may hold together; `None` = unlimited.
     pub max_storage_bytes_per_account: Option<u64>,
+    /// Event streams and waiting long polls per key (IMAP IDLE per inbox), when lower than
+    /// the server's `streams.max_per_key`; `None` = the server's budget alone.
+    pub max_streams_per_key: Option<u64>,
+    /// The same per account, all keys and IMAP IDLE together (`streams.max_per_account`).
+    pub max_streams_per_account: Option<u64>,
 }
 
 impl Default for TierLimits {
@@ -122,6 +127,8 @@ impl Tier {
                 smtp_enabled: false,
                 max_storage_bytes_per_inbox: Some(100 * MIB),
                 max_storage_bytes_per_account: Some(500 * MIB),
+                max_streams_per_key: None,
+                max_streams_per_account: None,
             },
             Tier::Developer => TierLimits {
                 max_inboxes: None,
@@ -133,6 +140,8 @@ impl Tier {
                 smtp_enabled: true,
                 max_storage_bytes_per_inbox: Some(GIB),
                 max_storage_bytes_per_account: Some(10 * GIB),
+                max_streams_per_key: None,
+                max_streams_per_account: None,
             },
             Tier::Growth => TierLimits {
                 max_inboxes: None,
@@ -144,6 +153,8 @@ impl Tier {
                 smtp_enabled: true,
                 max_storage_bytes_per_inbox: Some(10 * GIB),
                 max_storage_bytes_per_account: Some(100 * GIB),
+                max_streams_per_key: None,
+                max_streams_per_account: None,
             },
             Tier::Enterprise => TierLimits {
                 max_inboxes: None,
@@ -155,6 +166,8 @@ impl Tier {
                 smtp_enabled: true,
                 max_storage_bytes_per_inbox: None,
                 max_storage_bytes_per_account: None,
+                max_streams_per_key: None,
+                max_streams_per_account: None,
             },
         }
     }

@@ -17,6 +17,7 @@ mod op;
 mod quota;
 mod search;
 mod session;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,6 +6,9 @@
 //! ranges of the message exactly as stored, and the answers must quote the raw header
 //! values (RFC 9051 §7.5.2: ENVELOPE strings are not decoded).
 
+pub mod address;
+pub mod transfer;
+
 use std::ops::Range;
 
 use crate::fmt::{nstring, string};
@@ -437,49 +440,60 @@ pub fn body_structure(raw: &[u8], e: &Entity, extended: bool) -> String {
     }
 }
 
-/// ENVELOPE of a message header block.
+/// ENVELOPE of a message header block (RFC 3501 §7.4.2, RFC 9051 §7.5.2). Strings are the
+/// raw header values (encoded words are the client's to decode).
 pub fn envelope(header: &[u8]) -> String {
     let fields = header_fields(header);
-    let from = field(&fields, "From");
-    let sender = field(&fields, "Sender").or(from);
-    let reply_to = field(&fields, "Reply-To").or(from);
+    let list = |name: &str| address::parse(field(&fields, name).unwrap_or_default());
+    let from = list("From");
+    // "If the Sender or Reply-To lines are absent in the [RFC-2822] header, or are present
+    // but empty, the server sets the corresponding member of the envelope to be the same
+    // value as the from member" (RFC 3501 §7.4.2).
+    let or_from = |l: Vec<address::Addr>| if l.is_empty() { from.clone() } else { l };
+    let sender = or_from(list("Sender"));
+    let reply_to = or_from(list("Reply-To"));
     format!(
         "({} {} {} {} {} {} {} {} {} {})",
         nstring(field(&fields, "Date")),
         nstring(field(&fields, "Subject")),
-        addresses(from),
-        addresses(sender),
-        addresses(reply_to),
-        addresses(field(&fields, "To")),
-        addresses(field(&fields, "Cc")),
-        addresses(field(&fields, "Bcc")),
+        addresses(&from),
+        addresses(&sender),
+        addresses(&reply_to),
+        addresses(&list("To")),
+        addresses(&list("Cc")),
+        addresses(&list("Bcc")),
         nstring(field(&fields, "In-Reply-To")),
         nstring(field(&fields, "Message-ID")),
     )
 }
 
-/// An address list as IMAP writes it: `((name adl mailbox host) …)`, groups as RFC 9051
-/// §7.5.2 describes (a start with NIL host, an end with NIL mailbox and host).
-fn addresses(value: Option<&[u8]>) -> String {
-    let Some(value) = value else {
-        return "NIL".into();
-    };
-    let text = String::from_utf8_lossy(value);
+/// An address list as IMAP writes it: `((name adl mailbox host) …)`, NIL when empty.
+/// Groups are a start with NIL host and an end with NIL mailbox and host (RFC 3501
+/// §7.4.2); so a mailbox must never have a NIL host, or the client would read it as a
+/// group: an address without a domain (or local part) gets a placeholder instead, as
+/// Dovecot writes it.
+fn addresses(list: &[address::Addr]) -> String {
+    use address::Addr;
     let mut out = String::new();
-    for item in split_addresses(&text) {
+    for item in list {
         match item {
-            Addr::Mailbox { name, addr } => {
-                let (local, host) = addr.rsplit_once('@').unwrap_or((addr.as_str(), ""));
-                let name = name.filter(|n| !n.is_empty());
+            Addr::Mailbox(m) => {
+                let local = if m.local.is_empty() {
+                    "MISSING_MAILBOX"
+                } else {
+                    m.local.as_str()
+                };
+                let host = m
+                    .domain
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or("MISSING_DOMAIN");
                 out.push_str(&format!(
-                    "({} NIL {} {})",
-                    nstring(name.as_deref().map(str::as_bytes)),
+                    "({} {} {} {})",
+                    nstring(m.name.as_deref().map(str::as_bytes)),
+                    nstring(m.route.as_deref().map(str::as_bytes)),
                     string(local.as_bytes()),
-                    if host.is_empty() {
-                        "NIL".to_owned()
-                    } else {
-                        string(host.as_bytes())
-                    }
+                    string(host.as_bytes()),
                 ));
             }
             Addr::GroupStart(name) => {
@@ -493,107 +507,6 @@ fn addresses(value: Option<&[u8]>) -> String {
     } else {
         format!("({out})")
     }
-}
-
-enum Addr {
-    Mailbox { name: Option<String>, addr: String },
-    GroupStart(String),
-    GroupEnd,
-}
-
-/// A forgiving RFC 5322 address-list splitter: display names (quoted or not), angle
-/// addresses, bare addresses, comments and groups.
-fn split_addresses(text: &str) -> Vec<Addr> {
-    let mut out = Vec::new();
-    let mut phrase = String::new();
-    let mut angle: Option<String> = None;
-    let mut comment = String::new();
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    let flush = |phrase: &mut String,
-                 angle: &mut Option<String>,
-                 comment: &mut String,
-                 out: &mut Vec<Addr>| {
-        let p = phrase.trim().to_owned();
-        match angle.take() {
-            Some(a) => out.push(Addr::Mailbox {
-                name: Some(p).filter(|p| !p.is_empty()),
-                addr: a.trim().to_owned(),
-            }),
-            None if !p.is_empty() => out.push(Addr::Mailbox {
-                name: Some(comment.trim().to_owned()).filter(|c| !c.is_empty()),
-                addr: p.split_whitespace().collect::<String>(),
-            }),
-            None => {}
-        }
-        phrase.clear();
-        comment.clear();
-    };
-    let mut in_group = false;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '"' => {
-                i += 1;
-                while i < chars.len() && chars[i] != '"' {
-                    if chars[i] == '\\' && i + 1 < chars.len() {
-                        i += 1;
-                    }
-                    phrase.push(chars[i]);
-                    i += 1;
-                }
-            }
-            '(' => {
-                let mut depth = 1;
-                i += 1;
-                while i < chars.len() && depth > 0 {
-                    match chars[i] {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    if depth > 0 {
-                        comment.push(chars[i]);
-                    }
-                    i += 1;
-                }
-                continue;
-            }
-            '<' => {
-                let mut a = String::new();
-                i += 1;
-                while i < chars.len() && chars[i] != '>' {
-                    a.push(chars[i]);
-                    i += 1;
-                }
-                // A source route (`<@a,@b:user@host>`) is dropped.
-                let a = match a.rsplit_once(':') {
-                    Some((route, rest)) if route.starts_with('@') => rest.to_owned(),
-                    _ => a,
-                };
-                angle = Some(a);
-            }
-            ':' if angle.is_none() && !in_group => {
-                out.push(Addr::GroupStart(phrase.trim().to_owned()));
-                phrase.clear();
-                comment.clear();
-                in_group = true;
-            }
-            ';' if in_group => {
-                flush(&mut phrase, &mut angle, &mut comment, &mut out);
-                out.push(Addr::GroupEnd);
-                in_group = false;
-            }
-            ',' => flush(&mut phrase, &mut angle, &mut comment, &mut out),
-            _ => phrase.push(c),
-        }
-        i += 1;
-    }
-    flush(&mut phrase, &mut angle, &mut comment, &mut out);
-    if in_group {
-        out.push(Addr::GroupEnd);
-    }
-    out
 }
 
 /// The header lines of a header block whose names are (or, with `not`, are not) in
@@ -625,63 +538,13 @@ pub fn header_subset(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
     out
 }
 
-/// Why BINARY cannot decode a part.
-#[derive(Debug, PartialEq, Eq)]
-pub struct UnknownEncoding;
+pub use transfer::UnknownEncoding;
 
 /// The body of a leaf entity with its Content-Transfer-Encoding undone (RFC 3516).
 pub fn decode_body(raw: &[u8], e: &Entity) -> Result<Vec<u8>, UnknownEncoding> {
     let fields = header_fields(&raw[e.header.clone()]);
-    let body = &raw[e.body.clone()];
-    let encoding = field(&fields, "Content-Transfer-Encoding")
-        .map(|v| String::from_utf8_lossy(trim(v)).to_ascii_lowercase())
-        .unwrap_or_default();
-    match encoding.as_str() {
-        "" | "7bit" | "8bit" | "binary" => Ok(body.to_vec()),
-        "base64" => {
-            use base64::Engine as _;
-            let clean: Vec<u8> = body
-                .iter()
-                .copied()
-                .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
-                .collect();
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(&clean)
-                .map_err(|_| UnknownEncoding)
-        }
-        "quoted-printable" => Ok(decode_qp(body)),
-        _ => Err(UnknownEncoding),
-    }
-}
-
-fn decode_qp(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    while i < body.len() {
-        let c = body[i];
-        if c == b'=' {
-            if body[i + 1..].starts_with(b"\r\n") {
-                i += 3;
-                continue;
-            }
-            if body[i + 1..].starts_with(b"\n") {
-                i += 2;
-                continue;
-            }
-            if let (Some(h), Some(l)) = (
-                body.get(i + 1).copied().and_then(hex),
-                body.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    out
+    let encoding = transfer::encoding_name(field(&fields, "Content-Transfer-Encoding"));
+    transfer::decode(&encoding, &raw[e.body.clone()])
 }
 
 #[cfg(test)]
@@ -721,6 +584,29 @@ mod tests {
             "{env}"
         );
         assert!(env.contains("((NIL NIL \"bob\" \"example.org\")(NIL NIL \"Team\" NIL)(NIL NIL \"c\" \"d.e\")(NIL NIL NIL NIL))"), "{env}");
+    }
+
+    /// RFC 3501 §7.4.2: absent or empty Sender and Reply-To are the From list; absent
+    /// fields are NIL; a mailbox never has a NIL host (that would open a group).
+    #[test]
+    fn envelope_defaults_and_edges() {
+        let env = envelope(b"From: user@domain (Real Name)\r\nSender: \r\nCc: nobody\r\n\r\n");
+        let from = "((\"Real Name\" NIL \"user\" \"domain\"))";
+        assert_eq!(
+            env,
+            format!(
+                "(NIL NIL {from} {from} {from} NIL ((NIL NIL \"nobody\" \"MISSING_DOMAIN\")) NIL NIL NIL)"
+            )
+        );
+        let env = envelope(b"From: <@route:user@domain>\r\nReply-To: a@b\r\n\r\n");
+        assert!(
+            env.contains("((NIL \"@route\" \"user\" \"domain\")) ((NIL \"@route\" \"user\" \"domain\")) ((NIL NIL \"a\" \"b\"))"),
+            "{env}"
+        );
+        assert_eq!(
+            envelope(b"\r\n"),
+            "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+        );
     }
 
     #[test]

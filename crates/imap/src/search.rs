@@ -8,6 +8,7 @@ use std::cell::OnceCell;
 use mailroom_core::time::now_ms;
 
 use crate::mime;
+use crate::mime::address::Addr;
 
 /// What a key needs to know of a message.
 pub struct Candidate<'a> {
@@ -104,6 +105,9 @@ pub struct Content<'a> {
     header_end: usize,
     /// (name, lowercased raw value and RFC 2047-decoded value), in order.
     fields: OnceCell<Vec<(String, String)>>,
+    /// For From, To, Cc and Bcc: the field as [`Content::fields`] has it plus its
+    /// addresses written out, lowercased.
+    addresses: OnceCell<[String; 4]>,
     /// The decoded text and HTML parts, lowercased.
     decoded: OnceCell<String>,
     body: OnceCell<String>,
@@ -118,6 +122,7 @@ impl<'a> Content<'a> {
             raw,
             header_end: mime::parse_header_only(raw).end,
             fields: OnceCell::new(),
+            addresses: OnceCell::new(),
             decoded: OnceCell::new(),
             body: OnceCell::new(),
             text: OnceCell::new(),
@@ -147,6 +152,45 @@ impl<'a> Content<'a> {
             }
         }
         out
+    }
+
+    /// What SEARCH FROM/TO/CC/BCC look in. RFC 3501 §6.4.4 has them search the envelope
+    /// structure's field: so besides the field as written (raw and with encoded words
+    /// decoded), each address is written out as `name <local@domain>` (display name
+    /// decoded), and a group as its name. `user@domain` then matches an address however
+    /// the header spells it (`<user (c)@ domain>`, `user@domain (Name)`), and a display name
+    /// matches in its decoded form.
+    fn address_field(&self, name: &str) -> &str {
+        const NAMES: [&str; 4] = ["From", "To", "Cc", "Bcc"];
+        let all = self.addresses.get_or_init(|| {
+            let raw = mime::header_fields(&self.raw[..self.header_end]);
+            NAMES.map(|field| {
+                let mut out = self.header(field).unwrap_or_default();
+                for (_, value) in raw.iter().filter(|(n, _)| n.eq_ignore_ascii_case(field)) {
+                    for a in mime::address::parse(value) {
+                        let line = match a {
+                            Addr::Mailbox(m) => {
+                                let name = m.name.as_deref().map(decode_words);
+                                let domain = m.domain.map(|d| format!("@{d}")).unwrap_or_default();
+                                match name {
+                                    Some(n) => format!("{n} <{}{domain}>", m.local),
+                                    None => format!("{}{domain}", m.local),
+                                }
+                            }
+                            Addr::GroupStart(g) => decode_words(&g),
+                            Addr::GroupEnd => continue,
+                        };
+                        out.push_str(&line.to_lowercase());
+                        out.push('\n');
+                    }
+                }
+                out
+            })
+        });
+        NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+            .map_or("", |i| all[i].as_str())
     }
 
     fn decoded(&self) -> &str {
@@ -220,6 +264,7 @@ pub fn matches_all(keys: &[SearchKey<'_>], c: &Candidate<'_>) -> bool {
 fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     let header = |name: &str| c.content.and_then(|m| m.header(name)).unwrap_or_default();
     let date = || c.content.and_then(Content::date);
+    let addresses = |name: &str| c.content.map_or("", |m| m.address_field(name));
     match key {
         SearchKey::And(ks) => matches_all(ks.as_ref(), c),
         SearchKey::SequenceSet(set) => in_set(set, c.seq, c.max_seq),
@@ -249,10 +294,10 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::SentBefore(d) => date().is_some_and(|x| x < *d.as_ref()),
         SearchKey::SentOn(d) => date().is_some_and(|x| x == *d.as_ref()),
         SearchKey::SentSince(d) => date().is_some_and(|x| x >= *d.as_ref()),
-        SearchKey::Bcc(s) => contains(&header("Bcc"), s.as_ref()),
-        SearchKey::Cc(s) => contains(&header("Cc"), s.as_ref()),
-        SearchKey::From(s) => contains(&header("From"), s.as_ref()),
-        SearchKey::To(s) => contains(&header("To"), s.as_ref()),
+        SearchKey::Bcc(s) => contains(addresses("Bcc"), s.as_ref()),
+        SearchKey::Cc(s) => contains(addresses("Cc"), s.as_ref()),
+        SearchKey::From(s) => contains(addresses("From"), s.as_ref()),
+        SearchKey::To(s) => contains(addresses("To"), s.as_ref()),
         SearchKey::Subject(s) => contains(&header("Subject"), s.as_ref()),
         SearchKey::Header(name, value) => {
             let name = String::from_utf8_lossy(name.as_ref());
@@ -306,4 +351,23 @@ pub fn count_keys(keys: &[SearchKey<'_>]) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_keys_see_addresses_however_they_are_written() {
+        let raw = b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: =?utf-8?q?J=C3=B6rg?= <jo@x.de>, grp: a@b.c;\r\n\r\nbody\r\n";
+        let c = Content::new(raw);
+        let from = c.address_field("from");
+        assert!(contains(from, b"USER-FROM@domain.org"), "{from}");
+        assert!(contains(from, b"ser-fro"), "{from}");
+        let to = c.address_field("To");
+        assert!(contains(to, "jörg".as_bytes()), "{to}");
+        assert!(contains(to, "Jörg <jo@".as_bytes()), "{to}");
+        assert!(contains(to, b"grp") && contains(to, b"a@b.c"), "{to}");
+        assert!(!contains(c.address_field("Cc"), b"a"));
+    }
 }

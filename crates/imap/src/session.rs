@@ -25,10 +25,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use mailroom_core::time::now_ms;
 use mailroom_net::sasl::{self, SaslError};
 use mailroom_services::submission::LoginRefused;
-use mailroom_store::{
-    FlagChange, FlagOutcome, ImapMailbox, ImapMessage, MailboxRefusal, MailboxState, NewMessage,
-    Recipient,
-};
+use mailroom_store::{FlagChange, FlagOutcome, ImapMailbox, MailboxRefusal, NewMessage, Recipient};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fmt::{canonical_flag, flag_list, mailbox as mailbox_name, sequence_set};
 use crate::op::fetch::FetchError;
 use crate::search::in_set;
+use crate::view::{Looked, Msg, View};
 use crate::{ImapServer, conn};
 
 /// After this many BAD answers in a row the session is closed: a client that sends only
@@ -51,8 +49,6 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 const REVOKED: &str = "* BYE [AUTHORIZATIONFAILED] the key this session logged in with was revoked";
 /// Longest mailbox name.
 const MAX_MAILBOX_NAME: usize = 255;
-/// Flags every mailbox offers.
-const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// The identity of a logged-in session. (No `Debug`: it holds the key.)
 pub(crate) struct User {
@@ -61,60 +57,6 @@ pub(crate) struct User {
     /// The key the session logged in with, asked again before each command and while
     /// idling, so that revoking it (or deleting the inbox) ends the session.
     secret: String,
-}
-
-/// One message of the selected mailbox.
-#[derive(Debug, Clone)]
-pub(crate) struct Msg {
-    pub(crate) uid: u32,
-    pub(crate) modseq: i64,
-    pub(crate) flags: Vec<String>,
-    /// SHA-256 of the body, as bytes (half the memory of the hex, and no allocation).
-    pub(crate) blob: [u8; 32],
-    pub(crate) size: i64,
-    pub(crate) internal_date: i64,
-    /// Removed by someone else; the EXPUNGE is not sent yet.
-    pub(crate) gone: bool,
-}
-
-/// The blob hash as bytes; the store writes lowercase hex SHA-256.
-fn blob_id(hex_hash: &str) -> [u8; 32] {
-    let mut id = [0u8; 32];
-    if hex::decode_to_slice(hex_hash, &mut id).is_err() {
-        tracing::warn!(hash = %hex_hash, "IMAP: a blob hash that is not SHA-256 hex");
-    }
-    id
-}
-
-impl Msg {
-    pub(crate) fn blob_hex(&self) -> String {
-        hex::encode(self.blob)
-    }
-
-    fn from_row(m: ImapMessage) -> Msg {
-        Msg {
-            uid: u32::try_from(m.uid).unwrap_or(u32::MAX),
-            modseq: m.modseq,
-            flags: m.flags,
-            blob: blob_id(&m.blob_hash),
-            size: m.size,
-            internal_date: m.internal_date,
-            gone: false,
-        }
-    }
-
-    pub(crate) fn has(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
-    }
-}
-
-pub(crate) struct Selected {
-    pub(crate) mailbox: ImapMailbox,
-    pub(crate) read_only: bool,
-    pub(crate) msgs: Vec<Msg>,
-    known: MailboxState,
-    /// Removals seen but not yet reported.
-    pending_expunge: bool,
 }
 
 /// What the connection loop does after a command.
@@ -129,7 +71,7 @@ pub struct Session {
     pub peer: SocketAddr,
     pub tls: bool,
     pub(crate) user: Option<User>,
-    pub(crate) selected: Option<Selected>,
+    pub(crate) selected: Option<View>,
     /// CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), or a CONDSTORE command).
     pub(crate) condstore: bool,
     /// IMAP4rev2 enabled (ENABLE IMAP4rev2).
@@ -945,55 +887,24 @@ impl Session {
         read_only: bool,
         out: &mut Out,
     ) -> Result<(), mailroom_store::StoreError> {
-        let mut keywords: Vec<String> = Vec::new();
-        for m in &msgs {
-            for f in &m.flags {
-                if !f.starts_with('\\') && !keywords.contains(f) && keywords.len() < 100 {
-                    keywords.push(f.clone());
-                }
-            }
-        }
-        let extra = if keywords.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", keywords.join(" "))
-        };
-        // A message that came between the two reads is in the list: the numbers must
-        // cover it.
-        let state = MailboxState {
-            uidnext: mb
-                .uidnext
-                .max(msgs.last().map_or(0, |m| i64::from(m.uid) + 1)),
-            highestmodseq: msgs
-                .iter()
-                .map(|m| m.modseq)
-                .fold(mb.highestmodseq, i64::max),
-            count: msgs.len() as i64,
-            uidvalidity: mb.uidvalidity,
-        };
-        out.line(&format!("* {} EXISTS", msgs.len()));
+        let view = View::open(mb, msgs, read_only);
+        out.line(&format!("* {} EXISTS", view.msgs.len()));
         if !self.rev2 {
             out.line("* 0 RECENT");
-            if let Some(i) = msgs.iter().position(|m| !m.has("\\Seen")) {
+            if let Some(i) = view.msgs.iter().position(|m| !m.has("\\Seen")) {
                 out.line(&format!("* OK [UNSEEN {}] first unseen", i + 1));
             }
         }
-        out.line(&format!("* FLAGS ({SYSTEM_FLAGS}{extra})"));
-        if read_only {
-            out.line("* OK [PERMANENTFLAGS ()] read-only");
-        } else {
-            out.line(&format!(
-                "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{extra} \\*)] flags permitted"
-            ));
-        }
+        view.flags_lines(out);
+        let mb = &view.mailbox;
         out.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", mb.uidvalidity));
         out.line(&format!(
             "* OK [UIDNEXT {}] predicted next UID",
-            state.uidnext
+            view.known.uidnext
         ));
         out.line(&format!(
             "* OK [HIGHESTMODSEQ {}] highest modseq",
-            state.highestmodseq
+            view.known.highestmodseq
         ));
         if self.rev2 {
             let special = mb
@@ -1011,123 +922,33 @@ impl Session {
             if read_only { "READ-ONLY" } else { "READ-WRITE" },
             if read_only { "EXAMINE" } else { "SELECT" }
         ));
-        self.selected = Some(Selected {
-            mailbox: mb,
-            read_only,
-            msgs,
-            known: state,
-            pending_expunge: false,
-        });
+        self.selected = Some(view);
         Ok(())
     }
 
-    /// Reports what others changed in the selected mailbox (see the module comment).
+    /// Reports what others changed in the selected mailbox (see [`View::look`]), unless
+    /// the session looked a moment ago and nothing signalled a change since.
     pub async fn sync(
         &mut self,
         out: &mut Out,
         allow_expunge: bool,
     ) -> Result<(), mailroom_store::StoreError> {
         let condstore = self.condstore;
-        let Some(sel) = self.selected.as_mut() else {
+        let Some(view) = self.selected.as_mut() else {
             return Ok(());
         };
         let signalled = self.signal.as_ref().is_none_or(|s| s.has_changed());
         let fresh = self.last_check.is_some_and(|t| t.elapsed() < SYNC_INTERVAL);
-        if fresh && !signalled && !(sel.pending_expunge && allow_expunge) {
+        if fresh && !signalled && !(view.pending_expunge && allow_expunge) {
             return Ok(());
         }
         mark_seen(&mut self.signal);
         self.last_check = Some(std::time::Instant::now());
         let store = self.server.services.store();
-        let state = store.imap_state(&sel.mailbox.id).await?;
-        let Some(state) = state else {
-            // The mailbox was deleted (or renamed) under us: everything is gone.
-            for m in &mut sel.msgs {
-                m.gone = true;
-            }
-            if allow_expunge {
-                for i in (0..sel.msgs.len()).rev() {
-                    out.line(&format!("* {} EXPUNGE", i + 1));
-                }
-                sel.msgs.clear();
-                out.line("* BYE the selected mailbox was deleted or renamed elsewhere");
-                self.closing = true;
-            }
-            return Ok(());
-        };
-        if state == sel.known && !(sel.pending_expunge && allow_expunge) {
-            return Ok(());
+        if view.look(store, out, allow_expunge, condstore).await? == Looked::MailboxGone {
+            out.line("* BYE the selected mailbox was deleted or renamed elsewhere");
+            self.closing = true;
         }
-        let live = sel.msgs.iter().filter(|m| !m.gone).count() as i64;
-        if state.count != live || state.uidnext != sel.known.uidnext {
-            let uids: HashSet<i64> = store
-                .imap_uids(&sel.mailbox.id)
-                .await?
-                .into_iter()
-                .collect();
-            for m in &mut sel.msgs {
-                if !uids.contains(&i64::from(m.uid)) && !m.gone {
-                    m.gone = true;
-                    sel.pending_expunge = true;
-                }
-            }
-        }
-        let mut flag_changes: Vec<u32> = Vec::new();
-        let before = sel.msgs.len();
-        if state.highestmodseq != sel.known.highestmodseq || state.uidnext != sel.known.uidnext {
-            let changed = store
-                .imap_changed_since(&sel.mailbox.id, sel.known.highestmodseq)
-                .await?;
-            let max_uid = sel.msgs.last().map_or(0, |m| m.uid);
-            for row in changed {
-                let uid = u32::try_from(row.uid).unwrap_or(u32::MAX);
-                match sel.msgs.binary_search_by_key(&uid, |m| m.uid) {
-                    Ok(i) => {
-                        let m = &mut sel.msgs[i];
-                        if m.gone {
-                            continue;
-                        }
-                        let flags_changed = m.flags != row.flags;
-                        m.modseq = row.modseq;
-                        if flags_changed {
-                            m.flags = row.flags;
-                            flag_changes.push(uid);
-                        }
-                    }
-                    Err(_) if uid > max_uid => sel.msgs.push(Msg::from_row(row)),
-                    Err(_) => {}
-                }
-            }
-        }
-        if allow_expunge && sel.pending_expunge {
-            for i in (0..sel.msgs.len()).rev() {
-                if sel.msgs[i].gone {
-                    out.line(&format!("* {} EXPUNGE", i + 1));
-                    sel.msgs.remove(i);
-                }
-            }
-            sel.pending_expunge = false;
-        }
-        if sel.msgs.len() != before {
-            out.line(&format!("* {} EXISTS", sel.msgs.len()));
-        }
-        for uid in flag_changes {
-            if let Ok(i) = sel.msgs.binary_search_by_key(&uid, |m| m.uid) {
-                let m = &sel.msgs[i];
-                let modseq = if condstore {
-                    format!(" MODSEQ ({})", m.modseq)
-                } else {
-                    String::new()
-                };
-                out.line(&format!(
-                    "* {} FETCH (UID {} FLAGS {}{modseq})",
-                    i + 1,
-                    m.uid,
-                    flag_list(&m.flags)
-                ));
-            }
-        }
-        sel.known = state;
         Ok(())
     }
 
@@ -1282,47 +1103,10 @@ impl Session {
     /// The indexes (into the selected mailbox's list) a sequence set names. `Err` for
     /// message numbers that do not exist.
     pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
-        let Some(sel) = self.selected.as_ref() else {
-            return Ok(Vec::new());
-        };
-        if uid {
-            let max = sel.msgs.last().map_or(0, |m| m.uid);
-            if sel.msgs.is_empty() {
-                return Ok(Vec::new());
-            }
-            return Ok((0..sel.msgs.len())
-                .filter(|&i| in_set(set, sel.msgs[i].uid, max))
-                .collect());
+        match self.selected.as_ref() {
+            Some(view) => view.resolve(set, uid),
+            None => Ok(Vec::new()),
         }
-        let n = sel.msgs.len() as u32;
-        use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
-        // `1:*` in an empty mailbox names nothing (clients send it to mean "all"); a number
-        // that does not exist is an error.
-        let has_star = set.0.as_ref().iter().any(|s| match s {
-            Sequence::Single(v) => matches!(v, SeqOrUid::Asterisk),
-            Sequence::Range(a, b) => {
-                matches!(a, SeqOrUid::Asterisk) || matches!(b, SeqOrUid::Asterisk)
-            }
-        });
-        if n == 0 && has_star {
-            return Ok(Vec::new());
-        }
-        for s in set.0.as_ref() {
-            let check = |v: &SeqOrUid| match v {
-                SeqOrUid::Value(v) => v.get() <= n,
-                SeqOrUid::Asterisk => n > 0,
-            };
-            let ok = match s {
-                Sequence::Single(v) => check(v),
-                Sequence::Range(a, b) => check(a) && check(b),
-            };
-            if !ok {
-                return Err("invalid message sequence number (no such message)");
-            }
-        }
-        Ok((0..sel.msgs.len())
-            .filter(|&i| in_set(set, i as u32 + 1, n))
-            .collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1427,6 +1211,9 @@ impl Session {
             signal_inbox(&self.server, &self.user);
         }
         let silent = matches!(response, StoreResponse::Silent);
+        if !silent {
+            sel.announce_keywords(&idx, out);
+        }
         for &i in &idx {
             let m = &sel.msgs[i];
             if m.gone {
@@ -1613,10 +1400,11 @@ impl Session {
                 .server
                 .services
                 .imap_wait_slot(&u.account_id, &u.inbox_id)
+                .await
                 .map_err(|e| e.to_string()),
             None => Err("log in first".to_owned()),
         };
-        let _slot = match slot {
+        let slot = match slot {
             Ok(slot) => slot,
             Err(why) => {
                 out.line(&format!("{tag} NO [LIMIT] {why}"));
@@ -1629,6 +1417,13 @@ impl Session {
         loop {
             if !self.still_authorized().await {
                 out.line(REVOKED);
+                return Ok(Next::Logout);
+            }
+            // A lowered tier may leave this IDLE past the account's cap: the newest go.
+            if let Err(e @ mailroom_services::ServiceError::Busy { .. }) =
+                self.server.services.waiter_still_fits(&slot).await
+            {
+                out.line(&format!("* BYE [LIMIT] {e}"));
                 return Ok(Next::Logout);
             }
             self.server.services.note_waiter_poll("imap_idle");

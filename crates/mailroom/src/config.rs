@@ -16,7 +16,9 @@ use serde::Deserialize;
 mod delivery;
 mod events;
 mod imap;
+mod login;
 mod storage;
+mod tenancy;
 
 pub use events::WebhookBudgets;
 
@@ -207,6 +209,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MAILROOM_SMTP_DMARC_ENFORCEMENT", value_name = "MODE")]
     pub smtp_dmarc_enforcement: Option<DmarcEnforcement>,
 
+    /// Days a deleted inbox's address stays reserved for the account that had it; 0 frees
+    /// it at once. [default: 30]
+    #[arg(
+        long,
+        env = "MAILROOM_TENANCY_DELETED_ADDRESS_HOLD_DAYS",
+        value_name = "DAYS"
+    )]
+    pub deleted_address_hold_days: Option<u64>,
+
     /// Log format. [default: text]
     #[arg(long, env = "MAILROOM_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -247,6 +258,10 @@ struct FileConfig {
     streams: events::FileStreams,
     #[serde(default)]
     storage: storage::FileStorage,
+    #[serde(default)]
+    login: login::FileLogin,
+    #[serde(default)]
+    tenancy: tenancy::FileTenancy,
     tiers: Option<Tiers>,
 }
 
@@ -379,6 +394,8 @@ pub struct Config {
     pub webhook_budgets: WebhookBudgets,
     /// Budgets of event streams, long polls and IMAP IDLE (`[streams]`).
     pub streams: mailroom_services::StreamLimits,
+    /// Wrong passwords allowed at every door (`[login]`).
+    pub login_throttle: mailroom_services::LoginThrottlePolicy,
     /// The blob collector (`[storage]`).
     pub collector: mailroom_services::CollectorConfig,
     pub listen: Listeners,
@@ -412,6 +429,8 @@ pub struct Config {
     pub queue_lifetime: std::time::Duration,
     /// How long a user's JWT access token works (15 minutes).
     pub access_token_ttl: std::time::Duration,
+    /// How long a deleted inbox's address is held for its account (`[tenancy]`, 30 days).
+    pub deleted_address_hold: std::time::Duration,
     pub log_format: LogFormat,
     /// From `MAILROOM_MASTER_SECRET` (64 hex characters); `None`: the data directory's
     /// `master.key`, created on first start.
@@ -491,6 +510,7 @@ impl Config {
         }
         let webhook_budgets = events::resolve_webhooks(&file.webhooks)?;
         let streams = events::resolve_streams(&file.streams)?;
+        let login_throttle = login::resolve(&file.login)?;
         let collector = storage::resolve_storage(&file.storage)?;
         let max_body_bytes = file.http.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
@@ -516,6 +536,7 @@ impl Config {
             webhook_timeout: events::webhook_timeout(&file.webhooks)?,
             webhook_budgets,
             streams,
+            login_throttle,
             collector,
             listen,
             tls_cert,
@@ -554,6 +575,10 @@ impl Config {
                     .unwrap_or(900)
                     .clamp(1, 86_400),
             ),
+            deleted_address_hold: tenancy::deleted_address_hold(
+                args.deleted_address_hold_days,
+                &file.tenancy,
+            )?,
             log_format: args
                 .log_format
                 .or(file.log_format)

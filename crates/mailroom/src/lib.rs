@@ -124,6 +124,8 @@ pub fn services(
             queue_lifetime: config.queue_lifetime,
             access_token_ttl: config.access_token_ttl,
             streams: config.streams,
+            login_throttle: config.login_throttle,
+            deleted_address_hold: config.deleted_address_hold,
             webhooks: mailroom_services::webhooks::WebhookPolicy {
                 allow_http: config.dev,
                 allow_loopback: config.dev || config.webhook_allow_private,

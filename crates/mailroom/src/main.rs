@@ -63,6 +63,9 @@ enum AdminCommand {
     /// Operator users who log in with a password (seed 004).
     #[command(subcommand)]
     User(UserCommand),
+    /// An account's own secrets: rotate the account key or the SMTP password.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Grant the upgrade an upgrade link asks for. Each link works once.
     ///
     /// Agents get links from POST /v1/upgrade-link or in `upgrade_context`; opening one
@@ -96,6 +99,31 @@ enum UserCommand {
         first_name: String,
         #[arg(long, default_value = "")]
         surname: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Issue a new account key and print it (once). The old key stops working at once,
+    /// also in a running server; inbox keys and scoped API keys are untouched.
+    ///
+    /// Example: mailroom admin account rotate-key acc_0123456789abcdefghij
+    RotateKey {
+        /// The account: its id (acc_…), one of its inbox addresses, or a user's email.
+        account: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Issue a new account SMTP password and print it with the SMTP settings. The old one
+    /// stops working at once, also in open submission sessions. Needs the server's master
+    /// secret (the data directory's master.key, or MAILROOM_MASTER_SECRET).
+    ///
+    /// Example: mailroom admin account rotate-smtp agent@example.com
+    RotateSmtp {
+        /// The account: its id (acc_…), one of its inbox addresses, or a user's email.
+        account: String,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -305,6 +333,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        AdminCommand::Account(cmd) => account(cmd).await,
         AdminCommand::RedeemUpgrade { token, data } => {
             let token = token
                 .split_once("token=")
@@ -331,6 +360,70 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The server's real master secret, for commands that derive or check what it signs.
+fn existing_master(
+    config: &Config,
+    what: &str,
+) -> anyhow::Result<mailroom_core::secret::MasterSecret> {
+    if config.master_secret.is_none() && !config.data_dir.join("master.key").exists() {
+        bail!(
+            "no master secret in {}; {what} needs the secret of the server (its data directory, or MAILROOM_MASTER_SECRET)",
+            config.data_dir.display()
+        );
+    }
+    mailroom::datadir::master_secret(&config.data_dir, config.master_secret.as_deref())
+}
+
+async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
+    let (data, smtp) = match &cmd {
+        AccountCommand::RotateKey { data, .. } => (data, false),
+        AccountCommand::RotateSmtp { data, .. } => (data, true),
+    };
+    let (config, store) = open_existing(data).await?;
+    // A key is stored as its hash and needs no secret; the SMTP password is derived from
+    // the master secret, so it must be the server's.
+    let master = if smtp {
+        existing_master(&config, "the SMTP password")?
+    } else {
+        mailroom_core::secret::MasterSecret::generate()
+    };
+    let services = mailroom::services(store.clone(), &config, master, String::new(), false);
+    let who = match &cmd {
+        AccountCommand::RotateKey { account, .. } | AccountCommand::RotateSmtp { account, .. } => {
+            account
+        }
+    };
+    let account_id = services.account_named(who).await.map_err(|e| match e {
+        mailroom_services::ServiceError::NotFound { .. } => {
+            anyhow::anyhow!("no account {who:?} in this database (give an acc_… id, an inbox address or a user's email)")
+        }
+        other => other.into(),
+    })?;
+    let result = if smtp {
+        services.rotate_smtp_password_of(&account_id).await.map(|r| {
+            let c = r.credentials;
+            let mut out = format!(
+                "new SMTP password for {account_id} (shown once here; GET /v1/account/smtp shows it to the account)\nhost: {}\nport: {}\nusername: {}\npassword: {}",
+                c.host, c.port, c.username, c.password
+            );
+            if !r.smtp_enabled {
+                out.push_str("\n(the account's tier has no SMTP access; the password works once it has)");
+            }
+            out
+        })
+    } else {
+        services.rotate_account_key_of(&account_id).await.map(|r| {
+            format!(
+                "new account key for {account_id} (shown once; the old key no longer works)\naccount_api_key: {}",
+                r.account_api_key
+            )
+        })
+    };
+    store.close().await;
+    println!("{}", result?);
+    Ok(())
 }
 
 async fn queue(cmd: QueueCommand) -> anyhow::Result<()> {

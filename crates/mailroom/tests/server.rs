@@ -354,6 +354,17 @@ async fn no_secret_is_stored_in_clear(s: TestServer) {
         .split('"')
         .filter(|p| !p.trim().is_empty())
         .collect::<String>();
+    let proof = added["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "verification")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    s.dns.txt("_mailroom-verification.secret.example", &proof);
     s.dns.mx("secret.example", 10, "mail.test");
     s.dns.txt("secret.example", "v=spf1 mx -all");
     s.dns.txt("mailroom1._domainkey.secret.example", &dkim);

@@ -10,14 +10,21 @@
 //!   the old key back.
 //! - Other processes sharing a PostgreSQL database hear of changes through `LISTEN/NOTIFY`
 //!   (`Store::stale_listener`); a lost listener connection empties the cache.
+//! - Account tiers are the exception: `mailroom admin set-tier` may run as another process
+//!   on SQLite, where nobody is told, so a remembered tier is trusted for [`TIER_FRESH`]
+//!   only. Open sessions re-check every second, so a lowered tier reaches them within 2 s.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use mailroom_core::Tier;
 use mailroom_store::{InboxRow, StorageUsage};
 
 use crate::Principal;
+
+/// How long a remembered account tier is trusted (see the module documentation).
+pub(crate) const TIER_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Entries kept per map before the map is emptied and refilled (a crude bound: refilling
 /// costs one database read per active key).
@@ -32,6 +39,19 @@ pub(crate) struct Cache {
     /// hold. Only addresses that exist are kept: a client trying random names costs a read
     /// each, not memory.
     recipients: RwLock<Recipients>,
+    /// Operator users by id, as a JWT check needs them: every request and every open
+    /// stream of a user asks, and disabling or deleting the user evicts.
+    users: RwLock<HashMap<String, UserState>>,
+    /// Account tiers, each with when it was read ([`TIER_FRESH`]).
+    tiers: RwLock<HashMap<String, (Tier, std::time::Instant)>>,
+}
+
+/// What authenticating a user's access token needs to know of the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserState {
+    pub account_id: String,
+    pub is_owner: bool,
+    pub disabled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -146,16 +166,80 @@ impl Cache {
         keys.retain(|_, p| !matches!(p, Principal::ApiKey { key_id: id, .. } if id == key_id));
     }
 
+    /// Forgets the account key of `account_id` (it was rotated).
+    pub fn evict_account_key(&self, account_id: &str) {
+        let mut keys = write(&self.keys);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.retain(
+            |_, p| !matches!(p, Principal::Account { account_id: id, .. } if id == account_id),
+        );
+    }
+
+    pub fn user(&self, user_id: &str) -> Option<UserState> {
+        read(&self.users).get(user_id).cloned()
+    }
+
+    pub fn put_user(&self, ticket: Ticket, user_id: &str, state: &UserState) {
+        let mut users = write(&self.users);
+        if self.epoch.load(Ordering::Acquire) != ticket.0 {
+            return;
+        }
+        if users.len() >= MAX_ENTRIES {
+            users.clear();
+        }
+        users.insert(user_id.to_owned(), state.clone());
+    }
+
+    /// Forgets a user (disabled, enabled or deleted).
+    pub fn evict_user(&self, user_id: &str) {
+        let mut users = write(&self.users);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        users.remove(user_id);
+    }
+
+    /// The tier of `account_id` if it was read less than [`TIER_FRESH`] ago.
+    pub fn tier(&self, account_id: &str) -> Option<Tier> {
+        read(&self.tiers)
+            .get(account_id)
+            .filter(|(_, at)| at.elapsed() < TIER_FRESH)
+            .map(|(t, _)| *t)
+    }
+
+    pub fn put_tier(&self, ticket: Ticket, account_id: &str, tier: Tier) {
+        let mut tiers = write(&self.tiers);
+        if self.epoch.load(Ordering::Acquire) != ticket.0 {
+            return;
+        }
+        if tiers.len() >= MAX_ENTRIES {
+            tiers.retain(|_, (_, at)| at.elapsed() < TIER_FRESH);
+        }
+        tiers.insert(account_id.to_owned(), (tier, std::time::Instant::now()));
+    }
+
+    /// Forgets the tier of `account_id` and the storage use remembered with it (its tier
+    /// changed).
+    pub fn evict_tier(&self, account_id: &str) {
+        let mut tiers = write(&self.tiers);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        tiers.remove(account_id);
+        drop(tiers);
+        self.forget_account_usage(account_id);
+    }
+
     /// Forgets everything (a missed notification, or a change too broad to name).
     pub fn evict_all(&self) {
         let mut keys = write(&self.keys);
         let mut inboxes = write(&self.inboxes);
         let mut recipients = write(&self.recipients);
+        let mut users = write(&self.users);
+        let mut tiers = write(&self.tiers);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         keys.clear();
         inboxes.clear();
         recipients.addresses.clear();
         recipients.usage.clear();
+        users.clear();
+        tiers.clear();
     }
 
     /// Applies a stale-cache message from another process (`inbox:<id>`).
@@ -163,6 +247,11 @@ impl Cache {
         match what.split_once(':') {
             Some(("inbox", id)) => self.evict_inbox(id),
             Some(("key", id)) => self.evict_key(id),
+            Some(("user", id)) => self.evict_user(id),
+            Some(("account", id)) => {
+                self.evict_account_key(id);
+                self.evict_tier(id);
+            }
             _ => self.evict_all(),
         }
     }

@@ -55,6 +55,20 @@ impl std::fmt::Debug for SignerCache {
     }
 }
 
+impl SignerCache {
+    /// Forgets the signer of `domain` (its key was deleted).
+    pub(crate) fn evict(&self, domain: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(domain);
+    }
+
+    pub(crate) fn evict_all(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 fn crypto_error(what: &str) -> ServiceError {
     ServiceError::Store(mailroom_store::StoreError::Corrupt(format!(
         "DKIM key: {what}"

@@ -7,7 +7,7 @@
 
 use mailroom_core::secret::{hash_secret, random_base62, random_uuid};
 use mailroom_core::time::now_ms;
-use mailroom_store::{AddDomain, CredentialRow, DomainRow};
+use mailroom_store::{AddDomain, CredentialRow, DomainCheck, DomainRow};
 use serde::Serialize;
 
 use crate::mailauth::MxAnswer;
@@ -83,18 +83,53 @@ fn unquote(value: &str) -> String {
     value.split('"').filter(|p| !p.trim().is_empty()).collect()
 }
 
+/// The TXT record that proves an account's claim: `_mailroom-verification.<domain>`.
+pub const VERIFICATION_PREFIX: &str = "_mailroom-verification";
+
+/// `domain`'s records for `account_id`: the ownership proof first, then what mail needs.
+async fn records_of(
+    services: &Services,
+    account_id: &str,
+    domain: &str,
+) -> Result<Vec<(String, &'static str, String)>, ServiceError> {
+    let mut records = vec![(
+        format!("{VERIFICATION_PREFIX}.{domain}."),
+        "TXT",
+        format!("\"{}\"", services.verification_token(account_id, domain)),
+    )];
+    records.extend(services.dns_records(domain).await?);
+    Ok(records)
+}
+
 impl Services {
+    /// The TXT value that proves `account_id` controls `domain`. MX, SPF and DKIM records
+    /// are the same whoever claims the domain, so they cannot say which claim is the
+    /// owner's; this one is derived from the master secret and the claim, so only the
+    /// account that was shown it can have put it in the domain's DNS.
+    pub fn verification_token(&self, account_id: &str, domain: &str) -> String {
+        let subject = format!("{account_id}:{domain}");
+        format!(
+            "mailroom-verification={}",
+            mailroom_core::secret::bytes_to_base62(
+                &self.master().derive("domain-verification", &subject),
+                32
+            )
+        )
+    }
+
     async fn records_for(&self, row: &DomainRow) -> Result<Vec<RecordView>, ServiceError> {
         let last: Vec<RecordView> = row
             .last_check
             .as_deref()
             .and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_default();
-        let records = self.dns_records(&row.domain).await?;
+        let records = records_of(self, &row.account_id, &row.domain).await?;
         Ok(records
             .into_iter()
             .map(|(name, kind, value)| {
-                let purpose = if kind == "MX" {
+                let purpose = if name.starts_with(VERIFICATION_PREFIX) {
+                    "verification"
+                } else if kind == "MX" {
                     "mx"
                 } else if name.contains("._domainkey.") {
                     "dkim"
@@ -196,10 +231,18 @@ impl Services {
             .await?
         {
             AddDomain::Added => {}
+            AddDomain::AlreadyClaimed => {
+                return Err(ServiceError::Conflict {
+                    code: "DOMAIN_TAKEN",
+                    message: format!(
+                        "{domain} is already added to this account; see GET /v1/domains/{domain}"
+                    ),
+                });
+            }
             AddDomain::Taken => {
                 return Err(ServiceError::Conflict {
                     code: "DOMAIN_TAKEN",
-                    message: format!("{domain} is already added to an account on this server"),
+                    message: format!("{domain} is verified by another account on this server"),
                 });
             }
             AddDomain::LimitReached => {
@@ -261,7 +304,12 @@ impl Services {
             .await?
         {
             None => Err(ServiceError::NotFound { what: "domain" }),
-            Some(0) => Ok(()),
+            Some(0) => {
+                // The key may have gone with the last claim; the next signature reads it
+                // again (other processes hear `dkim:<domain>` from the store).
+                self.dkim_signers().evict(&row.domain);
+                Ok(())
+            }
             Some(n) => Err(ServiceError::Conflict {
                 code: "DOMAIN_IN_USE",
                 message: format!("{n} inboxes use {}; delete them first", row.domain),
@@ -277,7 +325,7 @@ impl Services {
     ) -> Result<String, ServiceError> {
         let row = self.own_domain(principal, domain).await?;
         let mut out = format!("; DNS records for {} (Mailroom)\n", row.domain);
-        for (name, kind, value) in self.dns_records(&row.domain).await? {
+        for (name, kind, value) in records_of(self, &row.account_id, &row.domain).await? {
             out.push_str(&format!("{name}\t3600\tIN\t{kind}\t{value}\n"));
         }
         Ok(out)
@@ -327,6 +375,13 @@ impl Services {
                     Some(t) if t.contains("v=spf1") => "mismatch",
                     _ => "missing",
                 },
+                // Several claimants' tokens may be published at once; the resolver joins
+                // the records, and a token is 32 characters no other account can know.
+                "verification" => match txt(r.name.clone()).await {
+                    Some(t) if t.contains(&unquote(&r.value)) => "verified",
+                    Some(t) if t.contains("mailroom-verification=") => "mismatch",
+                    _ => "missing",
+                },
                 "dkim" => {
                     let want = unquote(&r.value);
                     let want_key = want.split("p=").nth(1).unwrap_or("").trim();
@@ -355,9 +410,22 @@ impl Services {
             .filter(|r| r.required)
             .all(|r| r.status == "verified");
         let json = serde_json::to_string(&results).unwrap_or_default();
-        self.store()
+        match self
+            .store()
             .record_domain_check(&row.account_id, &row.domain, &json, verified, now_ms())
-            .await?;
+            .await?
+        {
+            DomainCheck::Recorded { .. } => {}
+            DomainCheck::TakenByOther => {
+                return Err(ServiceError::Conflict {
+                    code: "DOMAIN_TAKEN",
+                    message: format!(
+                        "{} was verified by another account first; its DNS holds that account's proof",
+                        row.domain
+                    ),
+                });
+            }
+        }
         let row = self.own_domain(principal, &row.domain).await?;
         self.domain_view(&row).await
     }

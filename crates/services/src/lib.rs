@@ -15,10 +15,13 @@ pub mod domains;
 mod error;
 mod inbound;
 pub mod keys;
+pub mod login_throttle;
 pub mod mailauth;
 mod messages;
 pub mod origin;
 pub mod ratelimit;
+mod revocation;
+pub mod secrets;
 pub mod send;
 pub mod storage;
 mod stream;
@@ -39,19 +42,21 @@ pub use auth::Principal;
 pub use collector::CollectorConfig;
 pub use error::{ServiceError, UpgradeContext};
 pub use inbound::{InboundEnvelope, ParsedFacts, RcptVerdict, parse_facts};
+pub use login_throttle::{LoginThrottlePolicy, Throttled};
 pub use messages::{
     AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
-    MAX_WAIT, MessagePatch, MessageView, view_of,
+    MAX_WAIT, MessagePatch, MessageView, Wait, view_of,
 };
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
+pub use revocation::{Credential, RECHECK_INTERVAL};
 pub use storage::{StorageMeter, StorageReport};
-pub use stream::EventCursor;
+pub use stream::{CursorStep, EventCursor};
 pub use tenancy::{
     AccountSummary, Capabilities, Capability, CreateInbox, CreatedInbox, LimitsView, Refusal,
     SmtpCredentials,
 };
 pub use upgrade::{UpgradeLink, UpgradeLinkInfo};
-pub use wakeup::{InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
+pub use wakeup::{Caps, InboxSignal, StreamLimits, WAIT_RETRY_AFTER_SECS, WaitSlot};
 
 /// What the services need to know of the server's configuration.
 #[derive(Debug, Clone)]
@@ -84,6 +89,11 @@ pub struct ServiceConfig {
     pub access_token_ttl: std::time::Duration,
     /// Budgets of long polls, event streams and IMAP IDLE.
     pub streams: StreamLimits,
+    /// Wrong passwords allowed per client address and per address and user.
+    pub login_throttle: login_throttle::LoginThrottlePolicy,
+    /// How long a deleted inbox's address stays reserved for the account that had it
+    /// (zero: free at once).
+    pub deleted_address_hold: std::time::Duration,
 }
 
 /// The services, shared by every front end. Cheap to clone.
@@ -106,8 +116,8 @@ struct Inner {
     dkim: dkim::SignerCache,
     /// API key uses not yet written (`lastUsedAt`).
     key_uses: keys::KeyUses,
-    /// Failed logins, per IP and per user name (SMTP submission today; IMAP and POP3 next).
-    auth_failures: ratelimit::RateLimiter,
+    /// Wrong passwords at every door, per client address and per address and user.
+    login_throttle: login_throttle::LoginThrottle,
     /// Password hashes (argon2id) computed at once: each takes ~20 MiB and tens of
     /// milliseconds of a core, so a flood of logins queues here instead of taking every
     /// blocking thread (and the memory) of the process.
@@ -143,7 +153,7 @@ impl Services {
                 wakeups: Arc::default(),
                 queued: tokio::sync::Notify::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
-                auth_failures: ratelimit::RateLimiter::new(),
+                login_throttle: login_throttle::LoginThrottle::new(config.login_throttle),
                 hashing: Arc::new(tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE)),
                 dkim: dkim::SignerCache::default(),
                 key_uses: keys::KeyUses::default(),
@@ -212,8 +222,8 @@ impl Services {
         tokio::task::spawn_blocking(work).await.ok()
     }
 
-    pub(crate) fn auth_failures(&self) -> &ratelimit::RateLimiter {
-        &self.inner.auth_failures
+    pub(crate) fn login_throttle(&self) -> &login_throttle::LoginThrottle {
+        &self.inner.login_throttle
     }
 
     pub(crate) fn cache(&self) -> &cache::Cache {
@@ -228,8 +238,14 @@ impl Services {
         };
         loop {
             match listener.next().await {
-                mailroom_store::Stale::Thing(what) => self.cache().apply(&what),
-                mailroom_store::Stale::Everything => self.cache().evict_all(),
+                mailroom_store::Stale::Thing(what) => match what.strip_prefix("dkim:") {
+                    Some(domain) => self.dkim_signers().evict(domain),
+                    None => self.cache().apply(&what),
+                },
+                mailroom_store::Stale::Everything => {
+                    self.cache().evict_all();
+                    self.dkim_signers().evict_all();
+                }
             }
         }
     }

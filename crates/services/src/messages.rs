@@ -10,7 +10,8 @@ use mailroom_core::time::rfc3339;
 use mailroom_store::{MessageQuery, MessageRow, STANDARD_MAILBOXES};
 use serde::Serialize;
 
-use crate::{Principal, ServiceError, Services};
+use crate::revocation::RECHECK_INTERVAL;
+use crate::{Credential, Principal, ServiceError, Services};
 
 /// The longest `wait=` a list request may hold.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -119,7 +120,16 @@ pub enum Deleted {
 pub struct ListFilter {
     pub query: MessageQuery,
     pub after: Option<String>,
-    pub wait: Option<Duration>,
+    pub wait: Option<Wait>,
+}
+
+/// A long poll's wait: how long at most, and the secret the request presented, which the
+/// waiting poll asks again every second (`Services::still_reads_inbox`), so a revoked
+/// credential ends it within 2 s.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    pub duration: Duration,
+    pub credential: Credential,
 }
 
 fn addr_list(a: Option<&mail_parser::Address<'_>>) -> Vec<AddressView> {
@@ -219,10 +229,30 @@ impl Services {
                 message: "after must be the id of a message of this inbox".into(),
             })?);
         }
-        let Some(wait) = filter.wait else {
+        let Some(wait) = &filter.wait else {
             return Ok(self.store().list_messages(inbox_id, &query).await?);
         };
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        self.wait_for_messages(principal, inbox_id, &query, wait)
+            .await
+    }
+
+    /// A long poll: looks at the inbox when it changes (and every poll interval), and asks
+    /// every [`RECHECK_INTERVAL`] whether the credential still reads it; a revoked one
+    /// ends the wait with the error a new request would get.
+    async fn wait_for_messages(
+        &self,
+        principal: &Principal,
+        inbox_id: &str,
+        query: &MessageQuery,
+        wait: &Wait,
+    ) -> Result<(Vec<MessageRow>, u64), ServiceError> {
+        enum Woke {
+            Look,
+            Recheck,
+            Stop,
+        }
+        let deadline = tokio::time::Instant::now() + wait.duration.min(MAX_WAIT);
+        let mut recheck_at = tokio::time::Instant::now() + RECHECK_INTERVAL;
         // Subscribed before the first look, so that a change between the look and the wait
         // is not missed.
         let mut signal = self.inbox_signal(inbox_id);
@@ -230,21 +260,38 @@ impl Services {
         loop {
             signal.mark_seen();
             self.note_waiter_poll("long_poll");
-            let (rows, total) = self.store().list_messages(inbox_id, &query).await?;
+            let (rows, total) = self.store().list_messages(inbox_id, query).await?;
             if !rows.is_empty() {
                 return Ok((rows, total));
             }
             // Only a poll that waits holds a place in the key's and the account's budget.
             if slot.is_none() {
-                slot = Some(self.http_wait_slot(principal)?);
+                slot = Some(self.http_wait_slot(principal).await?);
             }
             // Wake on a change of this inbox in this process, and every poll interval for
             // mail that another process (sharing PostgreSQL) stored.
             let tick = tokio::time::Instant::now() + self.poll_interval();
-            tokio::select! {
-                _ = signal.changed() => {}
-                _ = tokio::time::sleep_until(deadline.min(tick)) => {}
-                _ = self.stopping() => return Ok((rows, total)),
+            loop {
+                let woke = tokio::select! {
+                    _ = signal.changed() => Woke::Look,
+                    _ = tokio::time::sleep_until(deadline.min(tick)) => Woke::Look,
+                    _ = tokio::time::sleep_until(recheck_at) => Woke::Recheck,
+                    _ = self.stopping() => Woke::Stop,
+                };
+                match woke {
+                    Woke::Look => break,
+                    Woke::Stop => return Ok((rows, total)),
+                    Woke::Recheck => {
+                        recheck_at = tokio::time::Instant::now() + RECHECK_INTERVAL;
+                        self.still_reads_inbox(
+                            &wait.credential,
+                            principal,
+                            inbox_id,
+                            slot.as_ref(),
+                        )
+                        .await?;
+                    }
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok((rows, total));

@@ -77,16 +77,28 @@ impl RateLimiter {
         RateLimiter::default()
     }
 
-    /// Whether `key` has used up its window under `rule`, without counting a call (for
-    /// limits that count only failures, such as wrong passwords).
-    pub fn is_exhausted(&self, key: &str, rule: RateRule) -> bool {
+    /// How long until `key`, which has used up its window under `rule`, may be counted
+    /// again; `None` when it has not used it up.
+    pub fn exhausted_for(&self, key: &str, rule: RateRule) -> Option<Duration> {
         let now = Instant::now();
         let windows = self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        windows
-            .get(key)
-            .is_some_and(|w| now.duration_since(w.started) < rule.window && w.count >= rule.limit)
+        let w = windows.get(key)?;
+        let elapsed = now.duration_since(w.started);
+        (elapsed < rule.window && w.count >= rule.limit).then(|| {
+            rule.window
+                .saturating_sub(elapsed)
+                .max(Duration::from_secs(1))
+        })
+    }
+
+    /// Forgets `key`'s window (a correct password after a few wrong ones).
+    pub fn forget(&self, key: &str) {
+        self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Counts one call of `key` under `rule` and says whether it may proceed. A refused call

@@ -10,18 +10,7 @@ use mailroom_core::time::now_ms;
 use mailroom_store::{NewMessage, Recipient, StorageLimit};
 use sha2::{Digest, Sha256};
 
-use crate::ratelimit::RateRule;
 use crate::{Principal, RcptVerdict, ServiceError, Services, parse_facts};
-
-/// Failed logins allowed per client IP, and per user name, in 15 minutes.
-pub const AUTH_FAILURES_PER_IP: RateRule = RateRule {
-    limit: 10,
-    window: std::time::Duration::from_secs(900),
-};
-pub const AUTH_FAILURES_PER_USER: RateRule = RateRule {
-    limit: 5,
-    window: std::time::Duration::from_secs(900),
-};
 
 /// Who logged in to submission, and as whom they may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +133,8 @@ impl Services {
         matches!(self.check_login("smtp", &user, password).await, Ok(Ok(_)))
     }
 
-    /// A login at a mail protocol door (`smtp`, `pop3`), throttled per IP and user name.
+    /// A login at a mail protocol door (`smtp`, `pop3`, `imap`), throttled by
+    /// [`LoginThrottle`](crate::login_throttle::LoginThrottle) as every door is.
     pub async fn mail_login(
         &self,
         door: &'static str,
@@ -153,18 +143,15 @@ impl Services {
         client_ip: IpAddr,
     ) -> Result<Result<Sender, LoginRefused>, ServiceError> {
         let user = username.trim().to_ascii_lowercase();
-        let ip_key = format!("auth-fail:ip:{client_ip}");
-        let user_key = format!("auth-fail:user:{user}");
-        let limiter = self.auth_failures();
-        if limiter.is_exhausted(&ip_key, AUTH_FAILURES_PER_IP)
-            || limiter.is_exhausted(&user_key, AUTH_FAILURES_PER_USER)
-        {
+        let throttle = self.login_throttle();
+        if throttle.admit(door, client_ip, &user).is_err() {
             return Ok(Err(LoginRefused::Throttled));
         }
         let verdict = self.check_login(door, &user, password).await?;
-        if matches!(verdict, Err(LoginRefused::Invalid)) {
-            limiter.check(&ip_key, AUTH_FAILURES_PER_IP);
-            limiter.check(&user_key, AUTH_FAILURES_PER_USER);
+        match verdict {
+            Err(LoginRefused::Invalid) => throttle.failed(client_ip, &user),
+            Ok(_) => throttle.succeeded(client_ip, &user),
+            Err(_) => {}
         }
         Ok(verdict)
     }

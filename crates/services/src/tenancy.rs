@@ -97,7 +97,7 @@ pub struct Capabilities {
 
 const MAX_CLIENT_ID_LEN: usize = 255;
 
-fn new_key_row(kind: KeyKind) -> (String, NewKeyRow) {
+pub(crate) fn new_key_row(kind: KeyKind) -> (String, NewKeyRow) {
     let k = generate_key(kind);
     (
         k.secret,
@@ -107,6 +107,17 @@ fn new_key_row(kind: KeyKind) -> (String, NewKeyRow) {
             display_prefix: k.display_prefix,
         },
     )
+}
+
+/// Another account's deleted inbox had this address. The answer does not say when the
+/// hold ends: that would tell a stranger when the other account deleted it.
+fn held(email: &str) -> ServiceError {
+    ServiceError::Conflict {
+        code: "ADDRESS_HELD",
+        message: format!(
+            "{email} belonged to an inbox that was deleted recently and is held for the account that had it; choose another username"
+        ),
+    }
 }
 
 fn inbox_not_found() -> ServiceError {
@@ -208,6 +219,7 @@ impl Services {
                     })
                 }
                 CreateInboxOutcome::EmailTaken => Err(taken()),
+                CreateInboxOutcome::AddressHeld { .. } => Err(held(&new.email())),
                 other => Err(ServiceError::Store(mailroom_store::StoreError::Corrupt(
                     format!("unexpected outcome creating an account: {other:?}"),
                 ))),
@@ -258,6 +270,7 @@ impl Services {
                 created: false,
             }),
             CreateInboxOutcome::EmailTaken => Err(taken()),
+            CreateInboxOutcome::AddressHeld { .. } => Err(held(&new.email())),
             CreateInboxOutcome::LimitReached { current } => Err(ServiceError::TierLimit {
                 code: "INBOX_LIMIT_REACHED",
                 message: format!(
@@ -331,9 +344,13 @@ impl Services {
     ) -> Result<InboxRow, ServiceError> {
         check_inbox_id(principal, inbox_id)?;
         principal.require_inbox_manager()?;
+        let now = now_ms();
+        let hold =
+            i64::try_from(self.config().deleted_address_hold.as_millis()).unwrap_or(i64::MAX);
+        let held_until = (hold > 0).then(|| now.saturating_add(hold));
         let deleted = self
             .store()
-            .delete_inbox(principal.account_id(), inbox_id, now_ms())
+            .delete_inbox(principal.account_id(), inbox_id, now, held_until)
             .await?;
         // Evict even when nothing was deleted: it costs nothing and keeps the rule simple.
         self.cache().evict_inbox(inbox_id);
@@ -598,8 +615,8 @@ impl Services {
             .set_tier(account_id, tier, now_ms())
             .await?
             .ok_or(ServiceError::NotFound { what: "account" })?;
-        // The storage use remembered for RCPT carries the tier (and so the limits).
-        self.cache().forget_account_usage(account_id);
+        // The remembered tier, and the storage use remembered for RCPT with it.
+        self.cache().evict_tier(account_id);
         Ok(change)
     }
 }

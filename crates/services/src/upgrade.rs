@@ -177,7 +177,10 @@ impl Services {
                 message: "this upgrade link was already redeemed; each link works once".into(),
             }),
             Some(None) => Err(ServiceError::NotFound { what: "account" }),
-            Some(Some(change)) => Ok(change),
+            Some(Some(change)) => {
+                self.cache().evict_tier(&claims.a);
+                Ok(change)
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! The access token is a short-lived JWT signed with a key derived from the master secret;
 //! every request that presents one also checks that the user still exists and is not
-//! disabled, so deleting or disabling a user ends its sessions at once. Refresh tokens are
+//! disabled (a cached look-up that every change evicts), so deleting or disabling a user
+//! refuses its next request, and ends its open streams within 2 s (`revocation`). Refresh tokens are
 //! random, stored as SHA-256 hashes, and grouped in families: presenting a token that was
 //! already exchanged revokes its family (the token was stolen, or replayed).
 
@@ -16,6 +17,7 @@ use mailroom_core::time::now_ms;
 use mailroom_store::{NewUser, RefreshLookup, UserRow};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::UserState;
 use crate::{Principal, ServiceError, Services};
 
 /// The absolute lifetime of a refresh-token family (seed 004: 30 days).
@@ -32,6 +34,9 @@ pub enum TokenRefusal {
     BadCredentials,
     /// `40106 Refresh token is invalid`.
     InvalidRefreshToken,
+    /// `42901`: too many wrong passwords from this address (or for this user from it);
+    /// answered with `Retry-After` before the password is looked at.
+    Throttled(crate::Throttled),
 }
 
 /// A successful grant or refresh (seed 004's shape).
@@ -228,19 +233,35 @@ impl Services {
         if claims.iss != ISSUER || claims.exp * 1000 <= now_ms() {
             return Err(invalid());
         }
-        let user = self
-            .store()
-            .user_by_id(&claims.id)
-            .await?
-            .ok_or_else(invalid)?;
+        let user = self.user_state(&claims.id).await?.ok_or_else(invalid)?;
         if user.disabled || user.account_id != claims.account_id {
             return Err(invalid());
         }
         Ok(Principal::User {
             account_id: user.account_id,
-            user_id: user.id,
+            user_id: claims.id,
             owner: user.is_owner,
         })
+    }
+
+    /// What a token check needs of user `user_id`: from memory while nothing changed it
+    /// (disabling, enabling and deleting evict it, in every process), so a request or an
+    /// open stream's once-a-second check costs no database read.
+    async fn user_state(&self, user_id: &str) -> Result<Option<UserState>, ServiceError> {
+        if let Some(state) = self.cache().user(user_id) {
+            return Ok(Some(state));
+        }
+        let ticket = self.cache().ticket();
+        let Some(user) = self.store().user_by_id(user_id).await? else {
+            return Ok(None);
+        };
+        let state = UserState {
+            account_id: user.account_id,
+            is_owner: user.is_owner,
+            disabled: user.disabled,
+        };
+        self.cache().put_user(ticket, user_id, &state);
+        Ok(Some(state))
     }
 
     fn access_token(&self, user: &UserRow, now: i64) -> Result<(String, i64), ServiceError> {
@@ -268,8 +289,13 @@ impl Services {
         &self,
         email: &str,
         password: &str,
+        client_ip: std::net::IpAddr,
     ) -> Result<Result<TokenGrant, TokenRefusal>, ServiceError> {
         let email = email.trim().to_ascii_lowercase();
+        let throttle = self.login_throttle();
+        if let Err(t) = throttle.admit("http", client_ip, &email) {
+            return Ok(Err(TokenRefusal::Throttled(t)));
+        }
         let user = self.store().user_by_email(&email).await?;
         // Hash even for an unknown user, the same way, so timing does not tell which
         // emails exist.
@@ -281,12 +307,11 @@ impl Services {
             .hash_work(move || password_matches(&candidate, &phc))
             .await
             .unwrap_or(false);
-        let Some(user) = user else {
+        let Some(user) = user.filter(|u| matches && !u.disabled) else {
+            throttle.failed(client_ip, &email);
             return Ok(Err(TokenRefusal::BadCredentials));
         };
-        if !matches || user.disabled {
-            return Ok(Err(TokenRefusal::BadCredentials));
-        }
+        throttle.succeeded(client_ip, &email);
         let now = now_ms();
         let refresh = format!("mr_rt_{}", random_base62(64));
         self.store()
@@ -438,6 +463,7 @@ impl Services {
         if !self.store().delete_user(account_id, user_id).await? {
             return Err(ServiceError::NotFound { what: "user" });
         }
+        self.cache().evict_user(user_id);
         Ok(())
     }
 
@@ -455,6 +481,7 @@ impl Services {
         {
             return Err(ServiceError::NotFound { what: "user" });
         }
+        self.cache().evict_user(user_id);
         self.store()
             .user_by_id(user_id)
             .await?

@@ -12,9 +12,12 @@
 //!
 //! Waiting costs a task, a connection and a database look each poll interval, so it has a
 //! budget: at most `per_key` waiters per key and `per_account` per account
-//! ([`StreamLimits`]); a waiter holds a [`WaitSlot`] while it waits.
+//! ([`StreamLimits`], lowered by the account's tier when it sets its own caps); a waiter
+//! holds a [`WaitSlot`] while it waits. Slots are numbered in the order they were given, so
+//! when a tier is lowered under the streams already open, the oldest keep their places and
+//! the newest are the ones past the cap ([`Services::slot_past_cap`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -59,9 +62,22 @@ pub(crate) struct Wakeups {
 
 #[derive(Debug, Default)]
 struct Waiting {
-    keys: HashMap<String, usize>,
-    accounts: HashMap<String, usize>,
+    /// The number of the next slot given.
+    next: u64,
+    /// The slots held, by key and by account.
+    keys: HashMap<String, BTreeSet<u64>>,
+    accounts: HashMap<String, BTreeSet<u64>>,
 }
+
+/// How many waiters one key and one account may have at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub per_key: usize,
+    pub per_account: usize,
+}
+
+/// What a refused or ended waiter is told: its metrics reason and its message.
+pub(crate) type PastCap = (&'static str, String);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -133,8 +149,15 @@ impl Drop for InboxSignal {
 #[derive(Debug)]
 pub struct WaitSlot {
     owner: Arc<Wakeups>,
+    id: u64,
     key: String,
     account: String,
+}
+
+impl WaitSlot {
+    pub fn account_id(&self) -> &str {
+        &self.account
+    }
 }
 
 impl Drop for WaitSlot {
@@ -142,9 +165,9 @@ impl Drop for WaitSlot {
         let mut guard = lock(&self.owner.waiting);
         let w = &mut *guard;
         for (map, k) in [(&mut w.keys, &self.key), (&mut w.accounts, &self.account)] {
-            if let Some(n) = map.get_mut(k) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+            if let Some(held) = map.get_mut(k) {
+                held.remove(&self.id);
+                if held.is_empty() {
                     map.remove(k);
                 }
             }
@@ -195,42 +218,29 @@ impl Wakeups {
     /// ("this key") name it to the client.
     fn admit(
         self: &Arc<Self>,
-        limits: &StreamLimits,
+        caps: Caps,
         (door, what, whose): (&'static str, &str, &str),
         key: String,
         account: &str,
     ) -> Result<WaitSlot, ServiceError> {
         let mut w = lock(&self.waiting);
-        let on_key = w.keys.get(&key).copied().unwrap_or(0);
-        let on_account = w.accounts.get(account).copied().unwrap_or(0);
-        let (reason, message) = if on_key >= limits.per_key {
-            (
-                "waiters_per_key",
-                format!(
-                    "{whose} already has {on_key} {what} open (at most {}); close one, or \
-                     retry after {WAIT_RETRY_AFTER_SECS} seconds",
-                    limits.per_key
-                ),
-            )
-        } else if on_account >= limits.per_account {
-            (
-                "waiters_per_account",
-                format!(
-                    "this account already has {on_account} {what} open (at most {}); close \
-                     one, or retry after {WAIT_RETRY_AFTER_SECS} seconds",
-                    limits.per_account
-                ),
-            )
-        } else {
-            *w.keys.entry(key.clone()).or_insert(0) += 1;
-            *w.accounts.entry(account.to_owned()).or_insert(0) += 1;
+        let on_key = w.keys.get(&key).map_or(0, BTreeSet::len);
+        let on_account = w.accounts.get(account).map_or(0, BTreeSet::len);
+        let refusal = past_cap(caps, (what, whose), on_key, on_account);
+        let Some((reason, why)) = refusal else {
+            let id = w.next;
+            w.next += 1;
+            w.keys.entry(key.clone()).or_default().insert(id);
+            w.accounts.entry(account.to_owned()).or_default().insert(id);
             return Ok(WaitSlot {
                 owner: self.clone(),
+                id,
                 key,
                 account: account.to_owned(),
             });
         };
         drop(w);
+        let message = format!("{why}; close one, or retry after {WAIT_RETRY_AFTER_SECS} seconds");
         metrics::counter!("mailroom_refusals_total", "door" => door, "reason" => reason)
             .increment(1);
         Err(ServiceError::Busy {
@@ -240,6 +250,50 @@ impl Wakeups {
         })
     }
 }
+
+impl Wakeups {
+    /// Whether `slot` is past `caps`: more older slots of its key (or account) are held
+    /// than the caps allow, so the newest go first.
+    fn slot_past_cap(&self, slot: &WaitSlot, caps: Caps, labels: (&str, &str)) -> Option<PastCap> {
+        let w = lock(&self.waiting);
+        let older = |held: Option<&BTreeSet<u64>>| held.map_or(0, |h| h.range(..slot.id).count());
+        let on_key = older(w.keys.get(&slot.key));
+        let on_account = older(w.accounts.get(&slot.account));
+        past_cap(caps, labels, on_key, on_account)
+    }
+}
+
+/// Whether one more waiter, with `on_key` and `on_account` already there, is past `caps`.
+fn past_cap(
+    caps: Caps,
+    (what, whose): (&str, &str),
+    on_key: usize,
+    on_account: usize,
+) -> Option<PastCap> {
+    if on_key >= caps.per_key {
+        Some((
+            "waiters_per_key",
+            format!(
+                "{whose} already has {on_key} {what} open (at most {})",
+                caps.per_key
+            ),
+        ))
+    } else if on_account >= caps.per_account {
+        Some((
+            "waiters_per_account",
+            format!(
+                "this account already has {on_account} {what} open (at most {})",
+                caps.per_account
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
+/// How HTTP waiters and IMAP IDLEs are named in metrics and to the client.
+const HTTP_WAITERS: (&str, &str, &str) = ("streams", "streams or long polls", "this key");
+const IMAP_WAITERS: (&str, &str, &str) = ("imap", "IDLE sessions", "this inbox");
 
 /// The name a principal's waiters are counted under.
 fn wait_key(principal: &Principal) -> String {
@@ -306,11 +360,13 @@ impl Services {
     }
 
     /// A place for one HTTP waiter (event stream or long poll) of `principal`, or
-    /// `TOO_MANY_STREAMS` when its key or account has its share.
-    pub fn http_wait_slot(&self, principal: &Principal) -> Result<WaitSlot, ServiceError> {
+    /// `TOO_MANY_STREAMS` when its key or account has its share (the server's budget, or
+    /// the account's tier's when lower).
+    pub async fn http_wait_slot(&self, principal: &Principal) -> Result<WaitSlot, ServiceError> {
+        let caps = self.stream_caps(principal.account_id()).await?;
         self.wakeups().admit(
-            &self.config().streams,
-            ("streams", "streams or long polls", "this key"),
+            caps,
+            HTTP_WAITERS,
             wait_key(principal),
             principal.account_id(),
         )
@@ -318,17 +374,29 @@ impl Services {
 
     /// A place for an IMAP IDLE of a session logged in to `inbox_id`; an IMAP session
     /// counts under its inbox (as if under that inbox's key).
-    pub fn imap_wait_slot(
+    pub async fn imap_wait_slot(
         &self,
         account_id: &str,
         inbox_id: &str,
     ) -> Result<WaitSlot, ServiceError> {
-        self.wakeups().admit(
-            &self.config().streams,
-            ("imap", "IDLE sessions", "this inbox"),
-            format!("imap:{inbox_id}"),
-            account_id,
-        )
+        let caps = self.stream_caps(account_id).await?;
+        self.wakeups()
+            .admit(caps, IMAP_WAITERS, format!("imap:{inbox_id}"), account_id)
+    }
+
+    /// Why `slot` is now past its caps (the account's tier was lowered under the waiters
+    /// already open), or `None` while it fits. The oldest waiters keep their places.
+    pub(crate) async fn slot_past_cap(
+        &self,
+        slot: &WaitSlot,
+    ) -> Result<Option<PastCap>, ServiceError> {
+        let caps = self.stream_caps(slot.account_id()).await?;
+        let (_, what, whose) = if slot.key.starts_with("imap:") {
+            IMAP_WAITERS
+        } else {
+            HTTP_WAITERS
+        };
+        Ok(self.wakeups().slot_past_cap(slot, caps, (what, whose)))
     }
 
     /// Counts one database look by a waiter (`long_poll`, `event_stream`, `imap_idle`):
@@ -355,11 +423,10 @@ mod tests {
 
     const T: (&str, &str, &str) = ("streams", "streams", "this key");
 
-    fn limits(per_key: usize, per_account: usize) -> StreamLimits {
-        StreamLimits {
+    fn limits(per_key: usize, per_account: usize) -> Caps {
+        Caps {
             per_key,
             per_account,
-            ..StreamLimits::default()
         }
     }
 
@@ -424,21 +491,45 @@ mod tests {
     fn waiters_are_capped_per_key_and_per_account() {
         let w = Arc::new(Wakeups::default());
         let l = limits(2, 3);
-        let k1a = w.admit(&l, T, "key:1".into(), "acc_a").unwrap();
-        let _k1b = w.admit(&l, T, "key:1".into(), "acc_a").unwrap();
-        let refused = w.admit(&l, T, "key:1".into(), "acc_a").unwrap_err();
+        let k1a = w.admit(l, T, "key:1".into(), "acc_a").unwrap();
+        let _k1b = w.admit(l, T, "key:1".into(), "acc_a").unwrap();
+        let refused = w.admit(l, T, "key:1".into(), "acc_a").unwrap_err();
         assert!(
             matches!(refused, ServiceError::Busy { code: "TOO_MANY_STREAMS", retry_after_secs, .. } if retry_after_secs > 0)
         );
         // Another key of the same account: one more fits the account's 3.
-        let _k2 = w.admit(&l, T, "key:2".into(), "acc_a").unwrap();
-        let refused = w.admit(&l, T, "key:3".into(), "acc_a").unwrap_err();
+        let _k2 = w.admit(l, T, "key:2".into(), "acc_a").unwrap();
+        let refused = w.admit(l, T, "key:3".into(), "acc_a").unwrap_err();
         assert!(refused.to_string().contains("account"), "{refused}");
         // Another account is not affected.
-        let _other = w.admit(&l, T, "key:9".into(), "acc_b").unwrap();
+        let _other = w.admit(l, T, "key:9".into(), "acc_b").unwrap();
         // A slot given back is free again.
         drop(k1a);
-        let _again = w.admit(&l, T, "key:1".into(), "acc_a").unwrap();
-        assert!(w.admit(&l, T, "key:1".into(), "acc_a").is_err());
+        let _again = w.admit(l, T, "key:1".into(), "acc_a").unwrap();
+        assert!(w.admit(l, T, "key:1".into(), "acc_a").is_err());
+    }
+
+    #[test]
+    fn under_lowered_caps_the_newest_waiters_are_past_them() {
+        let w = Arc::new(Wakeups::default());
+        let wide = limits(10, 10);
+        let a = w.admit(wide, T, "key:1".into(), "acc_a").unwrap();
+        let b = w.admit(wide, T, "key:2".into(), "acc_a").unwrap();
+        let c = w.admit(wide, T, "key:1".into(), "acc_a").unwrap();
+        let labels = (T.1, T.2);
+        let narrow = limits(10, 2);
+        assert!(w.slot_past_cap(&a, narrow, labels).is_none());
+        assert!(w.slot_past_cap(&b, narrow, labels).is_none());
+        let (reason, _) = w
+            .slot_past_cap(&c, narrow, labels)
+            .expect("the newest is past");
+        assert_eq!(reason, "waiters_per_account");
+        let (reason, _) = w
+            .slot_past_cap(&c, limits(1, 10), labels)
+            .expect("past its key's cap");
+        assert_eq!(reason, "waiters_per_key");
+        // Once an older one goes, the newest fits again.
+        drop(a);
+        assert!(w.slot_past_cap(&c, narrow, labels).is_none());
     }
 }

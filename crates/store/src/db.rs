@@ -150,31 +150,47 @@ impl Store {
 
     /// Tells other processes sharing this database that cached facts about `what` (for
     /// example `inbox:<id>`) are stale. Runs inside the caller's transaction, so the message
-    /// is delivered only if the change commits. SQLite has one writing process (the server),
-    /// so there is nobody to tell.
+    /// is delivered only if the change commits. On SQLite the other process is an
+    /// operator's `mailroom admin` command beside the running server (a key rotated from
+    /// the command line must stop working in the server at once), so the note is a row
+    /// that the server's listener polls.
     pub(crate) async fn notify_stale(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         what: &str,
     ) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify('mailroom_stale', $1)")
-                .bind(what)
-                .execute(&mut **tx)
-                .await?;
-        }
+        let sql = match self.backend {
+            Backend::Postgres => "SELECT pg_notify('mailroom_stale', $1)",
+            Backend::Sqlite => {
+                "INSERT INTO stale_notes (what, created_at) VALUES ($1, \
+                 CAST(strftime('%s', 'now') AS INTEGER) * 1000)"
+            }
+        };
+        sqlx::query(sql).bind(what).execute(&mut **tx).await?;
         Ok(())
     }
 
-    /// On PostgreSQL, a listener for the stale-cache messages of every process sharing the
-    /// database; `None` on SQLite.
+    /// A listener for the stale-cache messages of every process sharing the database:
+    /// PostgreSQL `LISTEN`, or on SQLite a poll of the notes written since it started.
     pub async fn stale_listener(&self) -> Result<Option<StaleListener>, StoreError> {
-        if self.backend != Backend::Postgres {
-            return Ok(None);
+        if self.backend == Backend::Sqlite {
+            let seen: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM stale_notes")
+                .fetch_one(&self.read)
+                .await?;
+            return Ok(Some(StaleListener {
+                inner: Listening::Sqlite {
+                    store: self.clone(),
+                    seen: seen.unwrap_or(0),
+                    pending: std::collections::VecDeque::new(),
+                    cleaned_at: std::time::Instant::now(),
+                },
+            }));
         }
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener.listen("mailroom_stale").await?;
-        Ok(Some(StaleListener { listener }))
+        Ok(Some(StaleListener {
+            inner: Listening::Postgres(Box::new(listener)),
+        }))
     }
 
     /// A cheap round trip to the database, for `/healthz`.
@@ -301,6 +317,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "storage",
         include_str!("../migrations/sqlite/0012_storage.sql"),
     ),
+    (
+        13,
+        "tenancy holds",
+        include_str!("../migrations/sqlite/0013_tenancy_holds.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -364,12 +385,37 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         "storage",
         include_str!("../migrations/postgres/0012_storage.sql"),
     ),
+    (
+        13,
+        "tenancy holds",
+        include_str!("../migrations/postgres/0013_tenancy_holds.sql"),
+    ),
 ];
 
-/// Receives stale-cache messages from other processes (PostgreSQL `LISTEN`).
+/// Receives stale-cache messages from other processes (PostgreSQL `LISTEN`, or a poll of
+/// SQLite's `stale_notes`).
 pub struct StaleListener {
-    listener: sqlx::postgres::PgListener,
+    inner: Listening,
 }
+
+enum Listening {
+    Postgres(Box<sqlx::postgres::PgListener>),
+    Sqlite {
+        store: Store,
+        /// The last note handed out.
+        seen: i64,
+        pending: std::collections::VecDeque<String>,
+        cleaned_at: std::time::Instant,
+    },
+}
+
+/// How often the SQLite listener looks for notes; an operator's change reaches the
+/// server's cache within this.
+const SQLITE_STALE_POLL: Duration = Duration::from_millis(250);
+/// Notes older than this are deleted by the listener (every process has read them), once
+/// a minute: not per poll, since the writer is shared with deliveries.
+const SQLITE_STALE_KEEP_MS: i64 = 10 * 60 * 1000;
+const SQLITE_STALE_CLEANUP: Duration = Duration::from_secs(60);
 
 /// What a [`StaleListener`] heard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,16 +430,61 @@ impl StaleListener {
     /// The next message. After a lost connection it answers [`Stale::Everything`] once and
     /// reconnects on the next call.
     pub async fn next(&mut self) -> Stale {
-        match self.listener.try_recv().await {
-            Ok(Some(n)) => Stale::Thing(n.payload().to_owned()),
-            Ok(None) => Stale::Everything,
-            Err(e) => {
-                tracing::warn!(error = %e, "stale-cache listener failed; retrying");
-                tokio_sleep_1s().await;
-                Stale::Everything
-            }
+        match &mut self.inner {
+            Listening::Postgres(listener) => match listener.try_recv().await {
+                Ok(Some(n)) => Stale::Thing(n.payload().to_owned()),
+                Ok(None) => Stale::Everything,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stale-cache listener failed; retrying");
+                    tokio_sleep_1s().await;
+                    Stale::Everything
+                }
+            },
+            Listening::Sqlite {
+                store,
+                seen,
+                pending,
+                cleaned_at,
+            } => loop {
+                if let Some(what) = pending.pop_front() {
+                    return Stale::Thing(what);
+                }
+                tokio::time::sleep(SQLITE_STALE_POLL).await;
+                if cleaned_at.elapsed() > SQLITE_STALE_CLEANUP {
+                    *cleaned_at = std::time::Instant::now();
+                    if let Err(e) = sqlx::query("DELETE FROM stale_notes WHERE created_at < $1")
+                        .bind(mailroom_core::time::now_ms() - SQLITE_STALE_KEEP_MS)
+                        .execute(&store.write)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "deleting old stale-cache notes failed");
+                    }
+                }
+                match poll_notes(store, *seen).await {
+                    Ok(notes) => {
+                        for (seq, what) in notes {
+                            *seen = seq;
+                            pending.push_back(what);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading stale-cache notes failed; retrying");
+                        return Stale::Everything;
+                    }
+                }
+            },
         }
     }
+}
+
+/// Notes after `seen`, oldest first.
+async fn poll_notes(store: &Store, seen: i64) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT seq, what FROM stale_notes WHERE seq > $1 ORDER BY seq LIMIT 1000")
+            .bind(seen)
+            .fetch_all(&store.read)
+            .await?,
+    )
 }
 
 async fn tokio_sleep_1s() {

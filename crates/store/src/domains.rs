@@ -35,10 +35,21 @@ pub struct CredentialRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddDomain {
     Added,
-    /// Another account (or this one) has it already.
+    /// This account has claimed it already.
+    AlreadyClaimed,
+    /// Another account has verified it.
     Taken,
     /// The account has as many domains as its tier allows.
     LimitReached,
+}
+
+/// What a check that found the records did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainCheck {
+    /// Recorded; `verified` says whether the domain is (now) this account's.
+    Recorded { verified: bool },
+    /// Another account verified the domain first; this claim stays unverified.
+    TakenByOther,
 }
 
 const DOMAIN_COLUMNS: &str = "domain, account_id, created_at, verified_at, checked_at, last_check";
@@ -85,6 +96,22 @@ impl Store {
             .bind(account_id)
             .fetch_one(&mut *tx)
             .await?;
+        // Unverified claims of other accounts do not block this one: the TXT proof
+        // decides who gets the domain (verify).
+        let claims = sqlx::query("SELECT account_id, verified_at FROM domains WHERE domain = $1")
+            .bind(domain)
+            .fetch_all(&mut *tx)
+            .await?;
+        for c in &claims {
+            let owner: String = c.try_get(0)?;
+            let verified: Option<i64> = c.try_get(1)?;
+            if owner == account_id {
+                return Ok(AddDomain::AlreadyClaimed);
+            }
+            if verified.is_some() {
+                return Ok(AddDomain::Taken);
+            }
+        }
         if max.is_some_and(|m| u64::try_from(count).unwrap_or(0) >= m) {
             return Ok(AddDomain::LimitReached);
         }
@@ -97,7 +124,7 @@ impl Store {
                 .await;
         match done {
             Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Ok(AddDomain::Taken),
+            Err(e) if is_unique_violation(&e) => return Ok(AddDomain::AlreadyClaimed),
             Err(e) => return Err(e.into()),
         }
         tx.commit().await?;
@@ -143,7 +170,9 @@ impl Store {
     }
 
     /// Records a check; `verified` sets `verified_at` the first time, with its
-    /// `domain.verified` event.
+    /// `domain.verified` event, unless another account verified the domain first. The
+    /// winner's verification removes the other accounts' unverified claims, in the same
+    /// transaction.
     pub async fn record_domain_check(
         &self,
         account_id: &str,
@@ -151,7 +180,7 @@ impl Store {
         result_json: &str,
         verified: bool,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<DomainCheck, StoreError> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "UPDATE domains SET checked_at = $1, last_check = $2 WHERE domain = $3 AND account_id = $4",
@@ -162,26 +191,52 @@ impl Store {
         .bind(account_id)
         .execute(&mut *tx)
         .await?;
-        if verified {
+        let mine: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT verified_at FROM domains WHERE domain = $1 AND account_id = $2",
+        )
+        .bind(domain)
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let already = matches!(mine, Some(Some(_)));
+        if verified && !already {
+            // The partial unique index (one verified claim per domain) settles a race
+            // between two accounts verifying at once.
             let first = sqlx::query(
                 "UPDATE domains SET verified_at = $1 WHERE domain = $2 AND account_id = $3 \
-                 AND verified_at IS NULL",
+                 AND verified_at IS NULL AND NOT EXISTS (SELECT 1 FROM domains o \
+                 WHERE o.domain = $2 AND o.verified_at IS NOT NULL)",
             )
             .bind(now)
             .bind(domain)
             .bind(account_id)
             .execute(&mut *tx)
-            .await?;
-            if first.rows_affected() > 0 {
-                append_event(&mut tx, &NewEvent::domain_verified(account_id, domain), now).await?;
+            .await;
+            let first = match first {
+                Ok(done) => done.rows_affected() > 0,
+                Err(e) if is_unique_violation(&e) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !first {
+                drop(tx);
+                return Ok(DomainCheck::TakenByOther);
             }
+            sqlx::query("DELETE FROM domains WHERE domain = $1 AND account_id <> $2")
+                .bind(domain)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+            append_event(&mut tx, &NewEvent::domain_verified(account_id, domain), now).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(DomainCheck::Recorded {
+            verified: verified || already,
+        })
     }
 
-    /// Deletes a domain with its credentials. `Ok(None)`: no such domain; `Ok(Some(n))`
-    /// with n > 0: inboxes still use it, nothing deleted.
+    /// Deletes the account's claim of a domain with its credentials; the domain's DKIM key
+    /// and the addresses held on it go with the last claim. `Ok(None)`: no such domain;
+    /// `Ok(Some(n))` with n > 0: inboxes still use it, nothing deleted.
     pub async fn delete_domain(
         &self,
         account_id: &str,
@@ -197,15 +252,19 @@ impl Store {
         if exists.is_none() {
             return Ok(None);
         }
-        let inboxes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inboxes WHERE domain = $1")
-            .bind(domain)
-            .fetch_one(&mut *tx)
-            .await?;
+        let inboxes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inboxes WHERE domain = $1 AND account_id = $2",
+        )
+        .bind(domain)
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
         if inboxes > 0 {
             return Ok(Some(inboxes));
         }
-        sqlx::query("DELETE FROM domain_credentials WHERE domain = $1")
+        sqlx::query("DELETE FROM domain_credentials WHERE domain = $1 AND account_id = $2")
             .bind(domain)
+            .bind(account_id)
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM domains WHERE domain = $1 AND account_id = $2")
@@ -213,6 +272,23 @@ impl Store {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
+        let others: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE domain = $1")
+            .bind(domain)
+            .fetch_one(&mut *tx)
+            .await?;
+        if others == 0 {
+            // Whoever proves the domain next gets a key of their own, and its addresses.
+            sqlx::query("DELETE FROM dkim_keys WHERE domain = $1")
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM address_holds WHERE domain = $1")
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            self.notify_stale(&mut tx, &format!("dkim:{domain}"))
+                .await?;
+        }
         tx.commit().await?;
         Ok(Some(0))
     }
@@ -295,7 +371,8 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CREDENTIAL_COLUMNS}, password_hash FROM domain_credentials c \
              WHERE c.domain = $1 AND c.username = $2 AND EXISTS (SELECT 1 FROM domains d \
-             WHERE d.domain = c.domain AND d.verified_at IS NOT NULL)"
+             WHERE d.domain = c.domain AND d.account_id = c.account_id \
+             AND d.verified_at IS NOT NULL)"
         )))
         .bind(domain)
         .bind(username)

@@ -148,7 +148,7 @@ async fn take_uid(tx: &mut Transaction<'_, Any>, mailbox: &str) -> Result<(i64, 
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-use crate::storage::{StorageLimit, drop_unused_blobs, release};
+use crate::storage::{StorageLimit, release, retire_unused_blobs};
 
 /// A removed message row: its blob and whose storage it freed.
 fn removed_from_row(r: &AnyRow) -> Result<(String, (String, String, i64)), StoreError> {
@@ -457,7 +457,7 @@ impl Store {
         if !gone.is_empty() {
             bump_modseq(&mut tx, mailbox).await?;
             release(&mut tx, &freed).await?;
-            drop_unused_blobs(&mut tx, &hashes).await?;
+            retire_unused_blobs(&mut tx, &hashes).await?;
         }
         tx.commit().await?;
         Ok(gone)
@@ -557,7 +557,7 @@ impl Store {
         unique.sort();
         unique.dedup();
         release(&mut tx, &freed).await?;
-        drop_unused_blobs(&mut tx, &unique).await?;
+        retire_unused_blobs(&mut tx, &unique).await?;
         tx.commit().await?;
         Ok(Ok(()))
     }

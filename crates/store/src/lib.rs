@@ -14,6 +14,7 @@ mod db;
 mod domains;
 mod error;
 mod events;
+mod holds;
 mod imap;
 mod messages;
 mod outbound;
@@ -25,7 +26,7 @@ mod webhook_queue;
 mod webhooks;
 
 pub use db::{Backend, Stale, StaleListener, Store};
-pub use domains::{AddDomain, CredentialRow, DomainRow};
+pub use domains::{AddDomain, CredentialRow, DomainCheck, DomainRow};
 pub use error::StoreError;
 pub use events::EventRow;
 pub use imap::{

@@ -559,7 +559,7 @@ impl Store {
         crate::storage::release(&mut tx, &gone).await?;
         // A Sent copy's blob stays while its queue entry needs it; the collector takes both
         // once delivery is finished.
-        crate::storage::drop_unused_blobs(&mut tx, &[hash]).await?;
+        crate::storage::retire_unused_blobs(&mut tx, &[hash]).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -140,16 +140,20 @@ pub(crate) async fn release(
 const UNUSED: &str = "NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_hash = b.hash) \
      AND NOT EXISTS (SELECT 1 FROM outbound o WHERE o.blob_hash = b.hash)";
 
-/// Deletes the blobs among `hashes` that nothing uses any more (at once, when the last
-/// message using them goes). A blob a queue entry still needs stays for the collector.
-pub(crate) async fn drop_unused_blobs(
+/// Retires the blobs among `hashes` that nothing uses any more: they are left to the
+/// collector, which deletes them after its grace period, counted from now. An IMAP session
+/// that has not yet been told of an expunge (RFC 2180 §4.1) still serves the message from
+/// its blob in the meantime; the space counts as free at once (see `release`).
+pub(crate) async fn retire_unused_blobs(
     tx: &mut Transaction<'_, Any>,
     hashes: &[String],
 ) -> Result<(), StoreError> {
-    let sql = format!("DELETE FROM blobs AS b WHERE b.hash = $1 AND {UNUSED}");
+    let sql = format!("UPDATE blobs AS b SET created_at = $2 WHERE b.hash = $1 AND {UNUSED}");
+    let now = mailroom_core::time::now_ms();
     for hash in hashes {
         sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(hash)
+            .bind(now)
             .execute(&mut **tx)
             .await?;
     }

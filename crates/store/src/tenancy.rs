@@ -83,6 +83,11 @@ pub enum CreateInboxOutcome {
     Existing(InboxRow),
     /// The address is taken (by this or another account).
     EmailTaken,
+    /// The address belonged to an inbox of another account that was deleted; it is held
+    /// for that account until `until` (ms).
+    AddressHeld {
+        until: i64,
+    },
     /// The account holds `current` inboxes, its tier's limit.
     LimitReached {
         current: u64,
@@ -172,13 +177,11 @@ impl Store {
             inbox.created_at,
         )
         .await?;
-        match insert_inbox(&mut tx, account_id, inbox, inbox_key).await? {
-            Some(row) => {
-                tx.commit().await?;
-                Ok(CreateInboxOutcome::Created(row))
-            }
-            None => Ok(CreateInboxOutcome::EmailTaken),
+        let outcome = insert_inbox(&mut tx, account_id, inbox, inbox_key).await?;
+        if matches!(outcome, CreateInboxOutcome::Created(_)) {
+            tx.commit().await?;
         }
+        Ok(outcome)
     }
 
     /// Creates another inbox in an existing account, unless the account already has one
@@ -218,13 +221,11 @@ impl Store {
                 return Ok(CreateInboxOutcome::LimitReached { current });
             }
         }
-        match insert_inbox(&mut tx, account_id, inbox, inbox_key).await? {
-            Some(row) => {
-                tx.commit().await?;
-                Ok(CreateInboxOutcome::Created(row))
-            }
-            None => Ok(CreateInboxOutcome::EmailTaken),
+        let outcome = insert_inbox(&mut tx, account_id, inbox, inbox_key).await?;
+        if matches!(outcome, CreateInboxOutcome::Created(_)) {
+            tx.commit().await?;
         }
+        Ok(outcome)
     }
 
     pub async fn get_account(&self, account_id: &str) -> Result<Option<AccountRow>, StoreError> {
@@ -283,13 +284,15 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Deletes an inbox of the account and every key scoped to it. Returns the deleted
+    /// Deletes an inbox of the account and every key scoped to it, and holds its address
+    /// for the account until `held_until` (ms; `None`: free at once). Returns the deleted
     /// inbox, or `None` if the account has no such inbox.
     pub async fn delete_inbox(
         &self,
         account_id: &str,
         inbox_id: &str,
         now_ms: i64,
+        held_until: Option<i64>,
     ) -> Result<Option<InboxRow>, StoreError> {
         let mut tx = self.write.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -321,6 +324,9 @@ impl Store {
             .bind(inbox_id)
             .execute(&mut *tx)
             .await?;
+        if let Some(until) = held_until.filter(|u| *u > now_ms) {
+            crate::holds::hold_address_in(&mut tx, &inbox, until).await?;
+        }
         self.notify_stale(&mut tx, &format!("inbox:{inbox_id}"))
             .await?;
         append_event(
@@ -533,6 +539,8 @@ impl Store {
     ) -> Result<Option<TierChange>, StoreError> {
         let mut tx = self.write.begin().await?;
         let change = set_tier_in(&mut tx, account_id, tier, now_ms).await?;
+        self.notify_stale(&mut tx, &format!("account:{account_id}"))
+            .await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -563,6 +571,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         let change = set_tier_in(&mut tx, account_id, tier, now_ms).await?;
+        self.notify_stale(&mut tx, &format!("account:{account_id}"))
+            .await?;
         tx.commit().await?;
         Ok(Some(change))
     }
@@ -785,13 +795,14 @@ async fn insert_key(
     Ok(())
 }
 
-/// Inserts the inbox, its key and its `inbox.created` event. `None` if the address is taken.
+/// Inserts the inbox, its key and its `inbox.created` event: `Created`, or `EmailTaken`
+/// or `AddressHeld` (then the caller must not commit).
 async fn insert_inbox(
     tx: &mut Transaction<'_, Any>,
     account_id: &str,
     inbox: &NewInbox,
     key: &NewKeyRow,
-) -> Result<Option<InboxRow>, StoreError> {
+) -> Result<CreateInboxOutcome, StoreError> {
     let email = inbox.email();
     let inserted = sqlx::query(
         "INSERT INTO inboxes (id, account_id, username, domain, email, status, client_id, created_at) \
@@ -810,8 +821,15 @@ async fn insert_inbox(
         Ok(_) => {}
         // The (account_id, client_id) pair cannot collide here: the caller checked it
         // under the account lock. So a unique violation is the address.
-        Err(e) if is_unique_violation(&e) => return Ok(None),
+        Err(e) if is_unique_violation(&e) => return Ok(CreateInboxOutcome::EmailTaken),
         Err(e) => return Err(e.into()),
+    }
+    // After the insert, not before: on PostgreSQL an insert that waited for a concurrent
+    // delete of the same address sees that delete's hold here.
+    if let Some(until) =
+        crate::holds::take_hold_in(tx, &email, account_id, inbox.created_at).await?
+    {
+        return Ok(CreateInboxOutcome::AddressHeld { until });
     }
     insert_key(
         tx,
@@ -829,7 +847,7 @@ async fn insert_inbox(
         inbox.created_at,
     )
     .await?;
-    Ok(Some(InboxRow {
+    Ok(CreateInboxOutcome::Created(InboxRow {
         id: inbox.id.clone(),
         account_id: account_id.to_owned(),
         username: inbox.username.clone(),

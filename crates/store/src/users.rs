@@ -155,6 +155,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // Other processes forget the user's state (its open streams end within 2 s).
+        self.notify_stale(&mut tx, &format!("user:{user_id}"))
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -174,6 +177,8 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        self.notify_stale(&mut tx, &format!("user:{user_id}"))
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -138,7 +138,7 @@ async fn every_write_keeps_the_counters(store: Store, _db: &TestDatabase) {
     assert_eq!(used(&store, &a).await, (0, 1000));
     // Deleting an inbox takes its bytes off the account.
     store
-        .delete_inbox(&b.account_id, &b.inbox_id, now_ms())
+        .delete_inbox(&b.account_id, &b.inbox_id, now_ms(), None)
         .await
         .unwrap()
         .unwrap();
@@ -266,7 +266,7 @@ async fn deleted_inbox_blobs_are_collected_after_the_grace(store: Store, _db: &T
     let hash = m.hash.clone();
     store.deliver(m).await.unwrap();
     store
-        .delete_inbox(&a.account_id, &a.inbox_id, now_ms())
+        .delete_inbox(&a.account_id, &a.inbox_id, now_ms(), None)
         .await
         .unwrap()
         .unwrap();
@@ -290,12 +290,21 @@ async fn deleted_inbox_blobs_are_collected_after_the_grace(store: Store, _db: &T
     store.deliver(kept.clone()).await.unwrap();
     let inbox = format!("{}/INBOX", b.inbox_id);
     let uids = store.imap_uids(&inbox).await.unwrap();
-    // Expunge drops unused blobs at once; the deleted inbox's blob is the collector's.
+    // Expunged blobs are the collector's too, their grace counted from the expunge: a
+    // session not yet told of it still serves the message.
     store.imap_expunge(&inbox, &uids[..5]).await.unwrap();
+    for h in &hashes[1..] {
+        assert!(
+            store.get_blob(h).await.unwrap().is_some(),
+            "{h} kept a while"
+        );
+    }
+    let done = store.collect_garbage(now_ms() - 60_000, 100).await.unwrap();
+    assert_eq!(done.blobs, 0, "inside the grace");
     let later = now_ms() + 1000;
     let done = store.collect_garbage(later, 100).await.unwrap();
-    assert_eq!(done.blobs, 1);
-    assert_eq!(done.bytes, 2000);
+    assert_eq!(done.blobs, 6);
+    assert_eq!(done.bytes, 2500);
     for h in &hashes {
         assert!(store.get_blob(h).await.unwrap().is_none(), "{h} collected");
     }

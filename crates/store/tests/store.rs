@@ -249,7 +249,13 @@ async fn tenants_do_not_see_each_other(store: Store, _db: &TestDatabase) {
     assert_eq!(list[0].id, a_inbox);
     let (_, k) = key(KeyKind::Inbox);
     assert!(!store.rotate_inbox_key(&a, &b_inbox, &k, 0).await.unwrap());
-    assert!(store.delete_inbox(&a, &b_inbox, 0).await.unwrap().is_none());
+    assert!(
+        store
+            .delete_inbox(&a, &b_inbox, 0, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.get_inbox(&b, &b_inbox).await.unwrap().is_some());
     assert!(
         store
@@ -271,7 +277,7 @@ async fn delete_removes_inbox_and_its_keys(store: Store, _db: &TestDatabase) {
         .unwrap();
     assert!(store.find_key(&k.hash).await.unwrap().is_some());
     let deleted = store
-        .delete_inbox(&account_id, &ib.id, 1)
+        .delete_inbox(&account_id, &ib.id, 1, None)
         .await
         .unwrap()
         .unwrap();
@@ -290,7 +296,7 @@ async fn delete_removes_inbox_and_its_keys(store: Store, _db: &TestDatabase) {
     );
     assert!(
         store
-            .delete_inbox(&account_id, &ib.id, 2)
+            .delete_inbox(&account_id, &ib.id, 2, None)
             .await
             .unwrap()
             .is_none()
@@ -743,8 +749,16 @@ mod messages {
         assert!(store.delete_message(&a.inbox_id, id).await.unwrap());
         assert!(store.get_message(&a.inbox_id, id).await.unwrap().is_none());
         assert!(
+            store.get_blob(&moved.blob_hash).await.unwrap().is_some(),
+            "an unused blob is left to the collector's grace"
+        );
+        store
+            .collect_garbage(mailroom_core::time::now_ms() + 1000, 100)
+            .await
+            .unwrap();
+        assert!(
             store.get_blob(&moved.blob_hash).await.unwrap().is_none(),
-            "unused blob removed"
+            "unused blob collected"
         );
         // UIDs are never reused in a mailbox.
         let next = store

@@ -62,7 +62,7 @@ pub struct SmtpCredentialsView {
     pub port: u16,
     /// The account id.
     pub username: String,
-    /// Stable across calls.
+    /// Stable across calls until it is rotated (`POST /v1/account/smtp/rotate`).
     pub password: String,
 }
 
@@ -202,4 +202,76 @@ pub async fn create_upgrade_link(
         "The link works once and expires at expires_at".to_owned(),
     ];
     Ok(Envelope::new(link.into(), steps))
+}
+
+/// A new account key (shown once), in the shape `POST /v1/inboxes` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountKeyRotated {
+    pub account_id: String,
+    /// The new account key. Only returned now; the previous one no longer works.
+    pub account_api_key: String,
+}
+
+/// Replace the account key (account key or an owner's login). The old key stops working
+/// at once, also in other processes; inbox keys and scoped API keys are untouched.
+#[utoipa::path(
+    post, path = "/v1/account/rotate-key", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Envelope<AccountKeyRotated>),
+        (status = 401, description = "UNAUTHORIZED"),
+        (status = 403, description = "ACCOUNT_KEY_REQUIRED or OWNER_REQUIRED"),
+    )
+)]
+pub async fn rotate_account_key(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Envelope<AccountKeyRotated>, ApiError> {
+    let rotated = state.services.rotate_account_key(&principal).await?;
+    Ok(Envelope::new(
+        AccountKeyRotated {
+            account_id: rotated.account_id,
+            account_api_key: rotated.account_api_key,
+        },
+        vec![
+            "Save account_api_key securely — it's only returned once".to_owned(),
+            "The previous account key no longer works; update every agent that used it"
+                .to_owned(),
+            "Inbox keys and scoped API keys still work; rotate them with POST /v1/inboxes/{id}/rotate-key and POST /v1/keys/{key_id}/rotate".to_owned(),
+        ],
+    ))
+}
+
+/// Replace the account SMTP password (account key or an owner's login). The old password
+/// stops working at once, also for the next command of a submission session already
+/// logged in with it. The answer has the shape of `GET /v1/account/smtp`.
+#[utoipa::path(
+    post, path = "/v1/account/smtp/rotate", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Envelope<SmtpCredentialsView>),
+        (status = 401, description = "UNAUTHORIZED"),
+        (status = 403, description = "ACCOUNT_KEY_REQUIRED or OWNER_REQUIRED"),
+    )
+)]
+pub async fn rotate_smtp(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Envelope<SmtpCredentialsView>, ApiError> {
+    let rotated = state.services.rotate_smtp_password(&principal).await?;
+    let port = rotated.credentials.port;
+    let mut steps = vec![
+        "The previous SMTP password no longer works; update every SMTP client with this one"
+            .to_owned(),
+        format!("Use STARTTLS on port {port} (TLS encryption required)"),
+    ];
+    if rotated.smtp_enabled {
+        steps.push("GET /v1/account/smtp shows these credentials again".to_owned());
+    } else {
+        steps.push(
+            "SMTP access requires a paid tier: this password logs in once the account is upgraded (POST /v1/upgrade-link)"
+                .to_owned(),
+        );
+    }
+    Ok(Envelope::new(rotated.credentials.into(), steps))
 }

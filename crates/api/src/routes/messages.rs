@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use mailroom_core::time::rfc3339;
-use mailroom_services::{Deleted, ListFilter, MAX_WAIT, MessagePatch, MessageView};
+use mailroom_services::{
+    CursorStep, Deleted, ListFilter, MAX_WAIT, MessagePatch, MessageView, ServiceError, Wait,
+};
 use mailroom_store::{MessageQuery, MessageRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -15,7 +17,7 @@ use super::Envelope;
 use super::inboxes::{DEFAULT_PAGE, MAX_PAGE};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::extract::{ApiJson, ApiQuery, Auth, AuthSession};
 
 /// One message as lists show it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -92,10 +94,14 @@ fn parse_since(s: &str) -> Result<i64, ApiError> {
     params(("id" = String, Path), MessageParams), security(("bearer" = [])),
     responses((status = 200, body = Envelope<MessageList>), (status = 400, description = "INVALID_QUERY"),
         (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_AFTER, INVALID_MAILBOX"),
-        (status = 429, description = "TOO_MANY_STREAMS (with wait=): the key or account has its share of streams and long polls open (Retry-After)")))]
+        (status = 401, description = "UNAUTHORIZED; with wait=, also when the key is revoked or rotated, its inbox deleted or its user disabled or deleted while the poll waits (answered within 2 s)"),
+        (status = 429, description = "TOO_MANY_STREAMS (with wait=): the key or account has its share of streams and long polls open (Retry-After), or a lowered tier left this poll past its cap")))]
 pub async fn list_messages(
     State(state): State<AppState>,
-    Auth(principal): Auth,
+    AuthSession {
+        principal,
+        credential,
+    }: AuthSession,
     Path(inbox_id): Path<String>,
     ApiQuery(p): ApiQuery<MessageParams>,
 ) -> Result<Envelope<MessageList>, ApiError> {
@@ -130,7 +136,10 @@ pub async fn list_messages(
             ..MessageQuery::default()
         },
         after: p.after,
-        wait: p.wait.filter(|w| *w > 0).map(Duration::from_secs),
+        wait: p.wait.filter(|w| *w > 0).map(|secs| Wait {
+            duration: Duration::from_secs(secs),
+            credential,
+        }),
     };
     let (rows, total) = state
         .services
@@ -425,20 +434,25 @@ pub struct EventParams {
 
 /// A Server-Sent Events stream of this inbox's events (`message.received` with the
 /// message summary), oldest first. Without `Last-Event-ID` (or `after`) it starts with the
-/// next event; with it, it resumes right after that event.
+/// next event; with it, it resumes right after that event. When the stream may not go on
+/// (its key revoked or rotated, its inbox deleted, its user disabled or deleted, a lowered
+/// tier's stream cap) a last event `revoked` says why, within 2 s, and the stream closes.
 #[utoipa::path(get, path = "/v1/inboxes/{id}/events", tag = "messages",
     params(("id" = String, Path), EventParams), security(("bearer" = [])),
-    responses((status = 200, content_type = "text/event-stream", description = "events: `id`, `event` (the type) and `data` ({id, type, timestamp, data})"),
+    responses((status = 200, content_type = "text/event-stream", description = "events: `id`, `event` (the type) and `data` ({id, type, timestamp, data}); a last `revoked` event ({status, code, message}) when the stream is ended"),
         (status = 404, description = "NOT_FOUND"), (status = 422, description = "INVALID_LAST_EVENT_ID"),
         (status = 429, description = "TOO_MANY_STREAMS: the key or account has its share of streams and long polls open (Retry-After)")))]
 pub async fn inbox_events(
     State(state): State<AppState>,
-    Auth(principal): Auth,
+    AuthSession {
+        principal,
+        credential,
+    }: AuthSession,
     Path(inbox_id): Path<String>,
     headers: axum::http::HeaderMap,
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
+    use axum::response::sse::{KeepAlive, Sse};
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -446,24 +460,18 @@ pub async fn inbox_events(
         .or(p.after);
     let cursor = state
         .services
-        .inbox_events(&principal, &inbox_id, last.as_deref())
+        .inbox_events(&principal, credential, &inbox_id, last.as_deref())
         .await?;
-    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+    // `None` once the stream has said its last word.
+    let stream = futures_util::stream::unfold(Some(cursor), |cursor| async move {
+        let mut cursor = cursor?;
         match cursor.next().await {
             Ok(None) => None,
-            Ok(Some(ev)) => {
-                let payload = serde_json::json!({
-                    "id": ev.id,
-                    "type": ev.event_type,
-                    "timestamp": rfc3339(ev.created_at),
-                    "data": ev.data,
-                });
-                let event = Event::default()
-                    .id(ev.id.clone())
-                    .event(ev.event_type.clone())
-                    .data(payload.to_string());
-                Some((Ok::<_, std::convert::Infallible>(event), cursor))
+            Ok(Some(CursorStep::Event(ev))) => {
+                let event = sse_event(&ev);
+                Some((Ok::<_, std::convert::Infallible>(event), Some(cursor)))
             }
+            Ok(Some(CursorStep::Ended(why))) => Some((Ok(revoked_event(why)), None)),
             Err(e) => {
                 tracing::warn!(error = %e, "event stream ended: store error");
                 None
@@ -473,4 +481,31 @@ pub async fn inbox_events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+fn sse_event(ev: &mailroom_store::EventRow) -> axum::response::sse::Event {
+    let payload = serde_json::json!({
+        "id": ev.id,
+        "type": ev.event_type,
+        "timestamp": rfc3339(ev.created_at),
+        "data": ev.data,
+    });
+    axum::response::sse::Event::default()
+        .id(ev.id.clone())
+        .event(ev.event_type.clone())
+        .data(payload.to_string())
+}
+
+/// The last event of a stream that may not go on: the status and error a new request with
+/// the same credential would get, and why.
+fn revoked_event(why: ServiceError) -> axum::response::sse::Event {
+    let e = ApiError::from(why);
+    let payload = serde_json::json!({
+        "status": e.status.as_u16(),
+        "code": e.code,
+        "message": e.message,
+    });
+    axum::response::sse::Event::default()
+        .event("revoked")
+        .data(payload.to_string())
 }

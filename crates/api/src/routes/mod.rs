@@ -163,6 +163,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/account", get(account::get_account))
         .route("/v1/account/smtp", get(account::get_smtp))
+        .route("/v1/account/rotate-key", post(account::rotate_account_key))
+        .route("/v1/account/smtp/rotate", post(account::rotate_smtp))
         .route("/v1/capabilities", get(account::get_capabilities))
         .route("/v1/upgrade-link", post(account::create_upgrade_link))
         .route("/upgrade", get(upgrade_page::show))

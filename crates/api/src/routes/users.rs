@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::time::rfc3339;
 use mailroom_services::users::{CreateUser, MeView, TokenGrant, TokenRefusal};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::Envelope;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Auth};
+use crate::extract::{ApiJson, Auth, ClientIp};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,10 +32,27 @@ pub struct RefreshBody {
 }
 
 /// Seed 004's error body: `{code, message}`.
+/// A throttled login is 429 with `Retry-After`, in the same shape (code `42901`).
 fn seed_error(status: StatusCode, refusal: TokenRefusal) -> Response {
-    let (code, message) = match refusal {
-        TokenRefusal::BadCredentials => (40102, "Username and password are incorrect"),
-        TokenRefusal::InvalidRefreshToken => (40106, "Refresh token is invalid"),
+    let (status, code, message) = match refusal {
+        TokenRefusal::BadCredentials => (
+            status,
+            40102,
+            "Username and password are incorrect".to_owned(),
+        ),
+        TokenRefusal::InvalidRefreshToken => (status, 40106, "Refresh token is invalid".to_owned()),
+        TokenRefusal::Throttled(t) => {
+            let secs = t.retry_after.as_secs().max(1);
+            let body = serde_json::json!({
+                "code": 42901,
+                "message": format!("Too many failed logins from this address; retry after {secs} seconds"),
+            });
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
     };
     (
         status,
@@ -48,14 +65,16 @@ fn seed_error(status: StatusCode, refusal: TokenRefusal) -> Response {
 /// Earlier refresh tokens of the user stop working.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = GrantBody,
     responses((status = 200, description = "{token_type, access_token, expires_at, scope, refresh_token}"),
-        (status = 403, description = "{code: 40102, message: \"Username and password are incorrect\"}")))]
+        (status = 403, description = "{code: 40102, message: \"Username and password are incorrect\"}"),
+        (status = 429, description = "{code: 42901, message}: too many failed logins from this address; Retry-After")))]
 pub async fn grant(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     ApiJson(body): ApiJson<GrantBody>,
 ) -> Result<Response, ApiError> {
     match state
         .services
-        .grant_token(&body.email, &body.password)
+        .grant_token(&body.email, &body.password, client_ip)
         .await?
     {
         Ok(grant) => Ok(Json::<TokenGrant>(grant).into_response()),

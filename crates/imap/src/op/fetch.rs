@@ -15,7 +15,8 @@ use super::section::{Data, binary_data, section_data, section_spec};
 use crate::fmt::{flag_list, internal_date};
 use crate::limits::refused;
 use crate::mime;
-use crate::session::{Msg, Out, Session, signal_inbox};
+use crate::session::{Out, Session, signal_inbox};
+use crate::view::Msg;
 
 pub(crate) enum FetchError {
     Io(std::io::Error),
@@ -307,6 +308,10 @@ impl Session {
         } else {
             HashSet::new()
         };
+        // Keywords the answers use are announced first (RFC 9051 §7.3.5).
+        if let Some(view) = self.selected.as_mut() {
+            view.announce_keywords(&idx, out);
+        }
         let any_gone = self
             .answer_each(&idx, &items, uid, wants_modseq, &newly_seen, conn, out)
             .await?;

@@ -41,6 +41,49 @@ pub(crate) fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
     prev[name.len()]
 }
 
+/// Whether a mailbox name matches the full pattern (reference + pattern); INBOX in any
+/// case (RFC 9051 §5.1).
+fn name_matches(full: &[u8], name: &str) -> bool {
+    if name == "INBOX" {
+        let mut upper = full.to_vec();
+        if upper.len() >= 5 && upper[..5].eq_ignore_ascii_case(b"INBOX") {
+            upper[..5].copy_from_slice(b"INBOX");
+        }
+        pattern_matches(&upper, b"INBOX")
+    } else {
+        pattern_matches(full, name.as_bytes())
+    }
+}
+
+/// The names LSUB lists for a `%` pattern although they are not subscribed: the parents
+/// of subscribed mailboxes where the `%` stops, i.e. the parent matches and the subscribed
+/// mailbox below it does not. RFC 3501 §6.3.9: with "foo/bar" subscribed and "foo" not,
+/// `LSUB "" "%"` "must return foo, not foo/bar, in the LSUB response, and it MUST be
+/// flagged with the \Noselect attribute" (whether or not "foo" exists).
+fn unsubscribed_parents(full: &[u8], mailboxes: &[ImapMailbox]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if !full.contains(&b'%') {
+        return out;
+    }
+    let subscribed = |n: &str| mailboxes.iter().any(|m| m.subscribed && m.name == n);
+    for mb in mailboxes.iter().filter(|m| m.subscribed) {
+        if name_matches(full, &mb.name) {
+            continue;
+        }
+        for (i, _) in mb.name.match_indices('/') {
+            let parent = &mb.name[..i];
+            if !parent.is_empty()
+                && !subscribed(parent)
+                && name_matches(full, parent)
+                && !out.iter().any(|p| p == parent)
+            {
+                out.push(parent.to_owned());
+            }
+        }
+    }
+    out
+}
+
 impl Session {
     pub(crate) async fn list(
         &mut self,
@@ -62,27 +105,17 @@ impl Session {
             .store()
             .imap_mailboxes(&self.inbox_id())
             .await?;
-        let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
-        // INBOX first, then by name.
-        let mut ordered: Vec<&ImapMailbox> = mailboxes.iter().collect();
-        ordered.sort_by_key(|m| (m.name != "INBOX", m.name.clone()));
-        for mb in ordered {
-            let matched = if mb.name == "INBOX" {
-                let mut upper = full.clone();
-                // INBOX matches case-insensitively.
-                if upper.len() >= 5 && upper[..5].eq_ignore_ascii_case(b"INBOX") {
-                    upper[..5].copy_from_slice(b"INBOX");
-                }
-                pattern_matches(&upper, b"INBOX")
-            } else {
-                pattern_matches(&full, mb.name.as_bytes())
-            };
-            if !matched || (lsub && !mb.subscribed) {
+        let has_children = |name: &str| {
+            let prefix = format!("{name}/");
+            mailboxes.iter().any(|m| m.name.starts_with(&prefix))
+        };
+        // (name, attributes): the matching mailboxes, and for LSUB the parents it lists.
+        let mut rows: Vec<(String, Vec<&str>)> = Vec::new();
+        for mb in &mailboxes {
+            if !name_matches(&full, &mb.name) || (lsub && !mb.subscribed) {
                 continue;
             }
-            let child_prefix = format!("{}/", mb.name);
-            let children = names.iter().any(|n| n.starts_with(&child_prefix));
-            let mut attrs = vec![if children {
+            let mut attrs = vec![if has_children(&mb.name) {
                 "\\HasChildren"
             } else {
                 "\\HasNoChildren"
@@ -90,11 +123,21 @@ impl Session {
             if let Some(s) = mb.special_use.as_deref() {
                 attrs.push(s);
             }
+            rows.push((mb.name.clone(), attrs));
+        }
+        if lsub {
+            for parent in unsubscribed_parents(&full, &mailboxes) {
+                rows.push((parent, vec!["\\Noselect", "\\HasChildren"]));
+            }
+        }
+        // INBOX first, then by name.
+        rows.sort_by(|a, b| (a.0 != "INBOX", &a.0).cmp(&(b.0 != "INBOX", &b.0)));
+        for (name, attrs) in rows {
             out.line(&format!(
                 "* {} ({}) \"/\" {}",
                 if lsub { "LSUB" } else { "LIST" },
                 attrs.join(" "),
-                mailbox_name(&mb.name)
+                mailbox_name(&name)
             ));
         }
         Ok(())
@@ -119,6 +162,35 @@ mod tests {
         assert!(pattern_matches(b"%/*", b"a/b/c"));
         assert!(pattern_matches(b"a**b", b"ab"));
         assert!(!pattern_matches(b"a%b", b"a/b"));
+    }
+
+    #[test]
+    fn lsub_lists_the_unsubscribed_parent_where_percent_stops() {
+        let mb = |name: &str, subscribed| ImapMailbox {
+            id: name.into(),
+            name: name.into(),
+            special_use: None,
+            uidvalidity: 1,
+            uidnext: 1,
+            highestmodseq: 1,
+            subscribed,
+        };
+        let boxes = vec![
+            mb("box", false),
+            mb("box/test", true),
+            mb("box/test2", false),
+            mb("box/test2/test", true),
+            mb("box/test3/test3", true),
+        ];
+        assert_eq!(
+            unsubscribed_parents(b"box/%", &boxes),
+            vec!["box/test2".to_owned(), "box/test3".to_owned()]
+        );
+        assert_eq!(unsubscribed_parents(b"%", &boxes), vec!["box".to_owned()]);
+        // `*` reaches the subscribed mailboxes themselves.
+        assert!(unsubscribed_parents(b"box/*", &boxes).is_empty());
+        assert!(unsubscribed_parents(b"*test", &boxes).is_empty());
+        assert!(unsubscribed_parents(b"other/%", &boxes).is_empty());
     }
 
     /// With backtracking this pattern took time exponential in its wildcards against a name

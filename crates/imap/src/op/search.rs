@@ -17,7 +17,8 @@ use crate::fmt::{sequence_set, string};
 use crate::limits::refused;
 use crate::mime;
 use crate::search::{self, Candidate, Content};
-use crate::session::{Msg, Out, Session};
+use crate::session::{Out, Session};
+use crate::view::Msg;
 
 /// Why a search stopped.
 pub(crate) enum SearchError {
