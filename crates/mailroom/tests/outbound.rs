@@ -593,7 +593,9 @@ async fn queued_mail_survives_sigkill() {
 }
 
 /// With a relay configured, every remote recipient goes to it, whatever DNS says: here B's
-/// MX port is A's smarthost and DNS has no MX record for B's domain at all.
+/// MX port is A's smarthost and DNS has no MX record for B's domain at all. B offers
+/// STARTTLS with its self-signed certificate, which A is given as the relay's CA (a relay's
+/// certificate is always verified).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_receives_all_outbound_mail() {
     let mx_port = free_port();
@@ -604,6 +606,7 @@ async fn a_relay_receives_all_outbound_mail() {
     })
     .await
     .unwrap();
+    let relay_cert = b.server.as_ref().unwrap().tls_cert_path.clone();
     let a = TestServer::start_with(Backend::Sqlite, |c| {
         c.hostname = "mail.a.test".into();
         c.default_domain = "a.test".into();
@@ -612,7 +615,7 @@ async fn a_relay_receives_all_outbound_mail() {
             port: mx_port,
             username: None,
             password: None,
-            ca_file: None,
+            ca_file: Some(relay_cert),
         });
     })
     .await

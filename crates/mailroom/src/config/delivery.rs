@@ -144,6 +144,39 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_parse() {
+        use clap::Parser;
+        use mailroom_services::dmarc::DmarcEnforcement;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "mailroom",
+            "--delivery-allow-private-destinations",
+            "--relay-ca-file",
+            "/etc/relay-ca.pem",
+            "--smtp-dmarc-enforcement",
+            "quarantine-only",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.delivery.allow_private_destinations, Some(true));
+        assert_eq!(
+            cli.serve.delivery.relay_ca_file,
+            Some(PathBuf::from("/etc/relay-ca.pem"))
+        );
+        assert_eq!(
+            cli.serve.smtp_dmarc_enforcement,
+            Some(DmarcEnforcement::QuarantineOnly)
+        );
+        let cli = Cli::try_parse_from(["mailroom", "--delivery-allow-private-destinations=false"])
+            .unwrap();
+        assert_eq!(cli.serve.delivery.allow_private_destinations, Some(false));
+        assert!(Cli::try_parse_from(["mailroom", "--smtp-dmarc-enforcement", "strict"]).is_err());
+    }
+
+    #[test]
     fn the_ca_file_belongs_to_the_relay() {
         let args = ServeArgs::default();
         let d = resolve(
