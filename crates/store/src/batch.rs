@@ -197,6 +197,8 @@ async fn allocate_uids(
             }
         }
     }
+    // In one order (by id), as every writer takes mailboxes: see `lock_mailboxes`.
+    counts.sort();
     let mut out = HashMap::with_capacity(counts.len());
     for (mbox, n) in counts {
         let row = sqlx::query(

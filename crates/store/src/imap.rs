@@ -140,6 +140,27 @@ async fn bump_modseq(tx: &mut Transaction<'_, Any>, mailbox: &str) -> Result<i64
     .ok_or_else(|| StoreError::Corrupt(format!("mailbox {mailbox} missing")))
 }
 
+/// Locks mailbox rows for the rest of the transaction, in one order (by id), before any
+/// message row: every writer takes a mailbox before its messages (`bump_modseq` and
+/// `take_uid` come first in flag changes and deliveries), so an expunge or a move that
+/// took a message first and its mailbox second could deadlock with them on PostgreSQL.
+/// (SQLite has one writer at a time; the updates change nothing.)
+pub(crate) async fn lock_mailboxes(
+    tx: &mut Transaction<'_, Any>,
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        sqlx::query("UPDATE mailboxes SET uidnext = uidnext WHERE id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Takes the next uid of a mailbox (and a modseq for the new message).
 async fn take_uid(tx: &mut Transaction<'_, Any>, mailbox: &str) -> Result<(i64, i64), StoreError> {
     let row = sqlx::query(
@@ -353,6 +374,8 @@ impl Store {
         jobs: &[FlagChange],
     ) -> Result<Vec<FlagOutcome>, StoreError> {
         let mut tx = self.write.begin().await?;
+        let mailboxes: Vec<&str> = jobs.iter().map(|j| j.mailbox.as_str()).collect();
+        lock_mailboxes(&mut tx, &mailboxes).await?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let modseq = bump_modseq(&mut tx, &job.mailbox).await?;
@@ -398,6 +421,7 @@ impl Store {
         limit: StorageLimit,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         let mut tx = self.write.begin().await?;
+        lock_mailboxes(&mut tx, &[from, to]).await?;
         let mut pairs = Vec::with_capacity(uids.len());
         for &uid in uids {
             let exists = sqlx::query(
@@ -474,6 +498,7 @@ impl Store {
     /// Removes messages (by uid) for good. Returns the uids removed.
     pub async fn imap_expunge(&self, mailbox: &str, uids: &[i64]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.write.begin().await?;
+        lock_mailboxes(&mut tx, &[mailbox]).await?;
         let mut gone = Vec::with_capacity(uids.len());
         let mut hashes = Vec::new();
         let mut freed = Vec::new();
@@ -579,6 +604,7 @@ impl Store {
         if children > 0 {
             return Ok(Err(MailboxRefusal::HasChildren));
         }
+        lock_mailboxes(&mut tx, &[&id]).await?;
         let rows = sqlx::query(
             "DELETE FROM messages WHERE mailbox_id = $1 \
              RETURNING blob_hash, account_id, inbox_id, size",

@@ -253,6 +253,19 @@ async fn commit_batch(
     jobs: &[&Job],
 ) -> Result<Vec<Vec<Vec<StoredMessage>>>, StoreError> {
     let mut tx = write.begin().await?;
+    // Mailboxes first, in one order, as every writer takes them (see `lock_mailboxes`):
+    // the send quota below is an account row.
+    let mailboxes: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.msgs.iter())
+        .flat_map(|m| {
+            m.recipients
+                .iter()
+                .map(|r| mailbox_id(&r.inbox_id, &m.mailbox))
+        })
+        .collect();
+    let mailboxes: Vec<&str> = mailboxes.iter().map(String::as_str).collect();
+    crate::imap::lock_mailboxes(&mut tx, &mailboxes).await?;
     for job in jobs {
         if let Some(q) = &job.quota
             && let Err(which) = crate::tenancy::reserve_sends_in(&mut tx, q).await?
