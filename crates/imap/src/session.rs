@@ -304,8 +304,29 @@ impl Session {
             return Ok(self.bad_next(out, tag, &format!("{name}: {why}")));
         }
         self.bad_in_a_row = 0;
+        match self.dispatch(tag, name, cmd.body, conn, out, stop).await {
+            Ok(next) => Ok(next),
+            Err(CmdError::Io(e)) => Err(e),
+            Err(CmdError::Store(e)) => {
+                store_failed(out, tag, &e);
+                Ok(Next::Continue)
+            }
+        }
+    }
+
+    /// One method call per command: the arm unpacks the variant, the method (in `op/`)
+    /// does the rest.
+    async fn dispatch<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        tag: &str,
+        name: &str,
+        body: CommandBody<'_>,
+        conn: &mut BufReader<S>,
+        out: &mut Out,
+        stop: &CancellationToken,
+    ) -> Done {
         use CommandBody as C;
-        let done = match cmd.body {
+        match body {
             C::Capability => self.capability_cmd(tag, out),
             C::Noop => self.noop_cmd(tag, "NOOP", out).await,
             C::Check => self.noop_cmd(tag, "CHECK", out).await,
@@ -316,23 +337,17 @@ impl Session {
             C::StartTLS => self.starttls_cmd(tag, out),
             C::Login { username, password } => self.login_cmd(tag, &username, &password, out).await,
             C::Authenticate {
-                mechanism,
-                initial_response,
-            } => {
-                self.authenticate_cmd(tag, &mechanism, initial_response, conn, out)
-                    .await
-            }
+                mechanism: m,
+                initial_response: r,
+            } => self.authenticate_cmd(tag, &m, r, conn, out).await,
             C::Select {
-                mailbox,
-                parameters,
-            } => {
-                self.select_cmd(tag, &mailbox, &parameters, false, out)
-                    .await
-            }
+                mailbox: m,
+                parameters: p,
+            } => self.select_cmd(tag, &m, &p, false, out).await,
             C::Examine {
-                mailbox,
-                parameters,
-            } => self.select_cmd(tag, &mailbox, &parameters, true, out).await,
+                mailbox: m,
+                parameters: p,
+            } => self.select_cmd(tag, &m, &p, true, out).await,
             C::Unselect => self.close_cmd(tag, false, out).await,
             C::Close => self.close_cmd(tag, true, out).await,
             C::Create { mailbox } => self.create_cmd(tag, &mailbox, out).await,
@@ -341,93 +356,59 @@ impl Session {
             C::Subscribe { mailbox } => self.subscribe_cmd(tag, &mailbox, true, out).await,
             C::Unsubscribe { mailbox } => self.subscribe_cmd(tag, &mailbox, false, out).await,
             C::List {
-                reference,
-                mailbox_wildcard,
-            } => {
-                self.list_cmd(tag, &reference, &mailbox_wildcard, false, out)
-                    .await
-            }
+                reference: r,
+                mailbox_wildcard: w,
+            } => self.list_cmd(tag, &r, &w, false, out).await,
             C::Lsub {
-                reference,
-                mailbox_wildcard,
-            } => {
-                self.list_cmd(tag, &reference, &mailbox_wildcard, true, out)
-                    .await
-            }
+                reference: r,
+                mailbox_wildcard: w,
+            } => self.list_cmd(tag, &r, &w, true, out).await,
             C::Status {
-                mailbox,
-                item_names,
-            } => self.status_cmd(tag, &mailbox, &item_names, out).await,
+                mailbox: m,
+                item_names: i,
+            } => self.status_cmd(tag, &m, &i, out).await,
             C::Append {
-                mailbox,
-                flags,
-                date,
+                mailbox: m,
+                flags: f,
+                date: d,
                 message,
-            } => {
-                self.append_cmd(tag, &mailbox, &flags, date, &message, out)
-                    .await
-            }
+            } => self.append_cmd(tag, &m, &f, d, &message, out).await,
             C::Expunge => self.expunge_cmd(tag, None, out).await,
-            C::ExpungeUid { sequence_set } => self.expunge_cmd(tag, Some(&sequence_set), out).await,
+            C::ExpungeUid { sequence_set: s } => self.expunge_cmd(tag, Some(&s), out).await,
             C::Search {
-                charset,
-                criteria,
+                charset: c,
+                criteria: k,
                 uid,
-            } => {
-                self.search_cmd(tag, charset.as_ref(), criteria.as_ref(), uid, out)
-                    .await
-            }
+            } => self.search_cmd(tag, c.as_ref(), k.as_ref(), uid, out).await,
             C::Fetch {
-                sequence_set,
-                macro_or_item_names,
+                sequence_set: s,
+                macro_or_item_names: w,
                 uid,
-                modifiers,
-            } => {
-                let what = macro_or_item_names;
-                self.fetch_cmd(tag, &sequence_set, what, uid, &modifiers, conn, out)
-                    .await
-            }
+                modifiers: m,
+            } => self.fetch_cmd(tag, &s, w, uid, &m, conn, out).await,
             C::Store {
-                sequence_set,
-                kind,
-                response,
-                flags,
+                sequence_set: s,
+                kind: k,
+                response: r,
+                flags: f,
                 uid,
-                modifiers,
-            } => {
-                let set = &sequence_set;
-                self.store_cmd(tag, set, &kind, &response, &flags, uid, &modifiers, out)
-                    .await
-            }
+                modifiers: m,
+            } => self.store_cmd(tag, &s, &k, &r, &f, uid, &m, out).await,
             C::Copy {
-                sequence_set,
-                mailbox,
+                sequence_set: s,
+                mailbox: m,
                 uid,
-            } => {
-                self.copy_cmd(tag, &sequence_set, &mailbox, uid, false, out)
-                    .await
-            }
+            } => self.copy_cmd(tag, &s, &m, uid, false, out).await,
             C::Move {
-                sequence_set,
-                mailbox,
+                sequence_set: s,
+                mailbox: m,
                 uid,
-            } => {
-                self.copy_cmd(tag, &sequence_set, &mailbox, uid, true, out)
-                    .await
-            }
+            } => self.copy_cmd(tag, &s, &m, uid, true, out).await,
             C::Idle => self.idle(tag, conn, out, stop).await,
             body @ (C::GetQuota { .. } | C::GetQuotaRoot { .. } | C::SetQuota { .. }) => {
                 self.quota_cmd(tag, &body, out).await
             }
             _ => Ok(self.bad_next(out, tag, &format!("{name} is not supported"))),
-        };
-        match done {
-            Ok(next) => Ok(next),
-            Err(CmdError::Io(e)) => Err(e),
-            Err(CmdError::Store(e)) => {
-                store_failed(out, tag, &e);
-                Ok(Next::Continue)
-            }
         }
     }
 

@@ -11,6 +11,7 @@ use mailroom_store::{FlagChange, FlagOutcome};
 
 use crate::fmt::{canonical_flag, sequence_set};
 use crate::session::{Done, Next, Out, Session, signal_inbox};
+use crate::view::View;
 
 /// The flags a client asks to store (STORE, APPEND): canonical spelling, each once, and
 /// never `\Recent`, which is the server's to set.
@@ -24,6 +25,66 @@ pub(crate) fn store_flags(flags: &[Flag<'_>]) -> Vec<String> {
         out.push(s);
     }
     out
+}
+
+/// A message's flags after STORE `kind` of `flags` (compared without case, as IMAP
+/// flags are).
+fn new_flags(kind: &StoreType, old: &[String], flags: &[String]) -> Vec<String> {
+    match kind {
+        StoreType::Replace => flags.to_vec(),
+        StoreType::Add => {
+            let mut f = old.to_vec();
+            for x in flags {
+                if !f.iter().any(|y| y.eq_ignore_ascii_case(x)) {
+                    f.push(x.clone());
+                }
+            }
+            f
+        }
+        StoreType::Remove => old
+            .iter()
+            .filter(|y| !flags.iter().any(|x| x.eq_ignore_ascii_case(y)))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// What the untagged FETCH answers of a STORE carry.
+struct Report {
+    /// `.SILENT`: no FLAGS.
+    silent: bool,
+    /// UID STORE: the UID of each message.
+    uid: bool,
+    /// CONDSTORE: the MODSEQ of each message.
+    condstore: bool,
+}
+
+impl Report {
+    /// One `* n FETCH` per message named (`idx`) that is still there; under `.SILENT` only
+    /// for the ones this STORE changed (`touched`), and only under CONDSTORE.
+    fn fetch_lines(&self, view: &View, idx: &[usize], touched: &HashSet<u32>, out: &mut Out) {
+        for &i in idx {
+            let m = &view.msgs[i];
+            if m.gone {
+                continue;
+            }
+            // .SILENT still reports modseqs of changed messages under CONDSTORE.
+            if self.silent && !(self.condstore && touched.contains(&m.uid)) {
+                continue;
+            }
+            let mut parts = Vec::new();
+            if !self.silent {
+                parts.push(format!("FLAGS {}", m.flag_text()));
+            }
+            if self.uid {
+                parts.push(format!("UID {}", m.uid));
+            }
+            if self.condstore {
+                parts.push(format!("MODSEQ ({})", m.modseq));
+            }
+            out.line(&format!("* {} FETCH ({})", i + 1, parts.join(" ")));
+        }
+    }
 }
 
 impl Session {
@@ -98,24 +159,7 @@ impl Session {
                 modified.push(if uid { m.uid } else { i as u32 + 1 });
                 continue;
             }
-            let new: Vec<String> = match kind {
-                StoreType::Replace => flags.to_vec(),
-                StoreType::Add => {
-                    let mut f = m.flags.clone();
-                    for x in flags {
-                        if !f.iter().any(|y| y.eq_ignore_ascii_case(x)) {
-                            f.push(x.clone());
-                        }
-                    }
-                    f
-                }
-                StoreType::Remove => m
-                    .flags
-                    .iter()
-                    .filter(|y| !flags.iter().any(|x| x.eq_ignore_ascii_case(y)))
-                    .cloned()
-                    .collect(),
-            };
+            let new = new_flags(kind, &m.flags, flags);
             // With UNCHANGEDSINCE every message gets a new modseq (RFC 7162 §3.2).
             if new != m.flags || unchanged_since.is_some() {
                 changes.push((i64::from(m.uid), new));
@@ -157,27 +201,12 @@ impl Session {
         if !silent {
             sel.announce_keywords(&idx, out);
         }
-        for &i in &idx {
-            let m = &sel.msgs[i];
-            if m.gone {
-                continue;
-            }
-            // .SILENT still reports modseqs of changed messages under CONDSTORE.
-            if silent && !(condstore && touched.contains(&m.uid)) {
-                continue;
-            }
-            let mut parts = Vec::new();
-            if !silent {
-                parts.push(format!("FLAGS {}", m.flag_text()));
-            }
-            if uid {
-                parts.push(format!("UID {}", m.uid));
-            }
-            if condstore {
-                parts.push(format!("MODSEQ ({})", m.modseq));
-            }
-            out.line(&format!("* {} FETCH ({})", i + 1, parts.join(" ")));
-        }
+        let report = Report {
+            silent,
+            uid,
+            condstore,
+        };
+        report.fetch_lines(sel, &idx, &touched, out);
         modified.sort_unstable();
         if modified.is_empty() {
             out.line(&format!(
