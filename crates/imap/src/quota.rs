@@ -12,7 +12,7 @@ use mailroom_net::{Door, refused};
 use mailroom_services::{ServiceError, Services, StorageMeter};
 use mailroom_store::{StorageLimit, StorageScope, StoreError};
 
-use crate::session::Out;
+use crate::session::{Done, Next, Out, Session, mailbox_str};
 
 /// The one quota root of an inbox.
 const ROOT: &str = "";
@@ -38,16 +38,6 @@ pub(crate) fn over_quota(out: &mut Out, tag: &str, scope: StorageScope) {
         "{tag} NO [OVERQUOTA] the {} storage limit is reached; expunge mail or ask for a larger plan",
         scope.as_str()
     ));
-}
-
-/// Whether `body` is a QUOTA command.
-pub(crate) fn is_quota_command(body: &CommandBody<'_>) -> bool {
-    matches!(
-        body,
-        CommandBody::GetQuota { .. }
-            | CommandBody::GetQuotaRoot { .. }
-            | CommandBody::SetQuota { .. }
-    )
 }
 
 fn astring(s: &AString<'_>) -> String {
@@ -112,6 +102,32 @@ pub(crate) async fn command(
         _ => out.line(&format!("{tag} BAD not a QUOTA command")),
     }
     Ok(())
+}
+
+impl Session {
+    /// GETQUOTA, GETQUOTAROOT or SETQUOTA (`body`) for the logged-in inbox.
+    pub(crate) async fn quota_cmd(
+        &mut self,
+        tag: &str,
+        body: &CommandBody<'_>,
+        out: &mut Out,
+    ) -> Done {
+        let mailbox = match body {
+            CommandBody::GetQuotaRoot { mailbox } => Some(mailbox_str(mailbox)),
+            _ => None,
+        };
+        let inbox_id = self.inbox_id();
+        command(
+            &self.server.services,
+            &inbox_id,
+            tag,
+            body,
+            mailbox.as_deref(),
+            out,
+        )
+        .await?;
+        Ok(Next::Continue)
+    }
 }
 
 async fn meter(services: &Services, inbox_id: &str) -> Result<StorageMeter, StoreError> {

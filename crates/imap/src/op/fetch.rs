@@ -6,7 +6,8 @@
 
 use std::collections::HashSet;
 
-use imap_codec::imap_types::fetch::MessageDataItemName;
+use imap_codec::imap_types::command::FetchModifier;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_codec::imap_types::sequence::SequenceSet;
 use mailroom_store::{FlagChange, FlagOutcome};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
@@ -15,13 +16,8 @@ use super::section::{Data, binary_data, section_data, section_spec};
 use crate::fmt::internal_date;
 use crate::limits::refused;
 use crate::mime;
-use crate::session::{Out, Session, signal_inbox};
+use crate::session::{CmdError, Done, Next, Out, Session, signal_inbox};
 use crate::view::Msg;
-
-pub(crate) enum FetchError {
-    Io(std::io::Error),
-    Store(mailroom_store::StoreError),
-}
 
 /// Literals up to this size are copied into the answer buffer; bigger ones are written
 /// straight from the message.
@@ -261,6 +257,45 @@ fn content_item(
 }
 
 impl Session {
+    /// FETCH with its macro (ALL, FAST, FULL) or items and its modifiers: CHANGEDSINCE;
+    /// VANISHED needs QRESYNC and is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fetch_cmd<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        what: MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        modifiers: &[FetchModifier],
+        conn: &mut BufReader<S>,
+        out: &mut Out,
+    ) -> Done {
+        let the_macro;
+        let items = match what {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                the_macro = m;
+                the_macro.expand()
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(items) => items,
+        };
+        let changed_since = modifiers.iter().find_map(|m| match m {
+            FetchModifier::ChangedSince(v) => Some(v.get()),
+            FetchModifier::Vanished => None,
+        });
+        if modifiers
+            .iter()
+            .any(|m| matches!(m, FetchModifier::Vanished))
+        {
+            out.line(&format!(
+                "{tag} BAD VANISHED needs QRESYNC, which is not supported"
+            ));
+            return Ok(Next::Continue);
+        }
+        self.fetch(tag, set, &items, uid, changed_since, conn, out)
+            .await?;
+        Ok(Next::Continue)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn fetch<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &mut self,
@@ -271,7 +306,7 @@ impl Session {
         changed_since: Option<u64>,
         conn: &mut BufReader<S>,
         out: &mut Out,
-    ) -> Result<(), FetchError> {
+    ) -> Result<(), CmdError> {
         let max = self.server.limits.max_fetch_items;
         if items.len() > max {
             refused("fetch_items");
@@ -281,7 +316,7 @@ impl Session {
             return Ok(());
         }
         // New mail (and, for UID commands, removals) first, so `1:*` covers it.
-        self.sync(out, uid).await.map_err(FetchError::Store)?;
+        self.sync(out, uid).await.map_err(CmdError::Store)?;
         let mut idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(why) => {
@@ -330,7 +365,7 @@ impl Session {
 
     /// Marks the messages read first, in one transaction, so the answers carry the new
     /// flags. Returns the uids that changed.
-    async fn mark_seen_for_fetch(&mut self, idx: &[usize]) -> Result<HashSet<u32>, FetchError> {
+    async fn mark_seen_for_fetch(&mut self, idx: &[usize]) -> Result<HashSet<u32>, CmdError> {
         let mut newly_seen = HashSet::new();
         let Some(sel) = self.selected.as_mut() else {
             return Ok(newly_seen);
@@ -362,7 +397,7 @@ impl Session {
                 unchanged_since: None,
             })
             .await
-            .map_err(FetchError::Store)?;
+            .map_err(CmdError::Store)?;
         for &i in idx {
             let m = &mut sel.msgs[i];
             if changed.contains(&i64::from(m.uid)) {
@@ -387,7 +422,7 @@ impl Session {
         newly_seen: &HashSet<u32>,
         conn: &mut BufReader<S>,
         out: &mut Out,
-    ) -> Result<Result<bool, &'static str>, FetchError> {
+    ) -> Result<Result<bool, &'static str>, CmdError> {
         let condstore = self.condstore;
         let needs_body = needs_body(items);
         let store = self.server.services.store().clone();
@@ -403,7 +438,7 @@ impl Session {
                 match store
                     .get_blob(&m.blob_hex())
                     .await
-                    .map_err(FetchError::Store)?
+                    .map_err(CmdError::Store)?
                 {
                     Some(r) => r,
                     None => {
@@ -429,13 +464,13 @@ impl Session {
                         a.text(b")\r\n");
                         a.write_pending(&raw, out, conn.get_mut())
                             .await
-                            .map_err(FetchError::Io)?;
+                            .map_err(CmdError::Io)?;
                     }
                     return Ok(Err(why));
                 }
                 a.write_pending(&raw, out, conn.get_mut())
                     .await
-                    .map_err(FetchError::Io)?;
+                    .map_err(CmdError::Io)?;
             }
             if uid && !said.uid {
                 a.item(&format!("UID {}", m.uid));
@@ -450,9 +485,9 @@ impl Session {
             a.text(b")\r\n");
             a.write_pending(&raw, out, conn.get_mut())
                 .await
-                .map_err(FetchError::Io)?;
+                .map_err(CmdError::Io)?;
             if out.pending() > 256 * 1024 {
-                out.flush(conn.get_mut()).await.map_err(FetchError::Io)?;
+                out.flush(conn.get_mut()).await.map_err(CmdError::Io)?;
             }
         }
         Ok(Ok(any_gone))

@@ -3,10 +3,11 @@
 //! dynamic programming over (pattern, name) positions: O(pattern × name) whatever the
 //! pattern, where the backtracking it replaces was exponential in the number of wildcards.
 
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use mailroom_store::ImapMailbox;
 
 use crate::fmt::mailbox as mailbox_name;
-use crate::session::{Out, Session};
+use crate::session::{Done, Next, Out, Session, mailbox_str};
 
 /// Does `name` match a LIST pattern (`*` anything, `%` anything but the delimiter `/`)?
 pub(crate) fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
@@ -85,6 +86,27 @@ fn unsubscribed_parents(full: &[u8], mailboxes: &[ImapMailbox]) -> Vec<String> {
 }
 
 impl Session {
+    /// LIST, or LSUB when `lsub` (only subscribed mailboxes, and their unsubscribed
+    /// parents as `\Noselect`).
+    pub(crate) async fn list_cmd(
+        &mut self,
+        tag: &str,
+        reference: &Mailbox<'_>,
+        wildcard: &ListMailbox<'_>,
+        lsub: bool,
+        out: &mut Out,
+    ) -> Done {
+        let reference = mailbox_str(reference);
+        let pattern = match wildcard {
+            ListMailbox::Token(t) => t.as_ref().to_vec(),
+            ListMailbox::String(s) => s.as_ref().to_vec(),
+        };
+        self.list(&reference, &pattern, lsub, out).await?;
+        let name = if lsub { "LSUB" } else { "LIST" };
+        out.line(&format!("{tag} OK {name} completed"));
+        Ok(Next::Continue)
+    }
+
     pub(crate) async fn list(
         &mut self,
         reference: &str,

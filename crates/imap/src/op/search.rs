@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use imap_codec::imap_types::ToStatic;
+use imap_codec::imap_types::core::Charset;
 use imap_codec::imap_types::search::SearchKey;
 
 use crate::fmt::{sequence_set, string};
 use crate::limits::refused;
 use crate::mime;
 use crate::search::{self, Candidate, Content};
-use crate::session::{Out, Session};
+use crate::session::{Done, Next, Out, Session};
 use crate::view::Msg;
 
 /// Why a search stopped.
@@ -150,6 +151,32 @@ async fn match_batch(
 }
 
 impl Session {
+    /// SEARCH with its charset: the keys are matched as UTF-8, so only UTF-8 and its
+    /// subset US-ASCII are accepted (RFC 9051 §6.4.4: `NO [BADCHARSET]` otherwise).
+    pub(crate) async fn search_cmd(
+        &mut self,
+        tag: &str,
+        charset: Option<&Charset<'_>>,
+        keys: &[SearchKey<'_>],
+        uid: bool,
+        out: &mut Out,
+    ) -> Done {
+        if let Some(cs) = charset {
+            let cs = match cs {
+                Charset::Atom(a) => a.as_ref().to_owned(),
+                Charset::Quoted(q) => q.as_ref().to_owned(),
+            };
+            if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") {
+                out.line(&format!(
+                    "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset"
+                ));
+                return Ok(Next::Continue);
+            }
+        }
+        self.search(tag, keys, uid, out).await?;
+        Ok(Next::Continue)
+    }
+
     pub(crate) async fn search(
         &mut self,
         tag: &str,
