@@ -176,7 +176,13 @@ fn error_next_steps(error: &serde_json::Map<String, Value>) -> Vec<String> {
              account's (or inbox's) mail"
                 .to_owned(),
         ),
+        Some(403) if steps.is_empty() => {
+            steps.push("See what this key may do with get_capabilities".to_owned());
+        }
         _ => {}
+    }
+    if steps.is_empty() {
+        steps.push("The message says what went wrong; change the call accordingly".to_owned());
     }
     steps
 }
