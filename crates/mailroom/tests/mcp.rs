@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     tools_over_streamable_http,
     keys_and_scopes_hold_over_mcp,
+    conversations_links_and_webhooks,
     tools_over_stdio
 );
 
@@ -282,6 +283,54 @@ async fn keys_and_scopes_hold_over_mcp(s: TestServer) {
     .await;
     err(&out, 0, "NOT_FOUND", 404);
     err(&out, 1, "NOT_FOUND", 404);
+    // A scoped API key keeps its scopes: api:read reads, and may not send.
+    let (st, reader, _) = s
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(&ann.account_key),
+            Some(json!({"name": "Reader", "scopes": ["api:read"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{reader}");
+    let out = over_http(
+        &s,
+        reader["apiKey"].as_str().unwrap(),
+        "auto",
+        json!([
+            ["call", "list_messages", {"inbox_id": second_id}],
+            ["call", "send_message", {"inbox_id": second_id, "to": eve.email, "text": "x"}],
+        ]),
+    )
+    .await;
+    assert_eq!(ok(&out, 0)["result"]["total"], 0);
+    err(&out, 1, "SCOPE_REQUIRED", 403);
+    // A tool call counts once against the key's rate limit (the /mcp request), not twice.
+    let mut remaining = Vec::new();
+    for id in 1..=3 {
+        let resp = s
+            .http
+            .post(s.url("/mcp"))
+            .bearer_auth(&ann.inbox_key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "get_inbox", "arguments": {"inbox_id": ann.inbox_id}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let left: u64 = resp.headers()["x-ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["result"]["isError"], false, "{body}");
+        remaining.push(left);
+    }
+    assert_eq!(remaining[0] - remaining[1], 1, "{remaining:?}");
+    assert_eq!(remaining[1] - remaining[2], 1, "{remaining:?}");
     // No MCP is spoken without a valid key: 401 as the API answers it.
     for auth in [None, Some("Bearer mr_acc_not_a_key")] {
         let mut req = s
@@ -297,6 +346,106 @@ async fn keys_and_scopes_hold_over_mcp(s: TestServer) {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "UNAUTHORIZED");
     }
+    s.stop().await;
+}
+
+async fn conversations_links_and_webhooks(s: TestServer) {
+    let ann = s.new_account("ann").await;
+    let bob = s.new_account("bob").await;
+    s.set_tier(&ann.account_id, Tier::Developer).await;
+    s.set_tier(&bob.account_id, Tier::Developer).await;
+    let (st, sent, _) = s
+        .call(
+            "POST",
+            &format!("/v1/inboxes/{}/send", ann.inbox_id),
+            Some(&ann.inbox_key),
+            Some(json!({"to": bob.email, "subject": "Lunch?", "text": "Noon?"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{sent}");
+    let inbox = bob.inbox_id.as_str();
+    let out = over_http(
+        &s,
+        &bob.inbox_key,
+        "auto",
+        json!([
+            ["call", "wait_for_message", {"inbox_id": inbox, "timeout_s": 10}],
+            ["call", "reply", {"inbox_id": inbox, "message_id": "{{0:/result/messages/0/id}}",
+                "text": "Noon works."}],
+            ["call", "reply_all", {"inbox_id": inbox, "message_id": "{{0:/result/messages/0/id}}",
+                "text": "Everyone: noon."}],
+            ["call", "forward", {"inbox_id": inbox, "message_id": "{{0:/result/messages/0/id}}",
+                "to": ann.email, "text": "FYI"}],
+            ["call", "list_threads", {"inbox_id": inbox}],
+            ["call", "get_thread", {"inbox_id": inbox,
+                "thread_id": "{{0:/result/messages/0/thread_id}}"}],
+            ["call", "delete_message", {"inbox_id": inbox,
+                "message_id": "{{0:/result/messages/0/id}}"}],
+            ["call", "list_messages", {"inbox_id": inbox}],
+        ]),
+    )
+    .await;
+    for step in 1..=3 {
+        let r = &ok(&out, step)["result"];
+        assert_eq!(
+            r["recipients"][0]["address"],
+            ann.email.as_str(),
+            "step {step}: {r}"
+        );
+        assert_eq!(
+            r["recipients"][0]["status"], "delivered",
+            "step {step}: {r}"
+        );
+    }
+    assert!(ok(&out, 4)["result"]["total"].as_u64().unwrap() >= 1);
+    let thread = &ok(&out, 5)["result"];
+    assert!(
+        thread["messages"].as_array().unwrap().len() >= 3,
+        "{thread}"
+    );
+    assert_eq!(ok(&out, 6)["result"]["outcome"], "trash");
+    assert_eq!(ok(&out, 7)["result"]["total"], 0);
+    // Ann got the reply, the reply to all and the forward, subjects as the API makes them.
+    let list = s
+        .get_json(
+            &ann.inbox_key,
+            &format!("/v1/inboxes/{}/messages", ann.inbox_id),
+        )
+        .await;
+    let subjects: Vec<&str> = list["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["subject"].as_str())
+        .collect();
+    assert!(
+        subjects.contains(&"Re: Lunch?") && subjects.contains(&"Fwd: Lunch?"),
+        "{subjects:?}"
+    );
+    let out = over_http(
+        &s,
+        &ann.account_key,
+        "auto",
+        json!([
+            ["call", "create_upgrade_link", {"target_tier": "growth"}],
+            ["call", "create_upgrade_link", {"target_tier": "free"}],
+            ["call", "create_webhook", {"url": "http://127.0.0.1:9/hook",
+                "events": ["message.received"]}],
+            ["call", "list_webhooks", {}],
+            ["call", "create_webhook", {"url": "http://10.0.0.5/hook", "events": ["*"]}],
+        ]),
+    )
+    .await;
+    let link = &ok(&out, 0)["result"];
+    assert!(link.to_string().contains("/upgrade?token="), "{link}");
+    err(&out, 1, "INVALID_TARGET_TIER", 422);
+    let hook = &ok(&out, 2)["result"];
+    assert!(
+        hook["secret"].as_str().unwrap().starts_with("whsec_"),
+        "{hook}"
+    );
+    assert_eq!(ok(&out, 3)["result"]["webhooks"][0]["id"], hook["id"]);
+    err(&out, 4, "URL_NOT_ALLOWED", 422);
     s.stop().await;
 }
 
