@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use mailroom_core::Tier;
-use mailroom_testkit::{TestServer, on_both_backends};
+use mailroom_testkit::{TestAccount, TestServer, on_both_backends};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -165,10 +165,15 @@ async fn tools_over_streamable_http(s: TestServer) {
         )
         .await;
     assert_eq!(list["result"]["messages"][0]["subject"], "Hello over MCP");
+    read_as_bob(&s, &ann, &bob, pdf).await;
+    s.stop().await;
+}
 
-    // The reader: the SDK's default mode (server/discover), with an inbox key.
+/// The reader of `tools_over_streamable_http`: the SDK's default mode (server/discover),
+/// with an inbox key.
+async fn read_as_bob(s: &TestServer, ann: &TestAccount, bob: &TestAccount, pdf: &[u8]) {
     let out = over_http(
-        &s,
+        s,
         &bob.inbox_key,
         "auto",
         json!([
@@ -235,7 +240,6 @@ async fn tools_over_streamable_http(s: TestServer) {
         missing["structured"]["error"], "INVALID_ARGUMENTS",
         "{missing}"
     );
-    s.stop().await;
 }
 
 async fn keys_and_scopes_hold_over_mcp(s: TestServer) {
@@ -305,7 +309,13 @@ async fn keys_and_scopes_hold_over_mcp(s: TestServer) {
     .await;
     assert_eq!(ok(&out, 0)["result"]["total"], 0);
     err(&out, 1, "SCOPE_REQUIRED", 403);
-    // A tool call counts once against the key's rate limit (the /mcp request), not twice.
+    http_level_rules(&s, &ann).await;
+    s.stop().await;
+}
+
+/// What `/mcp` decides before any tool runs: the rate limit counts a tool call once (the
+/// `/mcp` request, not its dispatch again), and no MCP is spoken without a valid key.
+async fn http_level_rules(s: &TestServer, ann: &TestAccount) {
     let mut remaining = Vec::new();
     for id in 1..=3 {
         let resp = s
@@ -346,7 +356,6 @@ async fn keys_and_scopes_hold_over_mcp(s: TestServer) {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "UNAUTHORIZED");
     }
-    s.stop().await;
 }
 
 async fn conversations_links_and_webhooks(s: TestServer) {
@@ -422,8 +431,14 @@ async fn conversations_links_and_webhooks(s: TestServer) {
         subjects.contains(&"Re: Lunch?") && subjects.contains(&"Fwd: Lunch?"),
         "{subjects:?}"
     );
+    account_tools(&s, &ann).await;
+    s.stop().await;
+}
+
+/// The account key's tools: upgrade links and webhooks, with the API's refusals.
+async fn account_tools(s: &TestServer, ann: &TestAccount) {
     let out = over_http(
-        &s,
+        s,
         &ann.account_key,
         "auto",
         json!([
@@ -446,7 +461,6 @@ async fn conversations_links_and_webhooks(s: TestServer) {
     );
     assert_eq!(ok(&out, 3)["result"]["webhooks"][0]["id"], hook["id"]);
     err(&out, 4, "URL_NOT_ALLOWED", 422);
-    s.stop().await;
 }
 
 async fn tools_over_stdio(s: TestServer) {
