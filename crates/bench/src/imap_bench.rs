@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::{Guard, free_port, imap, load, median, smtp, wait_ready, webhooks};
+use crate::{Guard, free_port, imap, imap_mix, load, median, smtp, wait_ready, webhooks};
 
 pub struct ImapArgs {
     pub sessions: usize,
@@ -21,6 +21,9 @@ pub struct ImapArgs {
     pub idle_compare: usize,
     pub dovecot: PathBuf,
     pub mailroom: Option<PathBuf>,
+    pub mix_users: usize,
+    pub mix_sessions: usize,
+    pub mix_duration: Duration,
 }
 
 /// Resident and proportional memory (KiB) of a process and all its descendants: Dovecot
@@ -136,6 +139,7 @@ pub fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
             .env("MAILROOM_IMAPS_LISTEN", port("imaps")?)
             .env("MAILROOM_DNS_RESOLVER", dns.addr.to_string())
             .env("MAILROOM_LOG", "warn")
+            .env("MAILROOM_INBOX_CREATE_PER_HOUR", "100000")
             .env_remove("MAILROOM_DATABASE_URL")
             .stdout(Stdio::null())
             .spawn()
@@ -220,6 +224,20 @@ pub fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
         );
     }
 
+    if a.mix_users > 0 {
+        let ours = mix_users_on_mailroom(&rt, http, imap_addr, a.mix_users)?;
+        let theirs = match &dovecot {
+            Some(_) => Some(mix_users_on_dovecot(&rt, dovecot_addr, a.mix_users)?),
+            None => None,
+        };
+        mix_table(
+            &rt,
+            &a,
+            (imap_addr, ours.as_slice()),
+            theirs.as_ref().map(|t| (dovecot_addr, t.as_slice())),
+        )?;
+    }
+
     // Memory per idle connection: logged in, with and without INBOX selected.
     let idle_figure = |pid: u32,
                        addr: SocketAddr,
@@ -274,6 +292,122 @@ pub fn imap_bench(a: ImapArgs) -> anyhow::Result<()> {
             "| {}, logged in (Mailroom only) | {o1} | {o2} | — | — |",
             a.idle
         );
+    }
+    Ok(())
+}
+
+/// Messages each user of the mix starts with.
+const MIX_MESSAGES: usize = 20;
+
+/// `n` inboxes on Mailroom (one account each), each with [`MIX_MESSAGES`] messages.
+fn mix_users_on_mailroom(
+    rt: &tokio::runtime::Runtime,
+    http: SocketAddr,
+    imap_addr: SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut users = Vec::new();
+    for i in 0..n {
+        let created = rt.block_on(load::post_json(
+            http,
+            "/v1/inboxes",
+            None,
+            &format!("{{\"username\":\"mix{i}\"}}"),
+        ))?;
+        let key = webhooks::field(&created, "/result/inbox_api_key")?;
+        let user = webhooks::field(&created, "/result/email")?;
+        rt.block_on(imap::populate(imap_addr, &user, &key, MIX_MESSAGES, 2048))?;
+        users.push((user, key));
+    }
+    Ok(users)
+}
+
+/// `n` users on Dovecot (its static passdb takes any name), each with [`MIX_MESSAGES`].
+fn mix_users_on_dovecot(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut users = Vec::new();
+    for i in 0..n {
+        let user = format!("mix{i}");
+        rt.block_on(imap::populate(addr, &user, "secret", MIX_MESSAGES, 2048))?;
+        users.push((user, "secret".to_owned()));
+    }
+    Ok(users)
+}
+
+type MixServer<'a> = (SocketAddr, &'a [(String, String)]);
+
+/// The mix, A B A B: commands per second and protocol errors of each server.
+fn mix_table(
+    rt: &tokio::runtime::Runtime,
+    a: &ImapArgs,
+    ours: MixServer<'_>,
+    theirs: Option<MixServer<'_>>,
+) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "| mix ({} sessions over {} users, {} s; SELECT FETCH STORE EXPUNGE APPEND SEARCH NOOP LOGOUT/LOGIN) | Mailroom ops/s | Mailroom protocol errors | Dovecot ops/s | Dovecot protocol errors | ratio |",
+        a.mix_sessions,
+        a.mix_users,
+        a.mix_duration.as_secs()
+    );
+    println!("|---|---|---|---|---|---|");
+    let (mut our_ops, mut their_ops, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut our_errors, mut their_errors) = (Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        let seed = round as u64 + 1;
+        if let Some((addr, users)) = theirs {
+            let t = rt.block_on(imap_mix::run(
+                addr,
+                users,
+                a.mix_sessions,
+                a.mix_duration,
+                seed,
+            ))?;
+            their_ops.push(t.ops_per_sec);
+            their_errors.extend(t.problems);
+        }
+        let o = rt.block_on(imap_mix::run(
+            ours.0,
+            ours.1,
+            a.mix_sessions,
+            a.mix_duration,
+            seed,
+        ))?;
+        if let Some(t) = their_ops.last() {
+            ratios.push(o.ops_per_sec / t);
+        }
+        our_ops.push(o.ops_per_sec);
+        our_errors.extend(o.problems);
+    }
+    let dash = || "—".to_owned();
+    println!(
+        "| {} rounds | {:.0} | {} | {} | {} | {} |",
+        a.rounds,
+        median(our_ops),
+        our_errors.len(),
+        if their_ops.is_empty() {
+            dash()
+        } else {
+            format!("{:.0}", median(their_ops))
+        },
+        if theirs.is_some() {
+            their_errors.len().to_string()
+        } else {
+            dash()
+        },
+        if ratios.is_empty() {
+            dash()
+        } else {
+            format!("**{:.2}**", median(ratios))
+        },
+    );
+    for (who, errors) in [("Mailroom", &our_errors), ("Dovecot", &their_errors)] {
+        for e in errors.iter().take(5) {
+            eprintln!("{who}: {e}");
+        }
     }
     Ok(())
 }

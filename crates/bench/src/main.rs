@@ -10,6 +10,7 @@
 mod imap;
 mod imap_bench;
 mod imap_literals;
+mod imap_mix;
 mod load;
 mod smtp;
 mod smtp_bench;
@@ -144,6 +145,15 @@ enum Cmd {
         dovecot: PathBuf,
         #[arg(long)]
         mailroom: Option<PathBuf>,
+        /// Users (inboxes) the mix's sessions are spread over; 0 skips the mix.
+        #[arg(long, default_value_t = 10)]
+        mix_users: usize,
+        /// Sessions running the mix at once.
+        #[arg(long, default_value_t = 20)]
+        mix_sessions: usize,
+        /// Seconds of the mix per round and server.
+        #[arg(long, default_value_t = 10)]
+        mix_duration: u64,
     },
     /// IMAP literals: the server's RSS while N logged-in sessions each announce a big
     /// synchronizing literal on APPEND and send only part of it, beside its idle RSS.
@@ -249,7 +259,13 @@ fn main() -> anyhow::Result<()> {
             idle_compare,
             dovecot,
             mailroom,
+            mix_users,
+            mix_sessions,
+            mix_duration,
         } => imap_bench::imap_bench(imap_bench::ImapArgs {
+            mix_users,
+            mix_sessions,
+            mix_duration: Duration::from_secs(mix_duration),
             sessions,
             duration: Duration::from_secs(duration),
             rounds,

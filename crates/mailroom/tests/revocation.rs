@@ -210,7 +210,7 @@ async fn a_rotated_inbox_key_ends_its_pop3_session() {
 }
 
 /// SMTP submission (Python's smtplib over STARTTLS): a session whose inbox key is rotated
-/// gets `535` at its next MAIL, and sends nothing more.
+/// gets `535` at its next command (a NOOP here), is logged out, and sends nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_stops_a_submission_session() {
     use std::io::{BufRead, Write};
@@ -230,6 +230,7 @@ s.login(user, pw)
 print(s.mail(user)[0], flush=True)
 print(s.rset()[0], flush=True)
 sys.stdin.readline()
+print(s.noop()[0], flush=True)
 print(s.mail(user)[0], flush=True)
 "#;
     let mut child = std::process::Command::new("python3")
@@ -258,8 +259,11 @@ print(s.mail(user)[0], flush=True)
         .write_all(b"go\n")
         .expect("write");
     line.clear();
+    out.read_line(&mut line).expect("NOOP");
+    assert_eq!(line.trim(), "535", "the next command after the rotation");
+    line.clear();
     out.read_line(&mut line).expect("MAIL again");
-    assert_eq!(line.trim(), "535", "MAIL after the rotation");
+    assert_eq!(line.trim(), "530", "logged out: MAIL needs a login again");
     let _ = child.wait();
     s.stop().await;
 }

@@ -452,11 +452,40 @@ fn reply(out: &mut String, line: &str) {
     out.push_str("\r\n");
 }
 
+/// Whether the credential a submission session logged in with still logs in (true when
+/// it has not logged in). A revoked one ends the login and any transaction: the session
+/// must log in again.
+async fn login_still_valid(s: &mut Session) -> bool {
+    let Some((user, password)) = s.login.clone() else {
+        return true;
+    };
+    if s.server
+        .services
+        .submission_login_still_valid(&user, &password)
+        .await
+    {
+        return true;
+    }
+    s.reset();
+    s.sender = None;
+    s.login = None;
+    false
+}
+
 async fn command(
     s: &mut Session,
     req: Request<std::borrow::Cow<'_, str>>,
     out: &mut String,
 ) -> Action {
+    // Revocation reaches an open session at its next command (QUIT goes through; a BDAT
+    // chunk's bytes are already on their way, and its transaction began while valid).
+    if !matches!(req, Request::Quit | Request::Bdat { .. }) && !login_still_valid(s).await {
+        reply(
+            out,
+            "535 5.7.8 The credential this session logged in with was revoked; log in again",
+        );
+        return Action::None;
+    }
     match req {
         Request::Ehlo { host } => {
             s.reset();
@@ -511,19 +540,6 @@ async fn command(
                         "552 5.3.4 Message size exceeds the limit of {} bytes",
                         s.server.config.max_message_size
                     ),
-                );
-            } else if let Some((user, password)) = s.login.clone()
-                && !s
-                    .server
-                    .services
-                    .submission_login_still_valid(&user, &password)
-                    .await
-            {
-                s.sender = None;
-                s.login = None;
-                reply(
-                    out,
-                    "535 5.7.8 The credential this session logged in with was revoked; log in again",
                 );
             } else if let Some(sender) = s.sender.clone() {
                 let address = from.address.to_string();

@@ -31,7 +31,7 @@ const SYSTEM: [&str; 6] = [
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -39,7 +39,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -182,7 +182,7 @@ pub struct Client {
 impl Client {
     pub async fn login(addr: SocketAddr, user: &str, key: &str) -> Client {
         let mut c = Client {
-            r: BufReader::new(TcpStream::connect(addr).await.expect("connect")),
+            r: BufReader::new(connect(addr).await),
             model: Model::default(),
             next_tag: 0,
             errors: Vec::new(),
@@ -229,9 +229,12 @@ impl Client {
         self.commands += 1;
         let tag = format!("t{}", self.next_tag);
         let full = format!("{tag} {command}");
+        // One write per line, as clients do: a line in two segments waits out Nagle and
+        // delayed ACKs (40 ms) on loopback.
         let w = self.r.get_mut();
-        w.write_all(full.as_bytes()).await.expect("write");
-        w.write_all(b"\r\n").await.expect("write");
+        w.write_all(format!("{full}\r\n").as_bytes())
+            .await
+            .expect("write");
         if let Some(bytes) = literal {
             loop {
                 let l = self.line().await;
@@ -244,9 +247,9 @@ impl Client {
                 }
                 self.model.untagged(&full, &l);
             }
-            let w = self.r.get_mut();
-            w.write_all(bytes).await.expect("write");
-            w.write_all(b"\r\n").await.expect("write");
+            let mut data = bytes.to_vec();
+            data.extend_from_slice(b"\r\n");
+            self.r.get_mut().write_all(&data).await.expect("write");
         }
         loop {
             let l = self.line().await;
@@ -334,6 +337,13 @@ impl Client {
             }
         }
     }
+}
+
+/// A connection with Nagle off, as IMAP clients have it.
+async fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    s.set_nodelay(true).expect("TCP_NODELAY");
+    s
 }
 
 /// How long a session of the mix runs.
