@@ -104,10 +104,22 @@ impl AppState {
     }
 }
 
+/// A request that a front end inside this process (the MCP endpoint) hands to the router
+/// on behalf of a caller whose own request the rate limit counted already: it is not
+/// counted twice. Only code in this process can attach an extension, never a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatched;
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP API with `extra` routes (the MCP endpoint) behind the same transport check and
+/// rate limit as every API route.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
-    routes::routes(&state)
+    routes::routes(&state, extra)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

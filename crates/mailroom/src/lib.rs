@@ -261,7 +261,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         })
     };
     let state = AppState::new(services.clone(), api, Some(telemetry::metrics_handle()));
-    let router = mailroom_api::router(state);
+    // `/mcp` dispatches its tool calls to an API router of its own, built like the served one.
+    let mcp = mailroom_mcp::routes(
+        &state,
+        mailroom_api::router(state.clone()),
+        shutdown.clone(),
+    )
+    .context("cannot build the MCP tools")?;
+    let router = mailroom_api::router_with(state, mcp);
     let stop = shutdown.clone().cancelled_owned();
     let smtp_server = std::sync::Arc::new(mailroom_smtp::SmtpServer::new(
         services.clone(),

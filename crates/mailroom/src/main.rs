@@ -42,6 +42,30 @@ enum Command {
     ///
     /// Example: mailroom dns-records --hostname mail.example.com --default-domain example.com
     DnsRecords(Box<ServeArgs>),
+    /// Serve Mailroom's MCP tools to an agent host, over standard input and output.
+    ///
+    /// For hosts that start MCP servers as processes (Claude Desktop, Cursor, Codex, …).
+    /// It keeps no data: each tool call is a request to the running server at
+    /// MAILROOM_API_URL, made with MAILROOM_API_KEY (an account key, an inbox key or a
+    /// scoped API key; the tools reach what that key reaches). Hosts that speak Streamable
+    /// HTTP can use the server's /mcp endpoint instead, with the key in Authorization.
+    ///
+    /// Example host configuration:
+    ///   {"mcpServers": {"mailroom": {"command": "mailroom", "args": ["mcp", "--stdio"],
+    ///     "env": {"MAILROOM_API_URL": "https://mail.example.com",
+    ///             "MAILROOM_API_KEY": "mr_inb_…"}}}}
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// Speak MCP over standard input and output (the only transport of this command; the
+    /// server itself serves Streamable HTTP at /mcp).
+    #[arg(long)]
+    stdio: bool,
+    /// The Mailroom server, as agents reach its HTTP API.
+    #[arg(long, env = "MAILROOM_API_URL", value_name = "URL")]
+    api_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server.run_until_signal().await
         }
         Command::Admin(cmd) => admin(cmd).await,
+        Command::Mcp(args) => mcp(args).await,
         Command::Queue(cmd) => queue(cmd).await,
         Command::DnsRecords(args) => {
             let (_, store) = open_existing(&args.data).await?;
@@ -224,6 +249,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mailroom mcp --stdio`. Nothing is written to standard output but the protocol, so
+/// errors go to standard error. The key is read from the environment only: a flag would
+/// show it to every user of the machine.
+async fn mcp(args: McpArgs) -> anyhow::Result<()> {
+    if !args.stdio {
+        bail!("say --stdio: this command speaks MCP over standard input and output");
+    }
+    let key = std::env::var("MAILROOM_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .context(
+            "set MAILROOM_API_KEY to the key the tools should use (mr_acc_…, mr_inb_… or mr_key_…)",
+        )?;
+    mailroom_mcp::serve_stdio(&args.api_url, key.trim().to_owned()).await?;
+    Ok(())
 }
 
 /// Opens an existing server's data; never creates a database or a master secret.

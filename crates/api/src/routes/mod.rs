@@ -55,8 +55,8 @@ impl<T: Serialize> IntoResponse for Envelope<T> {
 /// Sends carry attachments in base64: room for a 25 MiB message.
 const SEND_BODY_LIMIT: usize = 36 * 1024 * 1024;
 
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let v1 = Router::new()
+pub fn routes(state: &AppState, extra: Router<AppState>) -> Router<AppState> {
+    let v1 = extra
         .route(
             "/v1/inboxes",
             post(inboxes::create_inbox).get(inboxes::list_inboxes),
@@ -226,6 +226,9 @@ async fn rate_limit(state: &AppState, req: Request, next: Next) -> Response {
     let Some(rule) = state.config.request_rule else {
         return next.run(req).await;
     };
+    if req.extensions().get::<crate::Dispatched>().is_some() {
+        return next.run(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     let verified = match crate::extract::presented_key_of(&parts) {
         Some(key) => match state.services.authenticate(&key).await {

@@ -45,11 +45,11 @@ pub struct AttachmentBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub to: Option<OneOrMany>,
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub cc: Option<OneOrMany>,
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub bcc: Option<OneOrMany>,
     #[serde(default)]
     pub subject: String,
@@ -313,11 +313,11 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct AnswerBody {
     /// Forward: the recipients. Replies: extra recipients.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub to: Option<OneOrMany>,
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub cc: Option<OneOrMany>,
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub bcc: Option<OneOrMany>,
     pub text: Option<String>,
     pub html: Option<String>,
