@@ -1,0 +1,302 @@
+"""The client: ``Mailroom(api_key=None, base_url=None)`` and one resource per API area."""
+
+from __future__ import annotations
+
+import base64
+import urllib.parse
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from ._http import MailroomError, Transport
+from .models import (
+    Account,
+    Capabilities,
+    Deleted,
+    Inbox,
+    InboxCreated,
+    InboxDeleted,
+    InboxSummary,
+    Message,
+    MessageDeleted,
+    MessageSummary,
+    MessageUpdated,
+    Page,
+    Sent,
+    SmtpCredentials,
+    Thread,
+    ThreadSummary,
+    UpgradeLink,
+    Webhook,
+)
+
+Addresses = Union[str, Sequence[str]]
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(str(part), safe="")
+
+
+def _body(**fields: Any) -> Dict[str, Any]:
+    """A JSON body without the arguments left at ``None``."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def attachment(filename: str, content: bytes, content_type: str = "application/octet-stream") -> Dict[str, str]:
+    """An ``attachments`` entry for send, reply and forward (the content base64-encoded)."""
+    return {
+        "filename": filename,
+        "content_type": content_type,
+        "content": base64.b64encode(content).decode("ascii"),
+    }
+
+
+class _Resource:
+    def __init__(self, http: Transport) -> None:
+        self._http = http
+
+    def _call(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None, query: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        answer = self._http.request(method, path, body=body, query=query)
+        return answer if isinstance(answer, dict) else {"result": answer}
+
+
+class Inboxes(_Resource):
+    def create(self, username: Optional[str] = None, client_id: Optional[str] = None, domain: Optional[str] = None) -> InboxCreated:
+        """``POST /v1/inboxes``. Without a key this creates an account and shows its
+        ``account_api_key`` once; with the account key, another inbox."""
+        a = self._call("POST", "/v1/inboxes", _body(username=username, client_id=client_id, domain=domain))
+        return InboxCreated.from_json(a.get("result"), a.get("next_steps"))
+
+    def list(self, limit: Optional[int] = None, offset: Optional[int] = None) -> Page[InboxSummary]:
+        a = self._call("GET", "/v1/inboxes", query={"limit": limit, "offset": offset})
+        return Page.from_json(a.get("result"), "inboxes", InboxSummary, a.get("next_steps"))
+
+    def get(self, inbox_id: str) -> Inbox:
+        a = self._call("GET", f"/v1/inboxes/{_q(inbox_id)}")
+        return Inbox.from_json(a.get("result"), a.get("next_steps"))
+
+    def delete(self, inbox_id: str) -> InboxDeleted:
+        a = self._call("DELETE", f"/v1/inboxes/{_q(inbox_id)}")
+        return InboxDeleted.from_json(a.get("result"), a.get("next_steps"))
+
+    def rotate_key(self, inbox_id: str) -> Dict[str, Any]:
+        """``POST /v1/inboxes/{id}/rotate-key``: ``{id, email, inbox_api_key}``."""
+        return self._call("POST", f"/v1/inboxes/{_q(inbox_id)}/rotate-key").get("result") or {}
+
+
+class Messages(_Resource):
+    def _base(self, inbox_id: str) -> str:
+        return f"/v1/inboxes/{_q(inbox_id)}"
+
+    def list(
+        self,
+        inbox_id: str,
+        *,
+        unread: Optional[bool] = None,
+        from_: Optional[str] = None,
+        subject: Optional[str] = None,
+        label: Optional[str] = None,
+        since: Optional[str] = None,
+        mailbox: Optional[str] = None,
+        after: Optional[str] = None,
+        wait: Optional[int] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+    ) -> Page[MessageSummary]:
+        """Newest first. ``wait`` (seconds, at most 60) waits for a message newer than
+        ``after`` when there is none yet."""
+        query = {
+            "unread": unread, "from": from_, "subject": subject, "label": label, "since": since,
+            "mailbox": mailbox, "after": after, "wait": wait, "limit": limit, "offset": offset,
+        }
+        a = self._call("GET", self._base(inbox_id) + "/messages", query=query)
+        return Page.from_json(a.get("result"), "messages", MessageSummary, a.get("next_steps"))
+
+    def get(self, inbox_id: str, message_id: str) -> Message:
+        a = self._call("GET", f"{self._base(inbox_id)}/messages/{_q(message_id)}")
+        return Message.from_json(a.get("result"), a.get("next_steps"))
+
+    def raw(self, inbox_id: str, message_id: str) -> bytes:
+        """The message as stored (``message/rfc822``)."""
+        return self._http.request("GET", f"{self._base(inbox_id)}/messages/{_q(message_id)}/raw", raw=True)
+
+    def attachment(self, inbox_id: str, message_id: str, attachment_id: str) -> bytes:
+        path = f"{self._base(inbox_id)}/messages/{_q(message_id)}/attachments/{_q(attachment_id)}"
+        return self._http.request("GET", path, raw=True)
+
+    def update(
+        self,
+        inbox_id: str,
+        message_id: str,
+        *,
+        read: Optional[bool] = None,
+        add_labels: Optional[Iterable[str]] = None,
+        remove_labels: Optional[Iterable[str]] = None,
+        mailbox: Optional[str] = None,
+    ) -> MessageUpdated:
+        body = _body(
+            read=read,
+            add_labels=list(add_labels) if add_labels is not None else None,
+            remove_labels=list(remove_labels) if remove_labels is not None else None,
+            mailbox=mailbox,
+        )
+        a = self._call("PATCH", f"{self._base(inbox_id)}/messages/{_q(message_id)}", body)
+        return MessageUpdated.from_json(a.get("result"), a.get("next_steps"))
+
+    def delete(self, inbox_id: str, message_id: str) -> MessageDeleted:
+        """To Trash; from Trash, for good."""
+        a = self._call("DELETE", f"{self._base(inbox_id)}/messages/{_q(message_id)}")
+        return MessageDeleted.from_json(a.get("result"), a.get("next_steps"))
+
+    def send(
+        self,
+        inbox_id: str,
+        *,
+        to: Addresses,
+        subject: str,
+        text: Optional[str] = None,
+        html: Optional[str] = None,
+        cc: Optional[Addresses] = None,
+        bcc: Optional[Addresses] = None,
+        reply_to: Optional[str] = None,
+        attachments: Optional[List[Dict[str, str]]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        client_id: Optional[str] = None,
+    ) -> Sent:
+        body = _body(to=to, cc=cc, bcc=bcc, subject=subject, text=text, html=html, reply_to=reply_to,
+                     attachments=attachments, headers=headers, client_id=client_id)
+        a = self._call("POST", self._base(inbox_id) + "/send", body)
+        return Sent.from_json(a.get("result"), a.get("next_steps"))
+
+    def _answer(self, verb: str, inbox_id: str, message_id: str, body: Dict[str, Any]) -> Sent:
+        a = self._call("POST", f"{self._base(inbox_id)}/messages/{_q(message_id)}/{verb}", body)
+        return Sent.from_json(a.get("result"), a.get("next_steps"))
+
+    def reply(self, inbox_id: str, message_id: str, *, text: Optional[str] = None, html: Optional[str] = None,
+              to: Optional[Addresses] = None, cc: Optional[Addresses] = None, bcc: Optional[Addresses] = None,
+              attachments: Optional[List[Dict[str, str]]] = None, headers: Optional[Dict[str, str]] = None,
+              client_id: Optional[str] = None) -> Sent:
+        """``Re:``, ``In-Reply-To``, ``References``, the same thread."""
+        return self._answer("reply", inbox_id, message_id, _body(text=text, html=html, to=to, cc=cc, bcc=bcc,
+                                                                 attachments=attachments, headers=headers, client_id=client_id))
+
+    def reply_all(self, inbox_id: str, message_id: str, *, text: Optional[str] = None, html: Optional[str] = None,
+                  to: Optional[Addresses] = None, cc: Optional[Addresses] = None, bcc: Optional[Addresses] = None,
+                  attachments: Optional[List[Dict[str, str]]] = None, headers: Optional[Dict[str, str]] = None,
+                  client_id: Optional[str] = None) -> Sent:
+        return self._answer("reply-all", inbox_id, message_id, _body(text=text, html=html, to=to, cc=cc, bcc=bcc,
+                                                                     attachments=attachments, headers=headers, client_id=client_id))
+
+    def forward(self, inbox_id: str, message_id: str, *, to: Addresses, text: Optional[str] = None,
+                html: Optional[str] = None, cc: Optional[Addresses] = None, bcc: Optional[Addresses] = None,
+                attachments: Optional[List[Dict[str, str]]] = None, headers: Optional[Dict[str, str]] = None,
+                client_id: Optional[str] = None) -> Sent:
+        """``Fwd:``, the original attached as ``message/rfc822``."""
+        return self._answer("forward", inbox_id, message_id, _body(to=to, text=text, html=html, cc=cc, bcc=bcc,
+                                                                   attachments=attachments, headers=headers, client_id=client_id))
+
+
+class Threads(_Resource):
+    def list(self, inbox_id: str, limit: Optional[int] = None, offset: Optional[int] = None) -> Page[ThreadSummary]:
+        a = self._call("GET", f"/v1/inboxes/{_q(inbox_id)}/threads", query={"limit": limit, "offset": offset})
+        return Page.from_json(a.get("result"), "threads", ThreadSummary, a.get("next_steps"))
+
+    def get(self, inbox_id: str, thread_id: str) -> Thread:
+        a = self._call("GET", f"/v1/inboxes/{_q(inbox_id)}/threads/{_q(thread_id)}")
+        t = Thread.from_json(a.get("result"), a.get("next_steps"))
+        t.messages = [MessageSummary.from_json(m) for m in t.messages or []]
+        return t
+
+
+class AccountResource(_Resource):
+    def get(self) -> Account:
+        a = self._call("GET", "/v1/account")
+        return Account.from_json(a.get("result"), a.get("next_steps"))
+
+    def get_smtp(self) -> SmtpCredentials:
+        """``GET /v1/account/smtp``; on the free tier ``SMTP_REQUIRES_PAID`` with
+        ``upgrade_context``."""
+        a = self._call("GET", "/v1/account/smtp")
+        return SmtpCredentials.from_json(a.get("result"), a.get("next_steps"))
+
+    def rotate_smtp(self) -> SmtpCredentials:
+        a = self._call("POST", "/v1/account/smtp/rotate")
+        return SmtpCredentials.from_json(a.get("result"), a.get("next_steps"))
+
+    def rotate_key(self) -> Dict[str, Any]:
+        """``POST /v1/account/rotate-key``: ``{account_id, account_api_key}``; the old key stops."""
+        return self._call("POST", "/v1/account/rotate-key").get("result") or {}
+
+    def capabilities(self) -> Capabilities:
+        a = self._call("GET", "/v1/capabilities")
+        return Capabilities.from_json(a.get("result"), a.get("next_steps"))
+
+    def upgrade_link(self, target_tier: str) -> UpgradeLink:
+        a = self._call("POST", "/v1/upgrade-link", {"target_tier": target_tier})
+        return UpgradeLink.from_json(a.get("result"), a.get("next_steps"))
+
+
+class Webhooks(_Resource):
+    def list(self) -> Page[Webhook]:
+        a = self._call("GET", "/v1/webhooks")
+        return Page.from_json(a.get("result"), "webhooks", Webhook, a.get("next_steps"))
+
+    def create(self, url: str, events: Sequence[str] = ("*",), inbox_ids: Optional[Sequence[str]] = None,
+               client_id: Optional[str] = None) -> Webhook:
+        body = _body(url=url, events=list(events), inbox_ids=list(inbox_ids) if inbox_ids is not None else None,
+                     client_id=client_id)
+        a = self._call("POST", "/v1/webhooks", body)
+        return Webhook.from_json(a.get("result"), a.get("next_steps"))
+
+    def get(self, webhook_id: str) -> Webhook:
+        a = self._call("GET", f"/v1/webhooks/{_q(webhook_id)}")
+        return Webhook.from_json(a.get("result"), a.get("next_steps"))
+
+    def update(self, webhook_id: str, *, url: Optional[str] = None, events: Optional[Sequence[str]] = None,
+               inbox_ids: Optional[Sequence[str]] = None, status: Optional[str] = None) -> Webhook:
+        body = _body(url=url, events=list(events) if events is not None else None,
+                     inbox_ids=list(inbox_ids) if inbox_ids is not None else None, status=status)
+        a = self._call("PATCH", f"/v1/webhooks/{_q(webhook_id)}", body)
+        return Webhook.from_json(a.get("result"), a.get("next_steps"))
+
+    def delete(self, webhook_id: str) -> Deleted:
+        a = self._call("DELETE", f"/v1/webhooks/{_q(webhook_id)}")
+        return Deleted.from_json(a.get("result"), a.get("next_steps"))
+
+    def test(self, webhook_id: str) -> Dict[str, Any]:
+        return self._call("POST", f"/v1/webhooks/{_q(webhook_id)}/test").get("result") or {}
+
+    def rotate_secret(self, webhook_id: str) -> Webhook:
+        a = self._call("POST", f"/v1/webhooks/{_q(webhook_id)}/rotate-secret")
+        return Webhook.from_json(a.get("result"), a.get("next_steps"))
+
+
+class Mailroom:
+    """A Mailroom API client.
+
+    ``api_key``: an account key (``mr_acc_…``), inbox key, scoped API key or user token;
+    ``MAILROOM_API_KEY`` when not given (none at all is allowed: ``inboxes.create()``
+    then creates an account). ``base_url``: ``MAILROOM_API_URL`` when not given, else
+    ``http://127.0.0.1:8080`` (``mailroom serve --dev``).
+    """
+
+    error_class = MailroomError
+
+    def __init__(self, api_key: Optional[str] = None, base_url: Optional[str] = None, timeout: float = 90.0) -> None:
+        self._http = Transport(api_key, base_url, timeout, error_class=self.error_class)
+        self.inboxes = Inboxes(self._http)
+        self.messages = Messages(self._http)
+        self.threads = Threads(self._http)
+        self.account = AccountResource(self._http)
+        self.webhooks = Webhooks(self._http)
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    def capabilities(self) -> Capabilities:
+        """``GET /v1/capabilities``: what this key's tier can and cannot do."""
+        return self.account.capabilities()
+
+    def request(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None,
+                query: Optional[Mapping[str, Any]] = None) -> Any:
+        """Any route, answering the decoded JSON (``{"result": …, "next_steps": …}``)."""
+        return self._http.request(method, path, body=body, query=query)
