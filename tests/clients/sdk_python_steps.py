@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The `mailroom` Python SDK (sdk/python, on PYTHONPATH) against a running server
+(MAILROOM_API_URL). Asserts as it goes and prints what the Rust test checks against the API.
+
+usage: sdk_python_steps.py ANN_ACCOUNT_KEY BOB_INBOX_ID BOB_INBOX_KEY BOB_EMAIL
+(ann's account is on a paid tier, bob's on the free tier)
+"""
+import json
+import sys
+
+from mailroom import InboxCreated, Mailroom, MailroomError, Message, Page, Sent, attachment
+
+ann_key, bob_inbox, bob_key, bob_email = sys.argv[1:5]
+out = {}
+
+ann = Mailroom(api_key=ann_key)  # base URL from MAILROOM_API_URL
+bob = Mailroom(api_key=bob_key)
+
+# Inboxes: create, list, get.
+created = ann.inboxes.create(username="ann-two", client_id="sdk-test-1")
+assert isinstance(created, InboxCreated), created
+assert created.inbox_api_key and created.inbox_api_key.startswith("mr_inb_"), created
+assert created.account_api_key is None, "the account key is shown only when the account is made"
+assert created.next_steps, "next_steps come with the result"
+out["created"] = created.to_dict()
+page = ann.inboxes.list()
+assert isinstance(page, Page) and page.total == 2, page
+assert created.id in [i.id for i in page], page
+out["inboxes_total"] = page.total
+got = ann.inboxes.get(created.id)
+assert got.email == created.email and got.client_id == "sdk-test-1", got
+first = next(i for i in page if i.id != created.id)
+
+# Send between two inboxes (ann's account is paid), then read it as the recipient.
+att = attachment("note.txt", b"hello attachment\n", "text/plain")
+sent = ann.messages.send(created.id, to=bob_email, subject="Hello from the Python SDK",
+                         text="Hi Bob,\nsent with mailroom.\n", attachments=[att])
+assert isinstance(sent, Sent) and sent.id and sent.message_id, sent
+assert sent.recipients and sent.recipients[0]["address"] == bob_email, sent
+out["sent"] = sent.to_dict()
+
+listed = bob.messages.list(bob_inbox, subject="Python SDK", wait=30)
+assert listed.total >= 1, listed
+summary = listed.items[0]
+assert summary.subject == "Hello from the Python SDK", summary
+assert created.email in (summary.from_ or ""), summary
+msg = bob.messages.get(bob_inbox, summary.id)
+assert isinstance(msg, Message) and "sent with mailroom." in (msg.text or ""), msg
+assert [a.get("filename") for a in msg.attachments] == ["note.txt"], msg.attachments
+out["received"] = {"id": msg.id, "subject": msg.subject, "message_id": msg.message_id,
+                   "from": msg.from_}
+raw = bob.messages.raw(bob_inbox, msg.id)
+assert b"Subject: Hello from the Python SDK" in raw, raw[:400]
+
+updated = bob.messages.update(bob_inbox, msg.id, read=True, add_labels=["sdk"])
+assert updated.id == msg.id, updated
+assert bob.messages.list(bob_inbox, label="sdk").total == 1
+
+# Errors carry the API's code, status, upgrade_context and next_steps.
+try:
+    bob.messages.reply(bob_inbox, msg.id, text="thanks")
+    raise SystemExit("a free-tier reply was accepted")
+except MailroomError as e:
+    assert e.code == "SEND_REQUIRES_PAID" and e.status == 403, (e.code, e.status)
+    assert e.upgrade_context and e.upgrade_context["operator_action_url"], e.upgrade_context
+    assert e.next_steps and e.next_steps[0] == e.upgrade_context["agent_script"], e.next_steps
+    out["reply_error"] = {"code": e.code, "status": e.status, "message": e.message,
+                          "upgrade_context": e.upgrade_context}
+try:
+    ann.inboxes.get("inbox_doesnotexist")
+    raise SystemExit("a missing inbox was found")
+except MailroomError as e:
+    assert (e.code, e.status) == ("NOT_FOUND", 404), (e.code, e.status)
+    assert e.upgrade_context is None
+    out["not_found"] = {"code": e.code, "status": e.status, "message": e.message}
+try:
+    Mailroom(api_key="mr_acc_not-a-key").account.get()
+    raise SystemExit("a made-up key was accepted")
+except MailroomError as e:
+    assert (e.code, e.status) == ("UNAUTHORIZED", 401), (e.code, e.status)
+
+# Reply and forward on the paid account: ann's first inbox writes to ann-two, which answers.
+sent2 = ann.messages.send(first.id, to=[created.email], subject="Ping", text="ping")
+two = Mailroom(api_key=created.inbox_api_key)
+ping = two.messages.list(created.id, subject="Ping", wait=30).items[0]
+replied = two.messages.reply(created.id, ping.id, text="pong")
+assert replied.thread_id, replied
+fwd = two.messages.forward(created.id, ping.id, to=bob_email, text="see below")
+assert fwd.id, fwd
+pong = ann.messages.list(first.id, subject="Re: Ping", wait=30).items[0]
+out["reply"] = {"id": pong.id, "subject": pong.subject, "thread_id": pong.thread_id,
+                "sent_thread": sent2.thread_id}
+fwd_seen = bob.messages.list(bob_inbox, subject="Fwd: Ping", wait=30)
+assert fwd_seen.total == 1, fwd_seen
+
+# Account, SMTP, capabilities, webhooks.
+acct = ann.account.get()
+assert acct.tier == "developer" and acct.limits["current_inboxes"] == 2, acct
+smtp = ann.account.get_smtp()
+assert smtp.host and smtp.port and smtp.username and smtp.password, smtp
+out["smtp"] = smtp.to_dict()
+caps = ann.capabilities()
+assert "mail.send" in [c["action"] for c in caps.can], caps.can
+hook = ann.webhooks.create("https://hooks.example.com/mailroom", events=["message.received"])
+assert hook.secret and hook.secret.startswith("whsec_"), hook
+assert [h.id for h in ann.webhooks.list()] == [hook.id]
+assert ann.webhooks.delete(hook.id).deleted is True
+assert ann.webhooks.list().total == 0
+
+deleted = ann.inboxes.delete(created.id)
+assert deleted.deleted is True and deleted.id == created.id, deleted
+assert ann.inboxes.list().total == 1
+out["deleted"] = deleted.to_dict()
+
+print(json.dumps(out))
