@@ -92,6 +92,14 @@ out["reply"] = {"id": pong.id, "subject": pong.subject, "thread_id": pong.thread
                 "sent_thread": sent2.thread_id}
 fwd_seen = bob.messages.list(bob_inbox, subject="Fwd: Ping", wait=30)
 assert fwd_seen.total == 1, fwd_seen
+everyone = two.messages.reply_all(created.id, ping.id, text="pong to all")
+assert everyone.thread_id == replied.thread_id, (everyone, replied)
+threads = ann.threads.list(first.id)
+assert pong.thread_id in [t.id for t in threads], threads
+thread = ann.threads.get(first.id, pong.thread_id)
+assert [m.subject for m in thread.messages][:2] == ["Ping", "Re: Ping"], thread
+trashed = ann.messages.delete(first.id, pong.id)
+assert trashed.outcome == "trash", trashed
 
 # Account, SMTP, capabilities, webhooks.
 acct = ann.account.get()
@@ -101,8 +109,14 @@ assert smtp.host and smtp.port and smtp.username and smtp.password, smtp
 out["smtp"] = smtp.to_dict()
 caps = ann.capabilities()
 assert "mail.send" in [c["action"] for c in caps.can], caps.can
+link = ann.account.upgrade_link("growth")
+assert link.url and link.target_tier == "growth", link
+events = ann.request("GET", "/v1/events")
+assert isinstance(events["result"], dict), events
 hook = ann.webhooks.create("https://hooks.example.com/mailroom", events=["message.received"])
 assert hook.secret and hook.secret.startswith("whsec_"), hook
+assert ann.webhooks.get(hook.id).url == hook.url
+assert ann.webhooks.update(hook.id, status="disabled").status == "disabled"
 assert [h.id for h in ann.webhooks.list()] == [hook.id]
 assert ann.webhooks.delete(hook.id).deleted is True
 assert ann.webhooks.list().total == 0
