@@ -121,6 +121,23 @@ assert [h.id for h in ann.webhooks.list()] == [hook.id]
 assert ann.webhooks.delete(hook.id).deleted is True
 assert ann.webhooks.list().total == 0
 
+# Scoped keys, custom domains, events.
+made = ann.keys.create("sdk-reader", ["api:read"])
+reader = Mailroom(api_key=made["apiKey"])
+assert reader.messages.list(first.id).total >= 1  # api:read reaches the mail
+try:
+    reader.messages.send(first.id, to=bob_email, subject="no", text="no")
+    raise SystemExit("an api:read key sent mail")
+except MailroomError as e:
+    assert (e.code, e.status) == ("SCOPE_REQUIRED", 403), (e.code, e.status)
+assert made["id"] in [k["id"] for k in ann.keys.list()["keys"]]
+ann.keys.delete(made["id"])
+dom = ann.domains.create("sdk-example.test")
+assert dom["records"], dom
+assert "sdk-example.test" in ann.domains.zone_file("sdk-example.test")
+ann.domains.delete("sdk-example.test")
+assert ann.events.list()["events"], "the account has events"
+
 deleted = ann.inboxes.delete(created.id)
 assert deleted.deleted is True and deleted.id == created.id, deleted
 assert ann.inboxes.list().total == 1

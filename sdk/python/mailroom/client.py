@@ -264,9 +264,65 @@ class Webhooks(_Resource):
     def test(self, webhook_id: str) -> Dict[str, Any]:
         return self._call("POST", f"/v1/webhooks/{_q(webhook_id)}/test").get("result") or {}
 
+    def deliveries(self, webhook_id: str) -> Dict[str, Any]:
+        """``GET /v1/webhooks/{id}/deliveries``: the attempts."""
+        return self._call("GET", f"/v1/webhooks/{_q(webhook_id)}/deliveries").get("result") or {}
+
+    def replay(self, webhook_id: str, delivery_id: str) -> Dict[str, Any]:
+        path = f"/v1/webhooks/{_q(webhook_id)}/deliveries/{_q(delivery_id)}/replay"
+        return self._call("POST", path).get("result") or {}
+
     def rotate_secret(self, webhook_id: str) -> Webhook:
         a = self._call("POST", f"/v1/webhooks/{_q(webhook_id)}/rotate-secret")
         return Webhook.from_json(a.get("result"), a.get("next_steps"))
+
+
+class Domains(_Resource):
+    """Custom domains (paid tiers). Answers are the API's JSON ``result`` as dicts."""
+
+    def create(self, domain: str) -> Dict[str, Any]:
+        """``POST /v1/domains``: the domain with the DNS ``records`` to publish."""
+        return self._call("POST", "/v1/domains", {"domain": domain}).get("result") or {}
+
+    def list(self) -> Dict[str, Any]:
+        return self._call("GET", "/v1/domains").get("result") or {}
+
+    def get(self, domain: str) -> Dict[str, Any]:
+        return self._call("GET", f"/v1/domains/{_q(domain)}").get("result") or {}
+
+    def verify(self, domain: str) -> Dict[str, Any]:
+        return self._call("POST", f"/v1/domains/{_q(domain)}/verify").get("result") or {}
+
+    def delete(self, domain: str) -> None:
+        self._http.request("DELETE", f"/v1/domains/{_q(domain)}")
+
+    def zone_file(self, domain: str) -> str:
+        return self._http.request("GET", f"/v1/domains/{_q(domain)}/zone-file", raw=True).decode("utf-8")
+
+
+class Keys(_Resource):
+    """Scoped API keys (``mr_key_…``, seed 002), managed with the account key. Answers are
+    the API's JSON as dicts (seed 002's camelCase: ``apiKey``, ``isActive``, …)."""
+
+    def list(self) -> Dict[str, Any]:
+        """``{connectionInfo, keys}``."""
+        return self._call("GET", "/v1/keys")
+
+    def create(self, name: str, scopes: Sequence[str]) -> Dict[str, Any]:
+        """The key with its secret in ``apiKey`` (shown once)."""
+        return self._call("POST", "/v1/keys", {"name": name, "scopes": list(scopes)})
+
+    def delete(self, key_id: str) -> None:
+        self._http.request("DELETE", f"/v1/keys/{_q(key_id)}")
+
+    def rotate(self, key_id: str) -> Dict[str, Any]:
+        return self._call("POST", f"/v1/keys/{_q(key_id)}/rotate")
+
+
+class Events(_Resource):
+    def list(self, after: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
+        """``GET /v1/events``: the account's events, oldest first; ``after`` an event id."""
+        return self._call("GET", "/v1/events", query={"after": after, "limit": limit}).get("result") or {}
 
 
 class Mailroom:
@@ -287,6 +343,9 @@ class Mailroom:
         self.threads = Threads(self._http)
         self.account = AccountResource(self._http)
         self.webhooks = Webhooks(self._http)
+        self.domains = Domains(self._http)
+        self.keys = Keys(self._http)
+        self.events = Events(self._http)
 
     @property
     def base_url(self) -> str:
