@@ -137,10 +137,35 @@ assert dom["records"], dom
 assert "sdk-example.test" in ann.domains.zone_file("sdk-example.test")
 ann.domains.delete("sdk-example.test")
 assert ann.events.list()["events"], "the account has events"
+user = ann.users.create("operator@example.com", "correct horse battery", first_name="Op")
+token = ann.auth.token("operator@example.com", "correct horse battery")
+assert token["token_type"] == "bearer" and token["refresh_token"], token
+me = Mailroom(api_key=token["access_token"]).auth.me()
+assert me["email_address"] == "operator@example.com", me
+assert user["id"] in [u["id"] for u in ann.users.list()["users"]]
+assert ann.auth.revoke(token["refresh_token"])["revoked"] is True
+ann.users.delete(user["id"])
 
 deleted = ann.inboxes.delete(created.id)
 assert deleted.deleted is True and deleted.id == created.id, deleted
 assert ann.inboxes.list().total == 1
 out["deleted"] = deleted.to_dict()
+
+# The SDK's routes against the server's /openapi.json: every documented route is a method
+# (or named in ROUTES_ELSEWHERE), and every method names a real method of the client.
+import urllib.request
+from mailroom.client import ROUTES, ROUTES_ELSEWHERE
+
+doc = json.load(urllib.request.urlopen(ann.base_url + "/openapi.json"))
+documented = {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops
+              if m in ("get", "post", "put", "patch", "delete")}
+missing = sorted(documented - set(ROUTES) - set(ROUTES_ELSEWHERE))
+assert not missing, f"routes of /openapi.json the SDK has no method for: {missing}"
+for route, name in ROUTES.items():
+    target = ann
+    for part in name.split("."):
+        target = getattr(target, part)
+    assert callable(target), (route, name)
+out["routes_not_in_openapi"] = sorted(set(ROUTES) - documented)
 
 print(json.dumps(out))

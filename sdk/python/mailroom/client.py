@@ -300,6 +300,20 @@ class Domains(_Resource):
         return self._http.request("GET", f"/v1/domains/{_q(domain)}/zone-file", raw=True).decode("utf-8")
 
 
+class DomainCredentials(_Resource):
+    """A verified domain's SMTP credentials (seed 001's shapes: ``{success, message, data}``)."""
+
+    def create(self, domain: str, username: str) -> Dict[str, Any]:
+        """The credential with its ``password`` (shown once) in ``data.credential``."""
+        return self._call("POST", f"/api/domains/{_q(domain)}/credentials", {"username": username})
+
+    def list(self, domain: str) -> Dict[str, Any]:
+        return self._call("GET", f"/api/domains/{_q(domain)}/credentials")
+
+    def delete(self, domain: str, user_smtp_guid: str) -> None:
+        self._http.request("DELETE", f"/api/domains/{_q(domain)}/credentials/{_q(user_smtp_guid)}")
+
+
 class Keys(_Resource):
     """Scoped API keys (``mr_key_…``, seed 002), managed with the account key. Answers are
     the API's JSON as dicts (seed 002's camelCase: ``apiKey``, ``isActive``, …)."""
@@ -317,6 +331,48 @@ class Keys(_Resource):
 
     def rotate(self, key_id: str) -> Dict[str, Any]:
         return self._call("POST", f"/v1/keys/{_q(key_id)}/rotate")
+
+    def create_mobile(self, name: str, platform: str, device_id: str) -> Dict[str, Any]:
+        """``POST /api/smtp-credentials/mobile``: scopes smtp, pop3, imap, api:read, api:write."""
+        return self._call("POST", "/api/smtp-credentials/mobile",
+                          {"name": name, "platform": platform, "deviceId": device_id})
+
+
+class Users(_Resource):
+    """The account's operator users (seed 004), managed with the account key or an owner's token."""
+
+    def create(self, email: str, password: str, first_name: Optional[str] = None, surname: Optional[str] = None,
+               is_owner: Optional[bool] = None) -> Dict[str, Any]:
+        body = _body(email=email, password=password, first_name=first_name, surname=surname, is_owner=is_owner)
+        return self._call("POST", "/v1/account/users", body).get("result") or {}
+
+    def list(self) -> Dict[str, Any]:
+        return self._call("GET", "/v1/account/users").get("result") or {}
+
+    def update(self, user_id: str, *, disabled: bool) -> Dict[str, Any]:
+        return self._call("PATCH", f"/v1/account/users/{_q(user_id)}", {"disabled": disabled}).get("result") or {}
+
+    def delete(self, user_id: str) -> None:
+        self._http.request("DELETE", f"/v1/account/users/{_q(user_id)}")
+
+
+class Auth(_Resource):
+    """User tokens (seed 004): the answers are the seed's JSON as dicts."""
+
+    def token(self, email: str, password: str) -> Dict[str, Any]:
+        """``{token_type, access_token, expires_at, scope, refresh_token}``; use
+        ``Mailroom(api_key=answer['access_token'])``."""
+        return self._call("POST", "/v1/auth/token", {"email": email, "password": password})
+
+    def refresh(self, refresh_token: str) -> Dict[str, Any]:
+        return self._call("POST", "/v1/auth/refresh", {"refresh_token": refresh_token})
+
+    def revoke(self, refresh_token: str) -> Dict[str, Any]:
+        return self._call("POST", "/v1/auth/revoke", {"refresh_token": refresh_token})
+
+    def me(self) -> Dict[str, Any]:
+        """``GET /v1/me`` with a user's access token."""
+        return self._call("GET", "/v1/me")
 
 
 class Events(_Resource):
@@ -346,6 +402,9 @@ class Mailroom:
         self.domains = Domains(self._http)
         self.keys = Keys(self._http)
         self.events = Events(self._http)
+        self.domain_credentials = DomainCredentials(self._http)
+        self.users = Users(self._http)
+        self.auth = Auth(self._http)
 
     @property
     def base_url(self) -> str:
@@ -359,3 +418,73 @@ class Mailroom:
                 query: Optional[Mapping[str, Any]] = None) -> Any:
         """Any route, answering the decoded JSON (``{"result": …, "next_steps": …}``)."""
         return self._http.request(method, path, body=body, query=query)
+
+
+# Every route this SDK calls, as /openapi.json names it, and the method that calls it
+# (tests/clients/sdk_python_steps.py compares this with the server's /openapi.json).
+ROUTES: Dict[str, str] = {
+    "POST /v1/inboxes": "inboxes.create",
+    "GET /v1/inboxes": "inboxes.list",
+    "GET /v1/inboxes/{id}": "inboxes.get",
+    "DELETE /v1/inboxes/{id}": "inboxes.delete",
+    "POST /v1/inboxes/{id}/rotate-key": "inboxes.rotate_key",
+    "GET /v1/inboxes/{id}/messages": "messages.list",
+    "GET /v1/inboxes/{id}/messages/{mid}": "messages.get",
+    "PATCH /v1/inboxes/{id}/messages/{mid}": "messages.update",
+    "DELETE /v1/inboxes/{id}/messages/{mid}": "messages.delete",
+    "GET /v1/inboxes/{id}/messages/{mid}/raw": "messages.raw",
+    "GET /v1/inboxes/{id}/messages/{mid}/attachments/{aid}": "messages.attachment",
+    "POST /v1/inboxes/{id}/send": "messages.send",
+    "POST /v1/inboxes/{id}/messages/{mid}/reply": "messages.reply",
+    "POST /v1/inboxes/{id}/messages/{mid}/reply-all": "messages.reply_all",
+    "POST /v1/inboxes/{id}/messages/{mid}/forward": "messages.forward",
+    "GET /v1/inboxes/{id}/threads": "threads.list",
+    "GET /v1/inboxes/{id}/threads/{tid}": "threads.get",
+    "GET /v1/account": "account.get",
+    "GET /v1/account/smtp": "account.get_smtp",
+    "POST /v1/account/smtp/rotate": "account.rotate_smtp",
+    "POST /v1/account/rotate-key": "account.rotate_key",
+    "GET /v1/capabilities": "capabilities",
+    "POST /v1/upgrade-link": "account.upgrade_link",
+    "POST /v1/webhooks": "webhooks.create",
+    "GET /v1/webhooks": "webhooks.list",
+    "GET /v1/webhooks/{id}": "webhooks.get",
+    "PATCH /v1/webhooks/{id}": "webhooks.update",
+    "DELETE /v1/webhooks/{id}": "webhooks.delete",
+    "POST /v1/webhooks/{id}/test": "webhooks.test",
+    "POST /v1/webhooks/{id}/rotate-secret": "webhooks.rotate_secret",
+    "GET /v1/webhooks/{id}/deliveries": "webhooks.deliveries",
+    "POST /v1/webhooks/{id}/deliveries/{did}/replay": "webhooks.replay",
+    "GET /v1/events": "events.list",
+    "POST /v1/domains": "domains.create",
+    "GET /v1/domains": "domains.list",
+    "GET /v1/domains/{domain}": "domains.get",
+    "DELETE /v1/domains/{domain}": "domains.delete",
+    "POST /v1/domains/{domain}/verify": "domains.verify",
+    "GET /v1/domains/{domain}/zone-file": "domains.zone_file",
+    "POST /api/domains/{domain}/credentials": "domain_credentials.create",
+    "GET /api/domains/{domain}/credentials": "domain_credentials.list",
+    "DELETE /api/domains/{domain}/credentials/{guid}": "domain_credentials.delete",
+    "GET /v1/keys": "keys.list",
+    "POST /v1/keys": "keys.create",
+    "DELETE /v1/keys/{key_id}": "keys.delete",
+    "POST /v1/keys/{key_id}/rotate": "keys.rotate",
+    "POST /api/smtp-credentials/mobile": "keys.create_mobile",
+    "POST /v1/account/users": "users.create",
+    "GET /v1/account/users": "users.list",
+    "PATCH /v1/account/users/{id}": "users.update",
+    "DELETE /v1/account/users/{id}": "users.delete",
+    "POST /v1/auth/token": "auth.token",
+    "POST /v1/auth/refresh": "auth.refresh",
+    "POST /v1/auth/revoke": "auth.revoke",
+    "GET /v1/me": "auth.me",
+}
+
+# Routes of the document this SDK reaches by another path or not as a method.
+ROUTES_ELSEWHERE: Dict[str, str] = {
+    "GET /api/smtp-credentials": "keys.list (/v1/keys, the same handler)",
+    "POST /api/smtp-credentials": "keys.create (/v1/keys)",
+    "DELETE /api/smtp-credentials/{keyId}": "keys.delete (/v1/keys/{key_id})",
+    "POST /api/smtp-credentials/{keyId}/rotate": "keys.rotate (/v1/keys/{key_id}/rotate)",
+    "GET /v1/inboxes/{id}/events": "Server-Sent Events: not a method yet (use messages.list(wait=...))",
+}
