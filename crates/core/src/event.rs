@@ -192,7 +192,11 @@ impl NewEvent {
 
     /// `operator.notified`: an agent left a notice for its operator. `data` has every
     /// field every time (`inbox_id`, `context`, `action_label` may be null).
-    pub fn operator_notified(account_id: &str, inbox_id: Option<&str>, data: serde_json::Value) -> NewEvent {
+    pub fn operator_notified(
+        account_id: &str,
+        inbox_id: Option<&str>,
+        data: serde_json::Value,
+    ) -> NewEvent {
         NewEvent {
             event_type: EventType::OperatorNotified,
             account_id: account_id.to_owned(),

@@ -153,7 +153,9 @@ impl Services {
             .await?
         {
             CreateNoticeOutcome::Created => {}
-            CreateNoticeOutcome::NoAccount => return Err(ServiceError::NotFound { what: "account" }),
+            CreateNoticeOutcome::NoAccount => {
+                return Err(ServiceError::NotFound { what: "account" });
+            }
             CreateNoticeOutcome::LimitReached { open } => {
                 return Err(ServiceError::Forbidden {
                     code: OPEN_NOTICES_LIMIT,
@@ -237,7 +239,10 @@ mod tests {
     #[test]
     fn bad_input_names_its_field() {
         assert_eq!(field(validate(req("  "))), "issue");
-        assert_eq!(field(validate(req(&"x".repeat(MAX_ISSUE_CHARS + 1)))), "issue");
+        assert_eq!(
+            field(validate(req(&"x".repeat(MAX_ISSUE_CHARS + 1)))),
+            "issue"
+        );
         let mut r = req("ok");
         r.context = Some(serde_json::json!([1]));
         assert_eq!(field(validate(r)), "context");
@@ -256,7 +261,10 @@ mod tests {
         r.action_label = Some(" Verify ".into());
         let ok = validate(r).ok();
         let ok = ok.as_ref();
-        assert_eq!(ok.map(|r| r.issue.as_str()), Some("Please verify the domain"));
+        assert_eq!(
+            ok.map(|r| r.issue.as_str()),
+            Some("Please verify the domain")
+        );
         assert_eq!(ok.and_then(|r| r.context.clone()), None);
         assert_eq!(ok.and_then(|r| r.action_label.as_deref()), Some("Verify"));
     }

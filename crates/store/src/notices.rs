@@ -37,7 +37,9 @@ pub struct NoticeRow {
 pub enum CreateNoticeOutcome {
     Created,
     /// The account already has `open` open notices, `max` or more: nothing was stored.
-    LimitReached { open: u64 },
+    LimitReached {
+        open: u64,
+    },
     NoAccount,
 }
 
@@ -116,9 +118,9 @@ impl Store {
     ) -> Result<Vec<NoticeRow>, StoreError> {
         // `$1 = 1` lets resolved notices through; static SQL for each account filter.
         let all = i64::from(include_resolved);
-        let rows = match account_id {
-            Some(a) => {
-                sqlx::query(
+        let rows =
+            match account_id {
+                Some(a) => sqlx::query(
                     "SELECT id, account_id, inbox_id, issue, context, action_label, created_at, \
                      resolved_at FROM operator_notices \
                      WHERE account_id = $3 AND ($1 = 1 OR resolved_at IS NULL) \
@@ -128,10 +130,8 @@ impl Store {
                 .bind(i64::from(limit))
                 .bind(a)
                 .fetch_all(&self.read)
-                .await?
-            }
-            None => {
-                sqlx::query(
+                .await?,
+                None => sqlx::query(
                     "SELECT id, account_id, inbox_id, issue, context, action_label, created_at, \
                      resolved_at FROM operator_notices WHERE ($1 = 1 OR resolved_at IS NULL) \
                      ORDER BY created_at DESC, id DESC LIMIT $2",
@@ -139,9 +139,8 @@ impl Store {
                 .bind(all)
                 .bind(i64::from(limit))
                 .fetch_all(&self.read)
-                .await?
-            }
-        };
+                .await?,
+            };
         rows.iter().map(notice_from_row).collect()
     }
 
