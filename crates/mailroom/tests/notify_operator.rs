@@ -143,6 +143,44 @@ async fn a_notice_is_stored_announced_listed_and_resolved(s: TestServer) {
     assert!(open.iter().all(|n| n["id"] != id.as_str()));
     let all = notices(&s, &a.account_key, "?all=true").await;
     assert_eq!(all.len(), 3);
+
+    // The operator's command lists them too, by account.
+    let b = s.new_account("quiet").await;
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["admin", "notices"])
+            .args(args)
+            .args(["--database-url", &s.database_url])
+            .env_remove("MAILROOM_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let open = admin(&["--account", &a.account_id]);
+    assert_eq!(
+        open.lines().filter(|l| l.starts_with("ntc_")).count(),
+        2,
+        "{open}"
+    );
+    assert!(
+        open.contains("Please top up") && !open.contains(&id),
+        "{open}"
+    );
+    let every = admin(&["--account", &a.email, "--all"]);
+    assert!(
+        every.contains(&id) && every.contains("resolved "),
+        "{every}"
+    );
+    assert!(
+        every.contains(r#"context: {"attempts":3,"domain":"example.com"}"#),
+        "{every}"
+    );
+    assert_eq!(
+        admin(&["--account", &b.account_id]).trim(),
+        "no open notices"
+    );
 }
 
 async fn bad_input_is_refused_naming_the_field(s: TestServer) {
