@@ -2,7 +2,9 @@
 //! records an `operator.notified` event; the operator lists and resolves notices
 //! (`GET /v1/account/notices`, `POST /v1/account/notices/{id}/resolve`); bad input is a 422
 //! naming the field with nothing stored; an account has at most 100 open notices; another
-//! tenant's notice is 404. Over real sockets, on SQLite and PostgreSQL.
+//! tenant's notice is 404; a webhook subscribed to the event gets it, an inbox key's notice is on
+//! its inbox's stream; a user who is not an owner notifies but does not list. Over real
+//! sockets, on SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -13,6 +15,7 @@ on_both_backends!(
     a_notice_is_stored_announced_listed_and_resolved,
     bad_input_is_refused_naming_the_field,
     open_notices_are_capped_and_tenants_are_apart,
+    webhooks_streams_and_users_hear_of_notices,
 );
 
 async fn notify(s: &TestServer, key: &str, body: Value) -> (u16, Value) {
@@ -283,4 +286,116 @@ async fn open_notices_are_capped_and_tenants_are_apart(s: TestServer) {
     assert_eq!(st, 201, "{body}");
     let (st, _) = notify(&s, &a.account_key, json!({"issue": "and full again"})).await;
     assert_eq!(st, 403);
+}
+
+async fn webhooks_streams_and_users_hear_of_notices(s: TestServer) {
+    let a = s.new_account("listeners").await;
+    // An inbox key's notice is an event of its inbox: its SSE stream carries it.
+    let mut stream = s
+        .http
+        .get(s.url(&format!("/v1/inboxes/{}/events", a.inbox_id)))
+        .bearer_auth(&a.inbox_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let (st, body) = notify(&s, &a.inbox_key, json!({"issue": "streamed notice"})).await;
+    assert_eq!(st, 201, "{body}");
+    let id = body["result"]["notice_id"].as_str().unwrap().to_owned();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = String::new();
+    while !(seen.contains("event: operator.notified") && seen.contains(&id)) {
+        let chunk = tokio::time::timeout_at(until, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no operator.notified on the stream; saw {seen:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("stream closed; saw {seen:?}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+
+    // A webhook subscribed to the event gets it, signed, through the usual worker.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send((id, body));
+                "ok"
+            }
+        }),
+    );
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (st, hook, _) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&a.account_key),
+            Some(
+                json!({"url": format!("http://{hook_addr}/hook"), "events": ["operator.notified"]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{hook}");
+    let (st, body) = notify(&s, &a.account_key, json!({"issue": "hooked notice"})).await;
+    assert_eq!(st, 201, "{body}");
+    let hooked = body["result"]["notice_id"].as_str().unwrap().to_owned();
+    let (hook_id, payload) = tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv())
+        .await
+        .expect("the webhook is delivered")
+        .unwrap();
+    let payload: Value = serde_json::from_str(&payload).unwrap();
+    assert!(hook_id.starts_with("evt_"), "{hook_id}");
+    assert_eq!(payload["type"], "operator.notified", "{payload}");
+    assert_eq!(payload["data"]["notice_id"], hooked.as_str(), "{payload}");
+    assert_eq!(payload["data"]["inbox_id"], Value::Null, "{payload}");
+    receiver.abort();
+
+    // A user who is not an owner may notify, but not list or resolve.
+    let password = "correct horse battery staple";
+    let (st, created, _) = s
+        .call(
+            "POST",
+            "/v1/account/users",
+            Some(&a.account_key),
+            Some(json!({"email": "helper@example.com", "password": password})),
+        )
+        .await;
+    assert_eq!(st, 201, "{created}");
+    let (st, g, _) = s
+        .call(
+            "POST",
+            "/v1/auth/token",
+            None,
+            Some(json!({"email": "helper@example.com", "password": password})),
+        )
+        .await;
+    assert_eq!(st, 200, "{g}");
+    let token = g["access_token"].as_str().unwrap();
+    let (st, body) = notify(&s, token, json!({"issue": "from a user"})).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, e, _) = s
+        .call("GET", "/v1/account/notices", Some(token), None)
+        .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (403, Some("OWNER_REQUIRED")),
+        "{e}"
+    );
+    let path = format!("/v1/account/notices/{id}/resolve");
+    let (st, e, _) = s.call("POST", &path, Some(token), None).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (403, Some("OWNER_REQUIRED")),
+        "{e}"
+    );
+    assert_eq!(notices(&s, &a.account_key, "").await.len(), 3);
 }
