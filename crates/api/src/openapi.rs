@@ -31,6 +31,9 @@ use crate::routes;
         routes::rotate_smtp,
         routes::get_capabilities,
         routes::create_upgrade_link,
+        routes::notify_operator,
+        routes::list_notices,
+        routes::resolve_notice,
         routes::list_messages,
         routes::get_message,
         routes::get_raw,
@@ -83,7 +86,7 @@ use crate::routes;
         (name = "messages", description = "Received mail: list, wait, read, label, move, delete, threads"),
         (name = "webhooks", description = "Signed webhooks with retries (Standard Webhooks), and the account's event log"),
         (name = "keys", description = "API keys with scopes, and mail client connection info (seed 002)"),
-        (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades"),
+        (name = "account", description = "Tier, limits, SMTP credentials, capabilities, upgrades, notices to the operator"),
         (name = "domains", description = "Custom domains, their DNS records and verification, and their SMTP credentials (seed 001)"),
         (name = "auth", description = "Operator users: password login, JWT access and refresh tokens (seed 004)"),
     )

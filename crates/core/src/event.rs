@@ -35,6 +35,8 @@ pub enum EventType {
     WebhookUnhealthy,
     #[serde(rename = "webhook.test")]
     WebhookTest,
+    #[serde(rename = "operator.notified")]
+    OperatorNotified,
 }
 
 /// Every event type a webhook may subscribe to, including those that later parts of
@@ -51,6 +53,7 @@ pub const SUBSCRIBABLE: &[&str] = &[
     "inbox.created",
     "inbox.deleted",
     "webhook.unhealthy",
+    "operator.notified",
 ];
 
 impl EventType {
@@ -68,6 +71,7 @@ impl EventType {
             EventType::DomainVerified => "domain.verified",
             EventType::WebhookUnhealthy => "webhook.unhealthy",
             EventType::WebhookTest => "webhook.test",
+            EventType::OperatorNotified => "operator.notified",
         }
     }
 }
@@ -183,6 +187,21 @@ impl NewEvent {
             account_id: account_id.to_owned(),
             inbox_id: Some(inbox_id.to_owned()),
             data: serde_json::json!({"inbox_id": inbox_id, "email": email}),
+        }
+    }
+
+    /// `operator.notified`: an agent left a notice for its operator. `data` has every
+    /// field every time (`inbox_id`, `context`, `action_label` may be null).
+    pub fn operator_notified(
+        account_id: &str,
+        inbox_id: Option<&str>,
+        data: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            event_type: EventType::OperatorNotified,
+            account_id: account_id.to_owned(),
+            inbox_id: inbox_id.map(str::to_owned),
+            data,
         }
     }
 }

@@ -24,6 +24,8 @@ pub enum IdKind {
     User,
     /// A refresh-token family.
     TokenFamily,
+    /// A notice an agent left for its operator (`POST /v1/notify-operator`).
+    Notice,
 }
 
 impl IdKind {
@@ -41,6 +43,7 @@ impl IdKind {
             IdKind::Queued => "q_",
             IdKind::User => "usr_",
             IdKind::TokenFamily => "tf_",
+            IdKind::Notice => "ntc_",
         }
     }
 }

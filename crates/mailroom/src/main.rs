@@ -102,6 +102,21 @@ enum AdminCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// List the notices agents left for their operators (POST /v1/notify-operator), newest
+    /// first: open ones, or all with --all. Resolve one with
+    /// POST /v1/account/notices/{id}/resolve.
+    ///
+    /// Example: mailroom admin notices --account acc_0123456789abcdefghij
+    Notices {
+        /// Only this account: its id (acc_…), one of its inbox addresses, or a user's email.
+        #[arg(long)]
+        account: Option<String>,
+        /// Include resolved notices.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +391,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Account(cmd) => account(cmd).await,
+        AdminCommand::Notices { account, all, data } => notices(account, all, &data).await,
         AdminCommand::RedeemUpgrade { token, data } => {
             let token = token
                 .split_once("token=")
@@ -402,6 +418,46 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mailroom admin notices`: one line per notice, its context on the next when it has one.
+async fn notices(account: Option<String>, all: bool, data: &DataArgs) -> anyhow::Result<()> {
+    let (config, store) = open_existing(data).await?;
+    // Listing needs no secrets.
+    let master = mailroom_core::secret::MasterSecret::generate();
+    let services = mailroom::services(store.clone(), &config, master, String::new(), false);
+    let account_id = match &account {
+        None => None,
+        Some(who) => Some(services.account_named(who).await.map_err(|e| match e {
+            mailroom_services::ServiceError::NotFound { .. } => {
+                anyhow::anyhow!("no account {who:?} in this database (give an acc_… id, an inbox address or a user's email)")
+            }
+            other => other.into(),
+        })?),
+    };
+    let rows = store.list_notices(account_id.as_deref(), all, 1000).await?;
+    store.close().await;
+    if rows.is_empty() {
+        println!("no {}notices", if all { "" } else { "open " });
+    }
+    for n in rows {
+        let state = match n.resolved_at {
+            Some(t) => format!("resolved {}", mailroom_core::time::rfc3339(t)),
+            None => "open".to_owned(),
+        };
+        println!(
+            "{}  {}  {}  {}  {}",
+            n.id,
+            n.account_id,
+            mailroom_core::time::rfc3339(n.created_at),
+            state,
+            n.issue.replace('\n', " ")
+        );
+        if let Some(c) = n.context {
+            println!("    context: {c}");
+        }
+    }
+    Ok(())
 }
 
 /// The server's real master secret, for commands that derive or check what it signs.

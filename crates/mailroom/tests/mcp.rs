@@ -129,6 +129,7 @@ async fn tools_over_streamable_http(s: TestServer) {
         "forward",
         "update_message",
         "create_upgrade_link",
+        "notify_operator",
         "list_webhooks",
         "create_webhook",
     ] {
@@ -448,6 +449,9 @@ async fn account_tools(s: &TestServer, ann: &TestAccount) {
                 "events": ["message.received"]}],
             ["call", "list_webhooks", {}],
             ["call", "create_webhook", {"url": "http://10.0.0.5/hook", "events": ["*"]}],
+            ["call", "notify_operator", {"issue": "Please verify example.com",
+                "context": {"domain": "example.com"}}],
+            ["call", "notify_operator", {"issue": " "}],
         ]),
     )
     .await;
@@ -461,6 +465,15 @@ async fn account_tools(s: &TestServer, ann: &TestAccount) {
     );
     assert_eq!(ok(&out, 3)["result"]["webhooks"][0]["id"], hook["id"]);
     err(&out, 4, "URL_NOT_ALLOWED", 422);
+    let notice = &ok(&out, 5)["result"];
+    assert!(
+        notice["agent_script"]
+            .as_str()
+            .unwrap()
+            .starts_with("Tell your operator: Please verify example.com"),
+        "{notice}"
+    );
+    err(&out, 6, "INVALID_ISSUE", 422);
 }
 
 async fn tools_over_stdio(s: TestServer) {

@@ -54,6 +54,9 @@ async fn health_metrics_and_api_description(s: TestServer) {
         "/v1/account/smtp",
         "/v1/capabilities",
         "/v1/upgrade-link",
+        "/v1/notify-operator",
+        "/v1/account/notices",
+        "/v1/account/notices/{id}/resolve",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),

@@ -182,6 +182,13 @@ pub const TOOLS: &[ToolSpec] = &[
         ..tool("create_upgrade_link", "POST", "/v1/upgrade-link")
     },
     ToolSpec {
+        title: "Tell the operator",
+        hint: "Leave a notice for your operator when you need a human (a decision, a payment, \
+               a domain to verify); relay the answer's agent_script to them.",
+        read_only: false,
+        ..tool("notify_operator", "POST", "/v1/notify-operator")
+    },
+    ToolSpec {
         title: "List webhooks",
         ..tool("list_webhooks", "GET", "/v1/webhooks")
     },

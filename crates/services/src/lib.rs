@@ -18,6 +18,7 @@ pub mod keys;
 pub mod login_throttle;
 pub mod mailauth;
 mod messages;
+pub mod notices;
 pub mod origin;
 pub mod ratelimit;
 mod revocation;
@@ -47,6 +48,7 @@ pub use messages::{
     AddressView, AttachmentView, Deleted, DeliveryView, Extracted, HeaderView, ListFilter,
     MAX_WAIT, MessagePatch, MessageView, Wait, view_of,
 };
+pub use notices::{NoticeCreated, NoticeRequest};
 pub use ratelimit::{RateDecision, RateLimiter, RateRule};
 pub use revocation::{Credential, RECHECK_INTERVAL};
 pub use storage::{StorageMeter, StorageReport};

@@ -327,6 +327,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         "imap recent",
         include_str!("../migrations/sqlite/0014_imap_recent.sql"),
     ),
+    (
+        15,
+        "operator notices",
+        include_str!("../migrations/sqlite/0015_operator_notices.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
@@ -399,6 +404,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         14,
         "imap recent",
         include_str!("../migrations/postgres/0014_imap_recent.sql"),
+    ),
+    (
+        15,
+        "operator notices",
+        include_str!("../migrations/postgres/0015_operator_notices.sql"),
     ),
 ];
 

@@ -17,6 +17,7 @@ mod events;
 mod holds;
 mod imap;
 mod messages;
+mod notices;
 mod outbound;
 mod storage;
 mod tenancy;
@@ -35,6 +36,7 @@ pub use imap::{
 pub use messages::{
     MessageQuery, MessageRow, NewMessage, Recipient, STANDARD_MAILBOXES, StoredMessage, mailbox_id,
 };
+pub use notices::{CreateNoticeOutcome, NewNotice, NoticeRow};
 pub use outbound::{
     DueRecipient, OutboundSpec, QueueEntry, RecipientOutcome, RecipientResult, RecipientStatus,
 };

@@ -5,6 +5,7 @@ mod domains;
 mod inboxes;
 mod keys;
 mod messages;
+mod notices;
 mod send;
 mod system;
 mod upgrade_page;
@@ -29,6 +30,7 @@ pub(crate) use domains::*;
 pub(crate) use inboxes::*;
 pub(crate) use keys::*;
 pub(crate) use messages::*;
+pub(crate) use notices::*;
 pub(crate) use send::*;
 pub(crate) use users::*;
 pub(crate) use webhooks::*;
@@ -167,6 +169,12 @@ pub fn routes(state: &AppState, extra: Router<AppState>) -> Router<AppState> {
         .route("/v1/account/smtp/rotate", post(account::rotate_smtp))
         .route("/v1/capabilities", get(account::get_capabilities))
         .route("/v1/upgrade-link", post(account::create_upgrade_link))
+        .route("/v1/notify-operator", post(notices::notify_operator))
+        .route("/v1/account/notices", get(notices::list_notices))
+        .route(
+            "/v1/account/notices/{id}/resolve",
+            post(notices::resolve_notice),
+        )
         .route("/upgrade", get(upgrade_page::show))
         // One middleware for both checks: each layer costs a boxed service and a state clone
         // per request.
