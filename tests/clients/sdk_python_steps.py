@@ -146,6 +146,15 @@ assert user["id"] in [u["id"] for u in ann.users.list()["users"]]
 assert ann.auth.revoke(token["refresh_token"])["revoked"] is True
 ann.users.delete(user["id"])
 
+# The operator is told, lists and resolves.
+notice = ann.account.notify_operator("a human must approve the invoice", context={"amount": 12})
+assert notice["notice_id"] and notice["operator_action_url"], notice
+open_ids = [n["notice_id"] if "notice_id" in n else n["id"] for n in ann.account.notices()["notices"]]
+assert notice["notice_id"] in open_ids, open_ids
+ann.account.resolve_notice(notice["notice_id"])
+assert not ann.account.notices()["notices"], "resolved notices are not open"
+out["notice"] = notice
+
 deleted = ann.inboxes.delete(created.id)
 assert deleted.deleted is True and deleted.id == created.id, deleted
 assert ann.inboxes.list().total == 1

@@ -229,6 +229,24 @@ class AccountResource(_Resource):
         a = self._call("GET", "/v1/capabilities")
         return Capabilities.from_json(a.get("result"), a.get("next_steps"))
 
+    def notify_operator(self, issue: str, context: Optional[Mapping[str, Any]] = None,
+                        action_label: Optional[str] = None) -> Dict[str, Any]:
+        """``POST /v1/notify-operator``: tells the account's operator something needs a
+        human; ``{notice_id, operator_action_url, operator_action_label, agent_script}``."""
+        body = _body(issue=issue, context=dict(context) if context is not None else None,
+                     action_label=action_label)
+        return self._call("POST", "/v1/notify-operator", body).get("result") or {}
+
+    def notices(self, all: bool = False, limit: Optional[int] = None) -> Dict[str, Any]:
+        """``GET /v1/account/notices`` (account key or owner): open notices, newest first;
+        ``all`` includes resolved ones."""
+        query = {"all": "true" if all else None, "limit": limit}
+        return self._call("GET", "/v1/account/notices", query=query).get("result") or {}
+
+    def resolve_notice(self, notice_id: str) -> Dict[str, Any]:
+        """``POST /v1/account/notices/{id}/resolve`` (account key or owner)."""
+        return self._call("POST", f"/v1/account/notices/{_q(notice_id)}/resolve").get("result") or {}
+
     def upgrade_link(self, target_tier: str) -> UpgradeLink:
         a = self._call("POST", "/v1/upgrade-link", {"target_tier": target_tier})
         return UpgradeLink.from_json(a.get("result"), a.get("next_steps"))
@@ -446,6 +464,9 @@ ROUTES: Dict[str, str] = {
     "POST /v1/account/rotate-key": "account.rotate_key",
     "GET /v1/capabilities": "capabilities",
     "POST /v1/upgrade-link": "account.upgrade_link",
+    "POST /v1/notify-operator": "account.notify_operator",
+    "GET /v1/account/notices": "account.notices",
+    "POST /v1/account/notices/{id}/resolve": "account.resolve_notice",
     "POST /v1/webhooks": "webhooks.create",
     "GET /v1/webhooks": "webhooks.list",
     "GET /v1/webhooks/{id}": "webhooks.get",
