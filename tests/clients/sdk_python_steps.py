@@ -160,6 +160,8 @@ assert deleted.deleted is True and deleted.id == created.id, deleted
 assert ann.inboxes.list().total == 1
 out["deleted"] = deleted.to_dict()
 
+assert ann.health()["status"] == "ok"
+
 # The SDK's routes against the server's /openapi.json: every documented route is a method
 # (or named in ROUTES_ELSEWHERE), and every method names a real method of the client.
 import urllib.request

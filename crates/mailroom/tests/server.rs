@@ -57,12 +57,29 @@ async fn health_metrics_and_api_description(s: TestServer) {
         "/v1/notify-operator",
         "/v1/account/notices",
         "/v1/account/notices/{id}/resolve",
+        "/v1/keys",
+        "/v1/keys/{key_id}",
+        "/healthz",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
             "{path} missing from the OpenAPI document"
         );
     }
+    // Every path parameter is in its path's template, and query parameters are not
+    // described as path parameters (issue #14: SDKs are generated from this document).
+    let mut wrong = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let (name, place) = (p["name"].as_str().unwrap_or(""), p["in"].as_str());
+                if place == Some("path") && !path.contains(&format!("{{{name}}}")) {
+                    wrong.push(format!("{method} {path}: path parameter {name}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
     let docs = s.http.get(s.url("/docs")).send().await.unwrap();
     assert!(
         docs.headers()["content-type"]

@@ -428,6 +428,10 @@ class Mailroom:
     def base_url(self) -> str:
         return self._http.base_url
 
+    def health(self) -> Dict[str, Any]:
+        """``GET /healthz``: ``{status, database}`` while the server and its database answer."""
+        return self._http.request("GET", "/healthz")
+
     def capabilities(self) -> Capabilities:
         """``GET /v1/capabilities``: what this key's tier can and cannot do."""
         return self.account.capabilities()
@@ -499,6 +503,7 @@ ROUTES: Dict[str, str] = {
     "POST /v1/auth/refresh": "auth.refresh",
     "POST /v1/auth/revoke": "auth.revoke",
     "GET /v1/me": "auth.me",
+    "GET /healthz": "health",
 }
 
 # Routes of the document this SDK reaches by another path or not as a method.

@@ -118,6 +118,7 @@ pub struct KeyRotated {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// 1–100, default 50.

@@ -202,3 +202,29 @@ pub async fn rotate(
     let (row, secret) = state.services.rotate_api_key(&principal, &key_id).await?;
     Ok((headers, axum::Json(KeyView::of(row, Some(secret)))).into_response())
 }
+
+/// `/v1/keys…` serve the same handlers as seed 002's `/api/smtp-credentials…`, under the
+/// API's own prefix. These items only describe them in the OpenAPI document (the router
+/// mounts `list`, `create`, `delete` and `rotate` at both places), so that SDKs generated
+/// from the document know both.
+pub(crate) mod v1_doc {
+    #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+        responses((status = 200, description = "as GET /api/smtp-credentials: {keys: [...]}")))]
+    #[allow(dead_code)]
+    pub fn list_v1() {}
+
+    #[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+        responses((status = 201, description = "as POST /api/smtp-credentials: the key, shown once")))]
+    #[allow(dead_code)]
+    pub fn create_v1() {}
+
+    #[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys", params(("key_id" = String, Path)),
+        security(("bearer" = [])), responses((status = 200, description = "as DELETE /api/smtp-credentials/{keyId}")))]
+    #[allow(dead_code)]
+    pub fn delete_v1() {}
+
+    #[utoipa::path(post, path = "/v1/keys/{key_id}/rotate", tag = "keys", params(("key_id" = String, Path)),
+        security(("bearer" = [])), responses((status = 200, description = "as POST /api/smtp-credentials/{keyId}/rotate: the new key, shown once")))]
+    #[allow(dead_code)]
+    pub fn rotate_v1() {}
+}

@@ -58,6 +58,7 @@ pub struct MessageList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessageParams {
     /// `true`: only unread; `false`: only read.
@@ -353,6 +354,7 @@ pub struct ThreadList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadParams {
     pub limit: Option<u32>,
@@ -426,6 +428,7 @@ pub async fn get_thread(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Resume after this event id (the same as the `Last-Event-ID` header).

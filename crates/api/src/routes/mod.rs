@@ -7,7 +7,7 @@ mod keys;
 mod messages;
 mod notices;
 mod send;
-mod system;
+pub(crate) mod system;
 mod upgrade_page;
 mod users;
 mod webhooks;

@@ -78,6 +78,7 @@ pub async fn notify_operator(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NoticesParams {
     /// `true` to include resolved notices (default: open ones only).

@@ -8,6 +8,9 @@ use crate::AppState;
 use crate::openapi::{docs_html, openapi_document};
 
 /// `GET /healthz`: 200 when the database answers, 503 when it does not.
+#[utoipa::path(get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "{status: \"ok\", database}"),
+        (status = 503, description = "the database does not answer")))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.services.store().ping().await {
         Ok(()) => (

@@ -333,6 +333,7 @@ pub async fn replay_delivery(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsParams {
     /// Events after this event id.
