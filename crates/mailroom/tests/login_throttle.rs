@@ -15,29 +15,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Each case on SQLite and on PostgreSQL (when `MAILROOM_TEST_DATABASE_URL` is set), with
-/// small throttle counts.
-macro_rules! on_both_backends_throttled {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let s = super::start(mailroom_testkit::Backend::Sqlite).await.expect("SQLite");
-                super::$case(s).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                match super::start(mailroom_testkit::Backend::Postgres).await {
-                    Some(s) => super::$case(s).await,
-                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
-                }
-            }
-        }
-    )*};
-}
-
-on_both_backends_throttled!(
+mailroom_testkit::on_both_backends_started_by!(
+    start;
     token_grants_are_throttled_by_address_and_user,
     mail_doors_share_one_throttle,
 );

@@ -43,27 +43,8 @@ async fn start(backend: Backend) -> Option<TestServer> {
     .await
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let s = super::start(mailroom_testkit::Backend::Sqlite).await.expect("SQLite");
-                super::$case(s).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                match super::start(mailroom_testkit::Backend::Postgres).await {
-                    Some(s) => super::$case(s).await,
-                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
-                }
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+mailroom_testkit::on_both_backends_started_by!(
+    start;
     smtp_and_imap_refuse_a_full_mailbox,
     api_refuses_sends_that_would_not_fit,
     sent_message_deletes_for_good_and_blobs_are_collected,

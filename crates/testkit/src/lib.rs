@@ -349,6 +349,32 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// Like [`on_both_backends!`], with servers started by the test file's own
+/// `start(backend) -> Option<TestServer>` (a configuration of its own, say smaller budgets):
+/// `on_both_backends_started_by!(start; case_a, case_b)`.
+#[macro_export]
+macro_rules! on_both_backends_started_by {
+    ($start:ident; $($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let server = super::$start($crate::Backend::Sqlite)
+                    .await
+                    .expect("SQLite is always available");
+                super::$case(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                match super::$start($crate::Backend::Postgres).await {
+                    Some(server) => super::$case(server).await,
+                    None => eprintln!("skipped: MAILROOM_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    )*};
+}
+
 /// A loopback port that was free a moment ago, for a listener that must keep its port
 /// across restarts (a peer's MX that another server delivers to).
 pub fn free_port() -> u16 {
