@@ -69,8 +69,14 @@ fn shard_of(key: &str) -> usize {
     h as usize % SHARDS
 }
 
-/// Above this many tracked keys, expired windows are swept on the next call.
-const SWEEP_THRESHOLD: usize = 10_000;
+/// From this many tracked keys on (over all shards), expired windows are swept.
+const SWEEP_THRESHOLD: usize = 8_192;
+/// At most this many keys per shard (about 260,000 in all, tens of MiB): callers from a
+/// vast address space (an IPv6 /32 holds 2^32 /64s) cannot grow the map without bound.
+/// A shard still full after the sweep starts over: its counters reset, which only a
+/// caller with that many addresses can bring about, and password guessing stays bounded
+/// by the hashing pool.
+const MAX_KEYS_PER_SHARD: usize = 16_384;
 
 impl RateLimiter {
     pub fn new() -> RateLimiter {
@@ -113,10 +119,21 @@ impl RateLimiter {
         let mut windows = self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if windows.len() > SWEEP_THRESHOLD / SHARDS {
+        // Swept when a new key would make the shard cross a power of two (from the
+        // threshold on): a sweep visits every key, so it must not run on every call of a
+        // big shard; doubling keeps its cost per call constant.
+        let len = windows.len();
+        if len >= SWEEP_THRESHOLD / SHARDS && len.is_power_of_two() && !windows.contains_key(key) {
             windows.retain(|_, w| {
                 now.duration_since(w.started) < rule.window.max(Duration::from_secs(3600))
             });
+            if windows.len() >= MAX_KEYS_PER_SHARD {
+                tracing::warn!(
+                    keys = windows.len(),
+                    "rate limiter shard full; its counters start over"
+                );
+                windows.clear();
+            }
         }
         // The common case (a known caller) allocates nothing.
         if !windows.contains_key(key) {
@@ -165,6 +182,24 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_map_stays_bounded_whatever_the_callers() {
+        let rl = RateLimiter::new();
+        let rule = RateRule::per_hour(5);
+        let t0 = Instant::now();
+        for i in 0..(MAX_KEYS_PER_SHARD * SHARDS + 50_000) {
+            rl.check_at(&format!("login-fail:addr:2001:db8:{i:x}::/64"), rule, t0);
+        }
+        let total: usize = rl
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum();
+        assert!(total <= MAX_KEYS_PER_SHARD * SHARDS, "{total} keys");
+        // Still counting after a reset.
+        assert!(rl.check_at("k", rule, t0).allowed);
+    }
 
     #[test]
     fn counts_refuses_and_resets() {
