@@ -237,10 +237,12 @@ impl Store {
     /// `first >= below`). A compare-and-set, so two sessions never claim the same uid.
     pub async fn imap_claim_recent(&self, mailbox: &str, below: i64) -> Result<i64, StoreError> {
         loop {
+            // Read from the read pool (not behind the writer); the update below only
+            // succeeds if nobody moved it since.
             let first: Option<i64> =
                 sqlx::query_scalar("SELECT first_recent_uid FROM mailboxes WHERE id = $1")
                     .bind(mailbox)
-                    .fetch_optional(&self.write)
+                    .fetch_optional(&self.read)
                     .await?;
             let Some(first) = first else {
                 return Ok(below);
